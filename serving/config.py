@@ -1,0 +1,151 @@
+"""What the server serves: model configs (TF Serving's models.config) and batching parameters.
+
+Both are parsed once at the entry point into frozen dataclasses; errors name the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+
+class ServingConfigError(ValueError):
+    """A models.config or batching parameters file is invalid."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        super().__init__(f"{source}: {key}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the latest N, all, or specific ones."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, on_disk: list[int]) -> set[int]:
+        """Returns the versions to serve out of the versions found on disk."""
+        if self.kind == "all":
+            return set(on_disk)
+        if self.kind == "specific":
+            return set(on_disk) & set(self.versions)
+        return set(sorted(on_disk)[-self.num_versions :])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One served model: its name, base path, version policy and version labels."""
+
+    name: str
+    base_path: str
+    version_policy: VersionPolicy = VersionPolicy()
+    version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """Server-side batching, with the meaning and defaults of TF Serving's batching_parameters."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 4
+    max_enqueued_batches: int = 100
+
+
+def parse_models_config(text: str, source: str = "models.config") -> tuple[ModelConfig, ...]:
+    """Parses a TF Serving models.config (ModelServerConfig text proto).
+
+    Args:
+      text: the file's content.
+      source: the file name, for error messages.
+
+    Returns:
+      The configured models.
+
+    Raises:
+      ServingConfigError: the text is not a valid model_config_list.
+    """
+    proto = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as err:
+        raise ServingConfigError(source, "model_config_list", str(err)) from err
+    if proto.WhichOneof("config") != "model_config_list":
+        raise ServingConfigError(source, "model_config_list", "expected a model_config_list")
+    configs = tuple(_model_config(c, source) for c in proto.model_config_list.config)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ServingConfigError(source, "config.name", f"model names repeat: {names}")
+    return configs
+
+
+def _model_config(proto, source: str) -> ModelConfig:
+    if not proto.name:
+        raise ServingConfigError(source, "config.name", "every model needs a name")
+    if not proto.base_path:
+        raise ServingConfigError(source, f"config[{proto.name}].base_path", "missing")
+    policy = VersionPolicy()
+    which = proto.model_version_policy.WhichOneof("policy_choice")
+    if which == "all":
+        policy = VersionPolicy(kind="all")
+    elif which == "specific":
+        versions = tuple(proto.model_version_policy.specific.versions)
+        if not versions:
+            raise ServingConfigError(
+                source, f"config[{proto.name}].model_version_policy.specific", "lists no versions"
+            )
+        policy = VersionPolicy(kind="specific", versions=versions)
+    elif which == "latest":
+        policy = VersionPolicy(num_versions=max(1, proto.model_version_policy.latest.num_versions))
+    return ModelConfig(
+        name=proto.name,
+        base_path=proto.base_path,
+        version_policy=policy,
+        version_labels=dict(proto.version_labels),
+    )
+
+
+def load_models_config(path: str | Path) -> tuple[ModelConfig, ...]:
+    """Reads and parses the models.config at `path` (see parse_models_config)."""
+    return parse_models_config(Path(path).read_text(), source=str(path))
+
+
+_BATCHING_LINE = re.compile(r"^\s*(\w+)\s*\{\s*value\s*:\s*(\w+)\s*\}\s*$")
+
+
+def parse_batching_parameters(text: str, source: str = "batching_parameters") -> BatchingConfig:
+    """Parses TF Serving's batching_parameters.txt (lines like `max_batch_size { value: 32 }`).
+
+    Raises:
+      ServingConfigError: a line is malformed or names an unknown parameter.
+    """
+    known = {f.name for f in dataclasses.fields(BatchingConfig)}
+    # TF Serving accepts these; the embedded batcher does not need them.
+    accepted = {"pad_variable_length_inputs", "allowed_batch_sizes", "enable_large_batch_splitting"}
+    values: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        match = _BATCHING_LINE.match(line)
+        if not match:
+            raise ServingConfigError(source, f"line {number}", f"expected `name {{ value: N }}`: {line!r}")
+        name, value = match.groups()
+        if name in accepted:
+            continue
+        if name not in known:
+            raise ServingConfigError(source, name, f"unknown parameter; expected one of {sorted(known)}")
+        if not value.isdigit() or int(value) < (0 if name == "batch_timeout_micros" else 1):
+            raise ServingConfigError(source, name, f"expected a positive integer, got {value!r}")
+        values[name] = int(value)
+    return BatchingConfig(**values)
+
+
+def load_batching_parameters(path: str | Path) -> BatchingConfig:
+    """Reads and parses a batching parameters file (see parse_batching_parameters)."""
+    return parse_batching_parameters(Path(path).read_text(), source=str(path))

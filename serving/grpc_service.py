@@ -1,0 +1,130 @@
+"""TF Serving's gRPC services (PredictionService, ModelService) over a ModelManager."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from serving import inference
+from serving.errors import ServingError, invalid_argument
+from serving.manager import ModelManager
+from serving.servable import Servable
+
+_log = logging.getLogger(__name__)
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def _answers_with_status(method):
+    """Turns a ServingError into the call's status; any other failure into INTERNAL."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as err:
+            context.abort(err.code, err.message)
+        except Exception as err:  # noqa: BLE001 - the client must learn why, the server goes on
+            _log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {err}")
+
+    return wrapper
+
+
+def servable_for(manager: ModelManager, model_spec) -> Servable:
+    """Returns the servable a request's ModelSpec names (version, label or latest)."""
+    version = model_spec.version.value if model_spec.HasField("version") else None
+    return manager.servable(model_spec.name, version, model_spec.version_label)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService."""
+
+    def __init__(self, manager: ModelManager):
+        self._manager = manager
+
+    @_answers_with_status
+    def Predict(self, request, context):
+        return inference.predict(servable_for(self._manager, request.model_spec), request)
+
+    @_answers_with_status
+    def Classify(self, request, context):
+        return inference.classify(servable_for(self._manager, request.model_spec), request)
+
+    @_answers_with_status
+    def Regress(self, request, context):
+        return inference.regress(servable_for(self._manager, request.model_spec), request)
+
+    @_answers_with_status
+    def MultiInference(self, request, context):
+        if not request.tasks:
+            raise invalid_argument("MultiInferenceRequest has no tasks")
+        servable = servable_for(self._manager, request.tasks[0].model_spec)
+        return inference.multi_inference(servable, request)
+
+    @_answers_with_status
+    def GetModelMetadata(self, request, context):
+        return model_metadata(self._manager, request)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService (status only; config reload is not supported)."""
+
+    def __init__(self, manager: ModelManager):
+        self._manager = manager
+
+    @_answers_with_status
+    def GetModelStatus(self, request, context):
+        return model_status(self._manager, request)
+
+
+def model_metadata(
+    manager: ModelManager, request: get_model_metadata_pb2.GetModelMetadataRequest
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """Answers GetModelMetadata; like TF Serving, only the signature_def field is known."""
+    fields = list(request.metadata_field)
+    if fields != [SIGNATURE_DEF_FIELD]:
+        raise invalid_argument(
+            f"Metadata field {fields} is not supported; request [\"{SIGNATURE_DEF_FIELD}\"]"
+        )
+    servable = servable_for(manager, request.model_spec)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_def_map())
+    return response
+
+
+def model_status(
+    manager: ModelManager, request: get_model_status_pb2.GetModelStatusRequest
+) -> get_model_status_pb2.GetModelStatusResponse:
+    """Answers GetModelStatus with the state of each version (or the one asked for)."""
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    if spec.version_label:
+        version = servable_for(manager, spec).version
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for status in manager.status(spec.name, version):
+        entry = response.model_version_status.add()
+        entry.version = status.version
+        entry.state = status.state
+        entry.status.SetInParent()
+        if status.error:
+            entry.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+            entry.status.error_message = status.error
+    return response
+
+
+def add_services(server: grpc.Server, manager: ModelManager) -> None:
+    """Registers PredictionService and ModelService for `manager` on `server`."""
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(manager), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)

@@ -1,0 +1,87 @@
+"""The embedded model server: gRPC and REST front ends over one ModelManager."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from concurrent import futures
+
+import grpc
+
+from serving.config import BatchingConfig, ModelConfig
+from serving.grpc_service import add_services
+from serving.manager import ModelManager
+from serving.rest import RestServer
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """How the server listens. A port of 0 picks a free one for gRPC and turns REST off."""
+
+    host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    # TF Serving's gRPC limit is 2 GiB; 64 MiB keeps one bad client from exhausting memory.
+    max_request_bytes: int = 64 * 1024 * 1024
+    grpc_workers: int = 64
+    poll_interval_s: float = 1.0
+
+
+class ModelServer:
+    """Serves `models` until stop(); use as a context manager in tests."""
+
+    def __init__(
+        self,
+        models: Sequence[ModelConfig],
+        options: ServerOptions = ServerOptions(),
+        batching: BatchingConfig | None = None,
+    ):
+        self.options = options
+        self.manager = ModelManager(models, batching, options.poll_interval_s)
+        limits = [
+            ("grpc.max_receive_message_length", options.max_request_bytes),
+            ("grpc.max_send_message_length", options.max_request_bytes),
+        ]
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=options.grpc_workers), options=limits
+        )
+        add_services(self._grpc, self.manager)
+        self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.grpc_port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot bind gRPC to {options.host}:{options.grpc_port}")
+        self._rest = None
+        if options.rest_port:
+            self._rest = RestServer(
+                self.manager, options.host, options.rest_port, options.max_request_bytes
+            )
+        self.rest_port = self._rest.port if self._rest else 0
+
+    def start(self) -> ModelServer:
+        """Starts loading models and answering on both ports; returns self."""
+        self.manager.start()
+        self._grpc.start()
+        _log.info("Running gRPC ModelServer at %s:%d", self.options.host, self.grpc_port)
+        if self._rest:
+            self._rest.start()
+            _log.info("Exporting HTTP/REST API at %s:%d", self.options.host, self.rest_port)
+        return self
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Stops answering (in-flight calls get `grace_s`) and unloads every model."""
+        if self._rest:
+            self._rest.stop()
+        self._grpc.stop(grace_s).wait()
+        self.manager.stop()
+
+    def wait(self) -> None:
+        """Blocks until the gRPC server terminates."""
+        self._grpc.wait_for_termination()
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
