@@ -43,7 +43,9 @@ class Batcher:
         self._lock = threading.Lock()
         self._closed = False
 
-    def __call__(self, signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(
+        self, signature: Signature, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         size = _batch_size(inputs)
         if size is None or size > self._config.max_batch_size:
             return self._runner(signature, inputs)
@@ -112,7 +114,10 @@ class Batcher:
                 break
             if task is None:
                 return batch, None, True
-            if task.shape_key() != first.shape_key() or size + task.size > self._config.max_batch_size:
+            if (
+                task.shape_key() != first.shape_key()
+                or size + task.size > self._config.max_batch_size
+            ):
                 return batch, task, False
             batch.append(task)
             size += task.size

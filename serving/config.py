@@ -134,12 +134,16 @@ def parse_batching_parameters(text: str, source: str = "batching_parameters") ->
             continue
         match = _BATCHING_LINE.match(line)
         if not match:
-            raise ServingConfigError(source, f"line {number}", f"expected `name {{ value: N }}`: {line!r}")
+            raise ServingConfigError(
+                source, f"line {number}", f"expected `name {{ value: N }}`: {line!r}"
+            )
         name, value = match.groups()
         if name in accepted:
             continue
         if name not in known:
-            raise ServingConfigError(source, name, f"unknown parameter; expected one of {sorted(known)}")
+            raise ServingConfigError(
+                source, name, f"unknown parameter; expected one of {sorted(known)}"
+            )
         if not value.isdigit() or int(value) < (0 if name == "batch_timeout_micros" else 1):
             raise ServingConfigError(source, name, f"expected a positive integer, got {value!r}")
         values[name] = int(value)

@@ -9,7 +9,9 @@ from typing import Any
 from tensorflow.core.example import example_pb2
 
 
-def make_example(features: Mapping[str, Any], float_features: Iterable[str] = ()) -> example_pb2.Example:
+def make_example(
+    features: Mapping[str, Any], float_features: Iterable[str] = ()
+) -> example_pb2.Example:
     """Returns a tf.Example holding `features`.
 
     Values map as in TF Serving's REST API: str, bytes and {"b64": ...} go to bytes_list, int and

@@ -92,7 +92,7 @@ def model_metadata(
     fields = list(request.metadata_field)
     if fields != [SIGNATURE_DEF_FIELD]:
         raise invalid_argument(
-            f"Metadata field {fields} is not supported; request [\"{SIGNATURE_DEF_FIELD}\"]"
+            f'Metadata field {fields} is not supported; request ["{SIGNATURE_DEF_FIELD}"]'
         )
     servable = servable_for(manager, request.model_spec)
     response = get_model_metadata_pb2.GetModelMetadataResponse()

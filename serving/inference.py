@@ -146,7 +146,9 @@ def _fill_classifications(result, outputs: Mapping[str, np.ndarray]) -> None:
     classes = outputs.get(CLASSES)
     reference = scores if scores is not None else classes
     if reference.ndim != 2:
-        raise invalid_argument(f"classification outputs must be [batch, classes], got {reference.shape}")
+        raise invalid_argument(
+            f"classification outputs must be [batch, classes], got {reference.shape}"
+        )
     for row in range(reference.shape[0]):
         classifications = result.classifications.add()
         for column in range(reference.shape[1]):
@@ -161,7 +163,9 @@ def _fill_regressions(result, values: np.ndarray) -> None:
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
-        raise invalid_argument(f"regression output must be [batch] or [batch, 1], got {values.shape}")
+        raise invalid_argument(
+            f"regression output must be [batch] or [batch, 1], got {values.shape}"
+        )
     for value in values:
         result.regressions.add().value = float(value)
 

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
@@ -90,11 +90,10 @@ class ModelManager:
                 versions[v].status.state == State.AVAILABLE for v in wanted if v in versions
             )
             for number, version in list(versions.items()):
-                gone = number not in on_disk
-                if version.status.state == State.AVAILABLE and number not in wanted:
-                    # Keep the old version until a wanted one serves, unless it left the disk.
-                    if serving_wanted or gone:
-                        self._unload(model.name, number)
+                # Keep an unwanted version until a wanted one serves, unless it left the disk.
+                replaceable = serving_wanted or number not in on_disk
+                if version.status.state == State.AVAILABLE and number not in wanted and replaceable:
+                    self._unload(model.name, number)
 
     def servable(self, name: str, version: int | None = None, label: str = "") -> Servable:
         """Returns the servable a request addresses: a version, a label, or the latest.
@@ -158,7 +157,9 @@ class ModelManager:
 
     def _load(self, model: ModelConfig, number: int) -> None:
         previous = self._versions[model.name].get(number)
-        entry = _Version(VersionStatus(number, State.START), failures=previous.failures if previous else 0)
+        entry = _Version(
+            VersionStatus(number, State.START), failures=previous.failures if previous else 0
+        )
         self._set(model.name, entry, State.START)
         self._set(model.name, entry, State.LOADING)
         path = os.path.join(model.base_path, str(number))
@@ -192,8 +193,13 @@ class ModelManager:
             entry.status.state, entry.status.error = state, error
             self._versions[name][entry.status.version] = entry
         log = _log.warning if error else _log.info
-        log("model %s version %d: %s%s", name, entry.status.version, State.Name(state),
-            f" ({error})" if error else "")
+        log(
+            "model %s version %d: %s%s",
+            name,
+            entry.status.version,
+            State.Name(state),
+            f" ({error})" if error else "",
+        )
 
 
 def _versions_on_disk(base_path: str) -> list[int]:

@@ -134,7 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
                     [[c.label, c.score] for c in row.classes] for row in result.classifications
                 ]
             }
-        return {"results": [r.value for r in inference.regress(servable, request).result.regressions]}
+        return {
+            "results": [r.value for r in inference.regress(servable, request).result.regressions]
+        }
 
     def _drain(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -182,7 +184,9 @@ def _predict(servable, body: Mapping[str, Any]) -> dict:
         raw, rows = _columns(body["inputs"], list(signature.inputs)), False
     else:
         raise invalid_argument("Missing 'inputs' or 'instances' key")
-    inputs = {k: _array(k, v, signature.inputs[k].dtype) for k, v in raw.items() if k in signature.inputs}
+    inputs = {
+        k: _array(k, v, signature.inputs[k].dtype) for k, v in raw.items() if k in signature.inputs
+    }
     inputs.update({k: v for k, v in raw.items() if k not in signature.inputs})
     _, outputs = servable.run(signature.name, inputs)
     values = {k: _jsonable(v) for k, v in outputs.items()}

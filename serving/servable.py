@@ -15,6 +15,7 @@ from serving.errors import ServingError, invalid_argument, not_found, status_cod
 
 DEFAULT_SIGNATURE = "serving_default"
 
+
 @dataclasses.dataclass(frozen=True)
 class Signature:
     """A callable signature with the specs of its inputs and outputs."""
@@ -49,9 +50,7 @@ class Servable:
         self.version = version
         self.path = path
         self._model = tf.saved_model.load(path)
-        self._signatures = {
-            key: _signature(key, fn) for key, fn in self._model.signatures.items()
-        }
+        self._signatures = {key: _signature(key, fn) for key, fn in self._model.signatures.items()}
         self._signature_defs = _read_signature_defs(path)
         self._runner = runner
 
@@ -69,7 +68,7 @@ class Servable:
         key = name or DEFAULT_SIGNATURE
         if key not in self._signatures:
             raise not_found(
-                f"Serving signature name: \"{key}\" not found in signature def; "
+                f'Serving signature name: "{key}" not found in signature def; '
                 f"model {self.name} version {self.version} has {self.signature_names}"
             )
         return self._signatures[key]
@@ -119,7 +118,9 @@ def _read_signature_defs(path: str) -> dict:
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
-def _checked_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _checked_inputs(
+    signature: Signature, inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     expected, sent = set(signature.inputs), set(inputs)
     if expected != sent:
         raise invalid_argument(

@@ -124,7 +124,9 @@ def _examples_input_key(saved_model_dir: str, signature_name: str) -> str:
         saved_model.ParseFromString(f.read())
     signatures = saved_model.meta_graphs[0].signature_def
     if signature_name not in signatures:
-        raise ValueError(f"{saved_model_dir} has no signature {signature_name!r}: {sorted(signatures)}")
+        raise ValueError(
+            f"{saved_model_dir} has no signature {signature_name!r}: {sorted(signatures)}"
+        )
     inputs = signatures[signature_name].inputs
     if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.string.as_datatype_enum:
         raise ValueError(

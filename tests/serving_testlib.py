@@ -34,7 +34,9 @@ class _Model(tf.Module):
         parsed = tf.io.parse_example(examples, _FEATURES)
         return self._outputs(parsed["x"], parsed["color"])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.string)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.string)]
+    )
     def serve_raw(self, x, color):
         return self._outputs(x, color)
 

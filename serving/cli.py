@@ -1,0 +1,233 @@
+"""Command line: serve models, send predictions, render Kubernetes manifests.
+
+    python -m serving serve --model-name penguins --model-base-path output/serving/penguins
+    python -m serving predict --model-name penguins --input rows.csv
+    python -m serving manifests --model-name penguins --model-path gs://b/serving/penguins \\
+        --accelerator gpu --out k8s/
+
+`serve` execs tensorflow_model_server with the same flags when it is on PATH (unless
+--embedded), otherwise runs the embedded server in the foreground until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REAL_SERVER = "tensorflow_model_server"
+_log = logging.getLogger("serving")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(required=True, dest="command")
+
+    serve = commands.add_parser("serve", help="serve models over gRPC and REST")
+    serve.add_argument("--model-name", help="name clients use (with --model-base-path)")
+    serve.add_argument("--model-base-path", help="directory holding <version>/ SavedModels")
+    serve.add_argument("--models-config", help="TF Serving models.config (instead of name/path)")
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--rest-port", type=int, default=8501, help="0 turns REST off")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve.add_argument("--enable-batching", action="store_true")
+    serve.add_argument("--batching-parameters", help="TF Serving batching_parameters.txt")
+    serve.add_argument("--poll-seconds", type=float, default=1.0, help="base path poll interval")
+    serve.add_argument("--embedded", action="store_true", help=f"never exec {REAL_SERVER}")
+    serve.set_defaults(handler=_serve)
+
+    predict = commands.add_parser("predict", help="send rows from a CSV or JSON file")
+    predict.add_argument("--model-name", required=True)
+    predict.add_argument(
+        "--input", required=True, help="CSV with a header, or a JSON list of objects"
+    )
+    predict.add_argument("--address", default="127.0.0.1:8500")
+    predict.add_argument(
+        "--signature", default="serving_raw", help="a signature taking raw features"
+    )
+    predict.add_argument("--timeout-s", type=float, default=10.0)
+    predict.set_defaults(handler=_predict)
+
+    manifests = commands.add_parser("manifests", help="write Kubernetes manifests for TF Serving")
+    manifests.add_argument("--model-name", required=True)
+    manifests.add_argument(
+        "--model-path", required=True, help="gs://bucket/dir or pvc:CLAIM[/subdir]"
+    )
+    manifests.add_argument("--accelerator", choices=["cpu", "gpu", "tpu"], default="cpu")
+    manifests.add_argument("--out", required=True, help="directory for the YAML files")
+    manifests.add_argument("--namespace", default="default")
+    manifests.add_argument("--replicas", type=int, default=2, help="minimum replicas of the HPA")
+    manifests.add_argument("--max-replicas", type=int, default=8)
+    manifests.set_defaults(handler=_manifests)
+    return parser
+
+
+def real_server_command(args: argparse.Namespace, binary: str) -> list[str]:
+    """Returns the tensorflow_model_server command line equivalent to `serve`'s arguments."""
+    command = [binary, f"--port={args.grpc_port}", f"--rest_api_port={args.rest_port}"]
+    command.append(f"--file_system_poll_wait_seconds={max(1, round(args.poll_seconds))}")
+    if args.models_config:
+        command.append(f"--model_config_file={os.path.abspath(args.models_config)}")
+    else:
+        command += [
+            f"--model_name={args.model_name}",
+            f"--model_base_path={_absolute(args.model_base_path)}",
+        ]
+    if args.enable_batching:
+        command.append("--enable_batching=true")
+        if args.batching_parameters:
+            command.append(
+                f"--batching_parameters_file={os.path.abspath(args.batching_parameters)}"
+            )
+    if args.rest_port:
+        command.append(f"--rest_api_hostname={args.host}")
+    return command
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.config import ModelConfig, ServingConfigError
+
+    if bool(args.models_config) == bool(args.model_name and args.model_base_path):
+        raise SystemExit(
+            "serve: give either --models-config, or --model-name and --model-base-path"
+        )
+    if args.batching_parameters and not args.enable_batching:
+        raise SystemExit("serve: --batching-parameters needs --enable-batching")
+    binary = shutil.which(REAL_SERVER)
+    if binary and not args.embedded:
+        command = real_server_command(args, binary)
+        _log.info("exec %s (its gRPC port listens on all interfaces)", " ".join(command))
+        os.execv(binary, command)
+
+    from serving import config
+    from serving.server import ModelServer, ServerOptions
+
+    try:
+        models = (
+            config.load_models_config(args.models_config)
+            if args.models_config
+            else (ModelConfig(args.model_name, _absolute(args.model_base_path)),)
+        )
+        batching = None
+        if args.enable_batching:
+            batching = (
+                config.load_batching_parameters(args.batching_parameters)
+                if args.batching_parameters
+                else config.BatchingConfig()
+            )
+    except (OSError, ServingConfigError) as err:
+        raise SystemExit(f"serve: {err}") from err
+    options = ServerOptions(
+        host=args.host,
+        grpc_port=args.grpc_port,
+        rest_port=args.rest_port,
+        poll_interval_s=args.poll_seconds,
+    )
+    server = ModelServer(models, options, batching).start()
+    _wait_for_signal()
+    _log.info("shutting down")
+    server.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """Reads rows from a CSV with a header, or a JSON list of objects (or {"instances": [...]}).
+
+    Raises:
+      ValueError: the file holds no rows or is neither format.
+    """
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        data = json.loads(text)
+        rows = data.get("instances") if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f'{path}: expected a JSON list of objects or {{"instances": [...]}}')
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def format_predictions(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Returns one JSON-ready dict per row: the top class and class scores, or the output values."""
+    results = []
+    if "scores" in outputs and "classes" in outputs:
+        for classes, scores in zip(outputs["classes"], outputs["scores"], strict=True):
+            names = [c.decode() if isinstance(c, bytes) else str(c) for c in classes]
+            best = max(range(len(names)), key=lambda i: scores[i])
+            results.append(
+                {
+                    "class": names[best],
+                    "scores": {n: round(float(s), 6) for n, s in zip(names, scores, strict=True)},
+                }
+            )
+        return results
+    count = len(next(iter(outputs.values())))
+    for index in range(count):
+        results.append({k: v[index].tolist() for k, v in outputs.items()})
+    return results
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from serving.client import ServingClient
+
+    try:
+        rows = read_rows(args.input)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"predict: {err}") from err
+    with ServingClient(args.address, timeout_s=args.timeout_s) as client:
+        outputs = client.predict_rows(args.model_name, rows, signature_name=args.signature)
+    for index, result in enumerate(format_predictions(outputs)):
+        print(json.dumps({"row": index, **result}))
+    return 0
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    from serving import manifests
+
+    spec = manifests.ManifestSpec(
+        model_name=args.model_name,
+        model_path=args.model_path,
+        accelerator=args.accelerator,
+        namespace=args.namespace,
+        min_replicas=args.replicas,
+        max_replicas=args.max_replicas,
+    )
+    for path in manifests.write(spec, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
