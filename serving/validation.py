@@ -149,7 +149,7 @@ def _serve_and_check(base_path, model_name, logs, workdir, timeout_s, outcome) -
                 outcome["load_seconds"] = round(time.monotonic() - started, 3)
                 outputs = _signature_outputs(client, model_name)
                 for index, log in enumerate(logs):
-                    _check_answer(index, log, _send(client, log, model_name, outcome), outputs)
+                    _check_answer(index, _send(client, log, model_name, outcome), outputs)
         finally:
             process.terminate()
             try:
