@@ -1,0 +1,130 @@
+"""Serving signatures around a trained model, with the TF Transform graph inside.
+
+Every signature applies the same TFT graph that produced the training data, so
+there is no training/serving skew:
+
+- `serving_default`: serialized `tf.Example`s (raw features) in; `scores` and
+  `classes` (classification) or `outputs` (regression) out.
+- `serving_raw`: raw features as named [batch] tensors (numeric as float32, NaN
+  for a missing value; categorical as string, "" for a missing value).
+- `transform_features`: serialized examples in, transformed features out (used by
+  TFMA to get the transformed label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models.features import LABEL_VOCABULARY, OOV_BUCKETS, FeatureSpec, vocabulary_name
+
+
+def _model_inputs(model: keras.Model, transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {name: transformed[name] for name in model.input_names}
+
+
+def _predictions(
+    model: keras.Model, transformed: Mapping[str, tf.Tensor], class_names: Sequence[str]
+) -> dict[str, tf.Tensor]:
+    outputs = model(_model_inputs(model, transformed), training=False)
+    if not class_names:
+        return {"outputs": tf.reshape(outputs, [-1, 1])}
+    batch = tf.shape(outputs)[0]
+    classes = tf.tile(tf.constant([list(class_names)], tf.string), [batch, 1])
+    return {"scores": outputs, "classes": classes}
+
+
+def _dense_to_raw(value: tf.Tensor, feature: tf.io.VarLenFeature | tf.io.FixedLenFeature):
+    """Makes a raw [batch] tensor look like a parsed example; NaN/"" become missing."""
+    if value.dtype == tf.string:
+        present = tf.not_equal(value, "")
+    else:
+        present = tf.logical_not(tf.math.is_nan(value))
+        value = tf.cast(value, feature.dtype)
+    if isinstance(feature, tf.io.FixedLenFeature):
+        return tf.reshape(value, [-1, 1])
+    rows = tf.cast(tf.where(present)[:, 0], tf.int64)
+    indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
+    batch = tf.shape(value, out_type=tf.int64)[0]
+    return tf.SparseTensor(indices, tf.boolean_mask(value, present), tf.stack([batch, 1]))
+
+
+def serving_signatures(
+    model: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    spec: FeatureSpec,
+    class_names: Sequence[str] = (),
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """Builds the three signatures; the TFT layer is tracked on the model.
+
+    Args:
+      model: a Keras model taking the transformed features.
+      tf_transform_output: the Transform component's output.
+      spec: the feature columns; the raw spec is restricted to them.
+      class_names: label vocabulary in class-id order (empty for regression).
+
+    Returns:
+      Signature name to concrete function, for `model.save(signatures=...)`.
+    """
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    missing = [k for k in (*spec.features, spec.label) if k not in raw_spec]
+    if missing:
+        raise ValueError(f"features {missing} are not in the Transform schema {sorted(raw_spec)}")
+    serving_spec = {k: raw_spec[k] for k in spec.features}
+    labelled_spec = {**serving_spec, spec.label: raw_spec[spec.label]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples):
+        raw = tf.io.parse_example(examples, serving_spec)
+        return _predictions(model, model.tft_layer(raw), class_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(examples):
+        return model.tft_layer(tf.io.parse_example(examples, labelled_spec))
+
+    raw_inputs = [
+        tf.TensorSpec([None], tf.float32 if k in spec.numeric else tf.string, name=k) for k in spec.features
+    ]
+
+    @tf.function(input_signature=raw_inputs)
+    def serve_raw(*values):
+        raw = {k: _dense_to_raw(v, serving_spec[k]) for k, v in zip(spec.features, values, strict=True)}
+        return _predictions(model, model.tft_layer(raw), class_names)
+
+    return {
+        "serving_default": serve_examples.get_concrete_function(),
+        "serving_raw": serve_raw.get_concrete_function(),
+        "transform_features": transform_features.get_concrete_function(),
+    }
+
+
+def export_serving_model(
+    model: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    spec: FeatureSpec,
+    export_dir: str,
+    class_names: Sequence[str] = (),
+) -> str:
+    """Saves `model` as a SavedModel with the serving signatures; returns `export_dir`."""
+    signatures = serving_signatures(model, tf_transform_output, spec, class_names)
+    model.save(export_dir, save_format="tf", signatures=signatures)
+    return export_dir
+
+
+def class_names_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec) -> list[str]:
+    """The label vocabulary in class-id order (empty for regression)."""
+    if not spec.is_classification:
+        return []
+    return [v.decode() for v in tf_transform_output.vocabulary_by_name(LABEL_VOCABULARY)]
+
+
+def vocab_sizes_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec) -> dict[str, int]:
+    """Ids per categorical feature, the OOV bucket included."""
+    return {
+        k: tf_transform_output.vocabulary_size_by_name(vocabulary_name(k)) + OOV_BUCKETS for k in spec.categorical
+    }
+

@@ -1,0 +1,415 @@
+"""The pipeline configuration: one YAML file per dataset, loaded and validated once.
+
+`load_config(path)` is the only entry point. It returns a frozen `PipelineConfig`
+that the rest of the code receives as an argument. Every error names the file,
+the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+TASKS = ("classification", "regression")
+MODEL_FAMILIES = ("mlp",)
+TUNER_ALGORITHMS = ("bayesian",)
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+BEAM_MODES = ("auto", "in_memory", "multi_processing")
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
+REGRESSION_METRICS = ("mse", "mae", "rmse")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the rows come from and how the CSV is read.
+
+    `source` is `palmerpenguins` (the CSV bundled with that package) or a path to a
+    CSV file, relative to the config file.
+    """
+
+    source: str
+    na_values: tuple[str, ...] = ("NA", "NaN", "nan", "null")
+    train_buckets: int = 4
+    eval_buckets: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class IntRange:
+    min: int
+    max: int
+    step: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatRange:
+    min: float
+    max: float
+    sampling: str = "linear"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The hyperparameters the tuner explores; each maps to an argument of build_model."""
+
+    units: IntRange = IntRange(8, 64, 8)
+    layers: IntRange = IntRange(1, 3, 1)
+    learning_rate: FloatRange = FloatRange(1e-3, 3e-2, "log")
+    dropout: FloatRange = FloatRange(0.0, 0.3, "linear")
+    l2: FloatRange = FloatRange(1e-6, 1e-3, "log")
+    optimizer: tuple[str, ...] = ("adam", "rmsprop")
+
+
+@dataclasses.dataclass(frozen=True)
+class TunerConfig:
+    algorithm: str = "bayesian"
+    max_trials: int = 10
+    epochs: int = 40
+    seed: int = 42
+    search_space: SearchSpace = SearchSpace()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 80
+    batch_size: int = 32
+    early_stopping_patience: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Blessing rules: the primary metric must reach `lower_bound` (or stay under
+    `upper_bound` for error metrics) and may not fall behind the last blessed model
+    by more than `max_regression` (absolute)."""
+
+    metric: str
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+    max_regression: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamConfig:
+    """Beam's DirectRunner. `auto` uses in_memory below `multi_processing_min_mb`
+    of input: on small data, starting worker processes costs more than it saves."""
+
+    mode: str = "auto"
+    num_workers: int = 0
+    multi_processing_min_mb: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a pipeline run needs, validated."""
+
+    source_file: str
+    pipeline_name: str
+    model_name: str
+    task: str
+    data: DataConfig
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    label: str
+    model_family: str
+    tuner: TunerConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    beam: BeamConfig
+    schema_file: str | None
+    output_root: str
+    serving_root: str
+    label_classes: tuple[str, ...] = ()
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric_features + self.categorical_features
+
+
+def load_config(path: str | os.PathLike, output_root: str | None = None) -> PipelineConfig:
+    """Reads and validates a pipeline config file.
+
+    Args:
+      path: the YAML file.
+      output_root: overrides `outputs.root` from the file.
+
+    Returns:
+      The validated, frozen config. Relative paths in the file are resolved against
+      the file's directory (data and schema) or the repository root (outputs).
+
+    Raises:
+      ConfigError: the file is missing, is not YAML, or a key is wrong.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(source, "<file>", f"cannot read: {err.strerror}") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(source, "<file>", f"not valid YAML: {err}") from err
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "<file>", "expected a mapping at the top level")
+    return _parse(raw, source, output_root)
+
+
+class _Reader:
+    """Takes typed values out of one mapping, naming the dotted key on error."""
+
+    def __init__(self, raw: Mapping[str, Any], source: str, prefix: str = ""):
+        self._raw = raw
+        self._source = source
+        self._prefix = prefix
+        self._used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self._source, self._key(key), problem)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = dataclasses.MISSING):
+        self._used.add(key)
+        if key not in self._raw or self._raw[key] is None:
+            if default is dataclasses.MISSING:
+                raise self.error(key, "is required")
+            return default
+        value = self._raw[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind in (int, float):
+            raise self.error(key, f"expected a number, got {value!r}")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(key, f"expected {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = dataclasses.MISSING) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.error(key, f"expected one of {list(choices)}, got {value!r}")
+        return value
+
+    def positive(self, key: str, default: Any = dataclasses.MISSING, minimum: int = 1) -> int:
+        value = self.get(key, int, default)
+        if value < minimum:
+            raise self.error(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def names(self, key: str, default: Any = dataclasses.MISSING) -> tuple[str, ...]:
+        value = self.get(key, list, default)
+        if not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, "expected a list of non-empty strings")
+        return tuple(value)
+
+    def section(self, key: str) -> _Reader:
+        value = self.get(key, Mapping, {})
+        return _Reader(value, self._source, f"{self._key(key)}.")
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._raw) - self._used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check its spelling)")
+
+
+def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> PipelineConfig:
+    top = _Reader(raw, source)
+    config_dir = Path(source).resolve().parent
+    repo_root = Path(__file__).resolve().parent.parent
+    task = top.choice("task", TASKS)
+    features = top.section("features")
+    numeric = features.names("numeric", ())
+    categorical = features.names("categorical", ())
+    features.finish()
+    if not numeric and not categorical:
+        raise top.error("features", "name at least one numeric or categorical feature")
+    label = top.get("label", str)
+    _check_distinct(top, numeric + categorical, label)
+    outputs = top.section("outputs")
+    root = output_root or outputs.get("root", str, "output")
+    root_path = Path(root) if Path(root).is_absolute() else repo_root / root
+    serving = outputs.get("serving_root", str, "")
+    outputs.finish()
+    schema_file = top.get("schema_file", str, None)
+    if schema_file is not None:
+        schema_file = _existing(top, "schema_file", config_dir / schema_file)
+    config = PipelineConfig(
+        source_file=source,
+        pipeline_name=_identifier(top, "pipeline_name"),
+        model_name=_identifier(top, "model_name"),
+        task=task,
+        data=_data(top.section("data"), config_dir),
+        numeric_features=numeric,
+        categorical_features=categorical,
+        label=label,
+        label_classes=top.names("label_classes", ()),
+        model_family=_model_family(top.section("model")),
+        tuner=_tuner(top.section("tuner")),
+        training=_training(top.section("training")),
+        evaluation=_evaluation(top.section("evaluation"), task),
+        beam=_beam(top.section("beam")),
+        schema_file=schema_file,
+        output_root=str(root_path),
+        serving_root=str(root_path / "serving") if not serving else _under(root_path, serving),
+    )
+    top.finish()
+    if task == "regression" and config.label_classes:
+        raise top.error("label_classes", "only applies to classification")
+    return config
+
+
+def _model_family(reader: _Reader) -> str:
+    family = reader.choice("family", MODEL_FAMILIES, "mlp")
+    reader.finish()
+    return family
+
+
+def _identifier(reader: _Reader, key: str) -> str:
+    value = reader.get(key, str)
+    if not value.replace("-", "").replace("_", "").isalnum():
+        raise reader.error(key, f"use letters, digits, '-' and '_' only, got {value!r}")
+    return value
+
+
+def _check_distinct(reader: _Reader, features: tuple[str, ...], label: str) -> None:
+    seen: set[str] = set()
+    for name in features:
+        if name in seen:
+            raise reader.error("features", f"{name!r} is listed twice")
+        seen.add(name)
+    if label in seen:
+        raise reader.error("label", f"{label!r} is also listed as a feature")
+
+
+def _existing(reader: _Reader, key: str, path: Path) -> str:
+    if not path.is_file():
+        raise reader.error(key, f"file not found: {path}")
+    return str(path)
+
+
+def _under(root: Path, path: str) -> str:
+    return path if Path(path).is_absolute() else str(root.parent / path)
+
+
+def _data(reader: _Reader, config_dir: Path) -> DataConfig:
+    source = reader.get("source", str)
+    if source != "palmerpenguins":
+        source = _existing(reader, "source", config_dir / source)
+    data = DataConfig(
+        source=source,
+        na_values=reader.names("na_values", DataConfig.na_values),
+        train_buckets=reader.positive("train_buckets", DataConfig.train_buckets),
+        eval_buckets=reader.positive("eval_buckets", DataConfig.eval_buckets),
+    )
+    reader.finish()
+    return data
+
+
+def _int_range(reader: _Reader, default: IntRange) -> IntRange:
+    value = IntRange(
+        min=reader.positive("min", default.min),
+        max=reader.positive("max", default.max),
+        step=reader.positive("step", default.step),
+    )
+    reader.finish()
+    if value.max < value.min:
+        raise reader.error("max", f"must be >= min ({value.min}), got {value.max}")
+    return value
+
+
+def _float_range(reader: _Reader, default: FloatRange, upper: float | None = None) -> FloatRange:
+    value = FloatRange(
+        min=reader.get("min", float, default.min),
+        max=reader.get("max", float, default.max),
+        sampling=reader.choice("sampling", ("linear", "log"), default.sampling),
+    )
+    reader.finish()
+    if value.min < 0:
+        raise reader.error("min", f"must be >= 0, got {value.min}")
+    if value.max < value.min:
+        raise reader.error("max", f"must be >= min ({value.min}), got {value.max}")
+    if upper is not None and value.max >= upper:
+        raise reader.error("max", f"must be < {upper}, got {value.max}")
+    if value.sampling == "log" and value.min <= 0:
+        raise reader.error("min", "must be > 0 with log sampling")
+    return value
+
+
+def _search_space(reader: _Reader) -> SearchSpace:
+    d = SearchSpace()
+    optimizers = reader.names("optimizer", d.optimizer)
+    for name in optimizers:
+        if name not in OPTIMIZERS:
+            raise reader.error("optimizer", f"unknown optimizer {name!r}; use {list(OPTIMIZERS)}")
+    space = SearchSpace(
+        units=_int_range(reader.section("units"), d.units),
+        layers=_int_range(reader.section("layers"), d.layers),
+        learning_rate=_float_range(reader.section("learning_rate"), d.learning_rate, 1.0),
+        dropout=_float_range(reader.section("dropout"), d.dropout, 1.0),
+        l2=_float_range(reader.section("l2"), d.l2),
+        optimizer=optimizers,
+    )
+    reader.finish()
+    return space
+
+
+def _tuner(reader: _Reader) -> TunerConfig:
+    d = TunerConfig()
+    tuner = TunerConfig(
+        algorithm=reader.choice("algorithm", TUNER_ALGORITHMS, d.algorithm),
+        max_trials=reader.positive("max_trials", d.max_trials),
+        epochs=reader.positive("epochs", d.epochs),
+        seed=reader.get("seed", int, d.seed),
+        search_space=_search_space(reader.section("search_space")),
+    )
+    reader.finish()
+    return tuner
+
+
+def _training(reader: _Reader) -> TrainingConfig:
+    d = TrainingConfig()
+    training = TrainingConfig(
+        epochs=reader.positive("epochs", d.epochs),
+        batch_size=reader.positive("batch_size", d.batch_size),
+        early_stopping_patience=reader.positive("early_stopping_patience", d.early_stopping_patience),
+    )
+    reader.finish()
+    return training
+
+
+def _evaluation(reader: _Reader, task: str) -> EvaluationConfig:
+    if task == "classification":
+        metric = reader.choice("metric", CLASSIFICATION_METRICS, "accuracy")
+    else:
+        metric = reader.choice("metric", REGRESSION_METRICS, "mae")
+    evaluation = EvaluationConfig(
+        metric=metric,
+        lower_bound=reader.get("lower_bound", float, None),
+        upper_bound=reader.get("upper_bound", float, None),
+        max_regression=reader.get("max_regression", float, EvaluationConfig.max_regression),
+    )
+    reader.finish()
+    if evaluation.max_regression < 0:
+        raise reader.error("max_regression", f"must be >= 0, got {evaluation.max_regression}")
+    if task == "classification" and evaluation.upper_bound is not None:
+        raise reader.error("upper_bound", f"{metric} is higher-is-better; use lower_bound")
+    if task == "regression" and evaluation.lower_bound is not None:
+        raise reader.error("lower_bound", f"{metric} is lower-is-better; use upper_bound")
+    return evaluation
+
+
+def _beam(reader: _Reader) -> BeamConfig:
+    d = BeamConfig()
+    beam = BeamConfig(
+        mode=reader.choice("mode", BEAM_MODES, d.mode),
+        num_workers=reader.positive("num_workers", d.num_workers, minimum=0),
+        multi_processing_min_mb=reader.positive("multi_processing_min_mb", d.multi_processing_min_mb),
+    )
+    reader.finish()
+    return beam

@@ -1,0 +1,243 @@
+"""`create_pipeline`: the one definition of the pipeline, for every runner.
+
+TFMA 0.52 does not re-export its config protos at the top level (tfma.EvalConfig is
+missing), so they are imported from tensorflow_model_analysis.proto.config_pb2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tensorflow_model_analysis.proto import config_pb2 as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components.anomaly_gate import AnomalyGate
+from models.features import FeatureSpec
+from pipeline.config import PipelineConfig
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+TUNER_FN = "pipeline.training.tuner_fn"
+RUN_FN = "pipeline.training.run_fn"
+
+# TFMA metric classes for the config's metric names.
+_CLASSIFICATION_METRICS = {
+    "accuracy": "SparseCategoricalAccuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "auc": "AUC",
+}
+_REGRESSION_METRICS = {
+    "mse": "MeanSquaredError",
+    "mae": "MeanAbsoluteError",
+    "rmse": "RootMeanSquaredError",
+}
+
+
+def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
+    """What Transform, Tuner and Trainer receive as `custom_config`.
+
+    `code_version` fingerprints the model code: the functions are referenced by
+    import path, so without it TFX's cache would not notice a change in them.
+    """
+    spec = FeatureSpec(config.numeric_features, config.categorical_features, config.label, config.task)
+    space = config.tuner.search_space
+    return {
+        "features": spec.to_dict(),
+        "model_family": config.model_family,
+        "search_space": {
+            "units": vars(space.units),
+            "layers": vars(space.layers),
+            "learning_rate": vars(space.learning_rate),
+            "dropout": vars(space.dropout),
+            "l2": vars(space.l2),
+            "optimizer": list(space.optimizer),
+        },
+        "tuner": {"max_trials": config.tuner.max_trials, "epochs": config.tuner.epochs, "seed": config.tuner.seed},
+        "training": {
+            "epochs": config.training.epochs,
+            "batch_size": config.training.batch_size,
+            "early_stopping_patience": config.training.early_stopping_patience,
+        },
+        "code_version": code_version,
+    }
+
+
+def _threshold(config: PipelineConfig) -> tfma.MetricThreshold:
+    evaluation = config.evaluation
+    higher_is_better = config.task == "classification"
+    bound = (
+        tfma.GenericValueThreshold(lower_bound={"value": evaluation.lower_bound})
+        if higher_is_better and evaluation.lower_bound is not None
+        else tfma.GenericValueThreshold(upper_bound={"value": evaluation.upper_bound})
+        if not higher_is_better and evaluation.upper_bound is not None
+        else None
+    )
+    direction = tfma.MetricDirection.HIGHER_IS_BETTER if higher_is_better else tfma.MetricDirection.LOWER_IS_BETTER
+    change = tfma.GenericChangeThreshold(
+        direction=direction,
+        absolute={"value": -evaluation.max_regression if higher_is_better else evaluation.max_regression},
+    )
+    return tfma.MetricThreshold(value_threshold=bound, change_threshold=change)
+
+
+def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.EvalConfig:
+    """TFMA config: metrics for the task, and the blessing threshold on the primary one.
+
+    Args:
+      config: the pipeline config.
+      label_classes: the class names (classification); per-class precision, recall
+        and AUC are macro-averaged over them.
+    """
+    label_xf = FeatureSpec((), (), config.label, config.task).label_xf
+    threshold = _threshold(config)
+    primary = config.evaluation.metric
+    if config.task == "classification":
+        model_spec = tfma.ModelSpec(
+            signature_name="serving_default",
+            label_key=label_xf,
+            prediction_key="scores",
+            preprocessing_function_names=["transform_features"],
+        )
+        class_ids = list(range(len(label_classes)))
+        accuracy = tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=threshold if primary == "accuracy" else None)
+        per_class = [
+            tfma.MetricConfig(class_name=_CLASSIFICATION_METRICS[name], threshold=threshold if primary == name else None)
+            for name in ("precision", "recall", "auc")
+        ]
+        metrics_specs = [
+            tfma.MetricsSpec(metrics=[accuracy, tfma.MetricConfig(class_name="ExampleCount")]),
+            tfma.MetricsSpec(
+                metrics=per_class,
+                binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
+                aggregate=tfma.AggregationOptions(macro_average=True, class_weights=dict.fromkeys(class_ids, 1.0)),
+            ),
+        ]
+    else:
+        model_spec = tfma.ModelSpec(
+            signature_name="serving_default",
+            label_key=label_xf,
+            prediction_key="outputs",
+            preprocessing_function_names=["transform_features"],
+        )
+        metrics = [
+            tfma.MetricConfig(class_name=cls, threshold=threshold if primary == name else None)
+            for name, cls in _REGRESSION_METRICS.items()
+        ]
+        metrics_specs = [tfma.MetricsSpec(metrics=[*metrics, tfma.MetricConfig(class_name="ExampleCount")])]
+    return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=[tfma.SlicingSpec()], metrics_specs=metrics_specs)
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    *,
+    data_root: str,
+    pipeline_root: str,
+    serving_dir: str,
+    label_classes: Sequence[str],
+    code_version: str,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+    beam_pipeline_args: Sequence[str] = (),
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Builds the TFX pipeline for one dataset config.
+
+    Args:
+      config: the validated pipeline config.
+      data_root: directory holding the CSV file(s) that ExampleGen reads.
+      pipeline_root: where TFX writes artifacts (local path or gs://).
+      serving_dir: `<serving_root>/<model_name>`; Pusher writes versions under it.
+      label_classes: the label's classes (classification), for the metrics.
+      code_version: a fingerprint of the model code, for correct caching.
+      metadata_connection_config: ML Metadata store (None on Kubeflow/Vertex).
+      beam_pipeline_args: Beam options for the data components.
+      enable_cache: reuse results of unchanged components.
+
+    Returns:
+      The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
+      Transform, Tuner, Trainer, latest-blessed-model resolver, Evaluator, Pusher.
+    """
+    splits = tfx.proto.SplitConfig(
+        splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
+        ]
+    )
+    example_gen = tfx.components.CsvExampleGen(input_base=data_root, output_config=tfx.proto.Output(split_config=splits))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    if config.schema_file:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
+    else:
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    schema = schema_gen.outputs["schema"]
+    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+
+    shared_config = custom_config(config, code_version)
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema,
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config=shared_config,
+    )
+    transform.add_upstream_node(anomaly_gate)
+    train_args = tfx.proto.TrainArgs(splits=["train"])
+    eval_args = tfx.proto.EvalArgs(splits=["eval"])
+    tuner = tfx.components.Tuner(
+        tuner_fn=TUNER_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=train_args,
+        eval_args=eval_args,
+        custom_config=shared_config,
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        hyperparameters=tuner.outputs["best_hyperparameters"],
+        train_args=train_args,
+        eval_args=eval_args,
+        custom_config=shared_config,
+    )
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        example_splits=["eval"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config(config, label_classes),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomaly_gate,
+            transform,
+            tuner,
+            trainer,
+            baseline,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
+    )

@@ -1,0 +1,163 @@
+"""The run summary: read back from ML Metadata and the artifacts, printed and saved as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "succeeded",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "failed",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+
+
+class RunRecord:
+    """The executions and artifacts of the newest run of a pipeline in ML Metadata."""
+
+    def __init__(self, connection_config: metadata_store_pb2.ConnectionConfig, pipeline_name: str):
+        self._store = metadata_store.MetadataStore(connection_config)
+        runs = [c for c in self._store.get_contexts_by_type("pipeline_run")]
+        pipeline = self._store.get_context_by_type_and_name("pipeline", pipeline_name)
+        if pipeline is not None:
+            in_pipeline = {c.id for c in self._store.get_children_contexts_by_context(pipeline.id)}
+            runs = [c for c in runs if c.id in in_pipeline] or runs
+        self.run = max(runs, key=lambda c: c.create_time_since_epoch) if runs else None
+        self.executions: dict[str, metadata_store_pb2.Execution] = {}
+        self.outputs: dict[str, dict[str, list[metadata_store_pb2.Artifact]]] = {}
+        self.inputs: dict[str, dict[str, list[metadata_store_pb2.Artifact]]] = {}
+        if self.run is not None:
+            self._load(pipeline_name)
+
+    def _load(self, pipeline_name: str) -> None:
+        executions = {e.id: e for e in self._store.get_executions_by_context(self.run.id)}
+        prefix = f"{pipeline_name}."
+        for node in self._store.get_contexts_by_type("node"):
+            for execution in self._store.get_executions_by_context(node.id):
+                if execution.id in executions:
+                    self.executions[node.name.removeprefix(prefix)] = execution
+        node_of = {e.id: n for n, e in self.executions.items()}
+        events = self._store.get_events_by_execution_ids(list(node_of))
+        artifacts = {a.id: a for a in self._store.get_artifacts_by_id({e.artifact_id for e in events})}
+        for event in events:
+            io = self.outputs if event.type == metadata_store_pb2.Event.OUTPUT else self.inputs
+            if event.type not in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.INPUT):
+                continue
+            key = next((s.key for s in event.path.steps if s.HasField("key")), "")
+            io.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(artifacts[event.artifact_id])
+
+    def status(self, node: str) -> str:
+        execution = self.executions.get(node)
+        return _STATES.get(execution.last_known_state, "unknown") if execution else "not_run"
+
+    def output(self, node: str, key: str) -> metadata_store_pb2.Artifact | None:
+        artifacts = self.outputs.get(node, {}).get(key, [])
+        return artifacts[-1] if artifacts else None
+
+
+def _custom(artifact: metadata_store_pb2.Artifact, key: str) -> Any:
+    value = artifact.custom_properties.get(key)
+    if value is None:
+        return None
+    return getattr(value, value.WhichOneof("value"))
+
+
+def tuner_section(record: RunRecord) -> dict[str, Any] | None:
+    """Algorithm, trial count, best hyperparameters and best score (val_loss)."""
+    best = record.output("Tuner", "best_hyperparameters")
+    results = record.output("Tuner", "tuner_results")
+    if best is None or results is None:
+        return None
+    config = json.loads(tf.io.gfile.GFile(os.path.join(best.uri, "best_hyperparameters.txt")).read())
+    trials = json.loads(tf.io.gfile.GFile(os.path.join(results.uri, "tuner_results.json")).read())
+    return {
+        "algorithm": "keras_tuner.BayesianOptimization",
+        "objective": "val_loss",
+        "trials": len(trials),
+        "best_hyperparameters": config["values"],
+        "best_score": min(t["score"] for t in trials) if trials else None,
+        "trial_scores": [t["score"] for t in sorted(trials, key=lambda t: int(t["trial_id"]))],
+    }
+
+
+def _metric_values(evaluation_uri: str) -> dict[str, float]:
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_eval_result(evaluation_uri)
+    values: dict[str, float] = {}
+    for slice_key, metrics in result.slicing_metrics:
+        if slice_key:
+            continue
+        for by_sub_key in metrics.values():
+            for sub_key, by_name in by_sub_key.items():
+                for name, value in by_name.items():
+                    if "doubleValue" in value:
+                        label = name if not sub_key else f"{name}/{sub_key}"
+                        values[label] = float(value["doubleValue"])
+    return values
+
+
+def evaluation_section(record: RunRecord) -> dict[str, Any] | None:
+    """TFMA metrics on the eval split, whether the model was blessed and against what."""
+    evaluation = record.output("Evaluator", "evaluation")
+    blessing = record.output("Evaluator", "blessing")
+    if evaluation is None or blessing is None:
+        return None
+    baseline = record.inputs.get("Evaluator", {}).get("baseline_model", [])
+    return {
+        "metrics": _metric_values(evaluation.uri),
+        "blessed": bool(_custom(blessing, "blessed")),
+        "baseline_compared": bool(baseline),
+        "baseline_model": baseline[0].uri if baseline else None,
+    }
+
+
+def pushed_section(record: RunRecord) -> dict[str, Any] | None:
+    """Where Pusher put the model, or None when it did not push."""
+    pushed = record.output("Pusher", "pushed_model")
+    if pushed is None or not _custom(pushed, "pushed"):
+        return None
+    destination = _custom(pushed, "pushed_destination")
+    return {"model_dir": destination, "version": str(_custom(pushed, "pushed_version"))}
+
+
+def components_section(record: RunRecord, node_ids, seconds: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    return {
+        node: {
+            "status": record.status(node),
+            "seconds": round(seconds.get(node, 0.0), 2),
+            "cached": record.status(node) == "cached",
+        }
+        for node in node_ids
+    }
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A human-readable summary of a run."""
+    lines = [f"Pipeline {summary['pipeline']} run {summary['run_id']}: {summary['status']} in {summary['seconds']:.1f}s"]
+    if summary.get("error"):
+        lines.append(f"  error: {summary['error']}")
+    lines.append(f"  {'component':<32}{'status':<12}{'seconds':>8}")
+    for name, c in summary["components"].items():
+        lines.append(f"  {name:<32}{c['status']:<12}{c['seconds']:>8.1f}")
+    tuner = summary.get("tuner")
+    if tuner:
+        lines.append(f"  tuner: {tuner['algorithm']}, {tuner['trials']} trials, best {tuner['objective']} {tuner['best_score']:.4f}")
+        lines.append(f"  best hyperparameters: {json.dumps(tuner['best_hyperparameters'])}")
+    evaluation = summary.get("evaluation")
+    if evaluation:
+        shown = {k: round(v, 4) for k, v in sorted(evaluation["metrics"].items()) if "/" not in k}
+        lines.append(f"  metrics (eval split): {json.dumps(shown)}")
+        compared = "vs last blessed model" if evaluation["baseline_compared"] else "no baseline yet"
+        lines.append(f"  blessed: {evaluation['blessed']} ({compared})")
+    pushed = summary.get("pushed")
+    lines.append(f"  pushed: {pushed['model_dir']} (version {pushed['version']})" if pushed else "  pushed: nothing")
+    return "\n".join(lines)
