@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -115,9 +116,7 @@ class ServingClient:
         _fill_spec(request.model_spec, model_name, signature_name, version, version_label)
         for key, value in inputs.items():
             proto = (
-                value
-                if isinstance(value, tf.compat.v1.TensorProto)
-                else tf.make_tensor_proto(value)
+                value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value)
             )
             request.inputs[key].CopyFrom(proto)
         request.output_filter.extend(output_filter)
