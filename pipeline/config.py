@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.cluster_config import ClusterConfig, parse_cluster
 from pipeline.errors import ConfigError
 
 TASKS = ("classification", "regression")
@@ -125,6 +126,8 @@ class PipelineConfig:
     output_root: str
     serving_root: str
     label_classes: tuple[str, ...] = ()
+    # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -257,6 +260,7 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
         schema_file=schema_file,
         output_root=str(root_path),
         serving_root=str(root_path / "serving") if not serving else _under(root_path, serving),
+        cluster=parse_cluster(top),
     )
     top.finish()
     if task == "regression" and config.label_classes:

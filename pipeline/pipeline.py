@@ -16,6 +16,7 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from models.features import FeatureSpec
 from pipeline.config import PipelineConfig
+from pipeline.platform import ComponentPlatform
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 TUNER_FN = "pipeline.training.tuner_fn"
@@ -140,6 +141,7 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
+    platform: ComponentPlatform | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline for one dataset config.
 
@@ -153,6 +155,8 @@ def create_pipeline(
       metadata_connection_config: ML Metadata store (None on Kubeflow/Vertex).
       beam_pipeline_args: Beam options for the data components.
       enable_cache: reuse results of unchanged components.
+      platform: per-component cluster settings (resources, Vertex AI Training);
+        None, the local default, changes nothing.
 
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
@@ -184,15 +188,17 @@ def create_pipeline(
     transform.add_upstream_node(anomaly_gate)
     train_args = tfx.proto.TrainArgs(splits=["train"])
     eval_args = tfx.proto.EvalArgs(splits=["eval"])
-    tuner = tfx.components.Tuner(
+    platform = platform or ComponentPlatform()
+    tuner = platform.tuner_class()(
         tuner_fn=TUNER_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         train_args=train_args,
         eval_args=eval_args,
-        custom_config=shared_config,
+        tune_args=platform.tune_args(),
+        custom_config=platform.custom_config(shared_config, "Tuner"),
     )
-    trainer = tfx.components.Trainer(
+    trainer = platform.trainer_class()(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -200,7 +206,7 @@ def create_pipeline(
         hyperparameters=tuner.outputs["best_hyperparameters"],
         train_args=train_args,
         eval_args=eval_args,
-        custom_config=shared_config,
+        custom_config=platform.custom_config(shared_config, "Trainer"),
     )
     baseline = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -221,7 +227,7 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
     )
-    return tfx.dsl.Pipeline(
+    result = tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
         components=[
@@ -241,3 +247,5 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
     )
+    platform.apply(result.components)
+    return result

@@ -25,6 +25,7 @@ from models import registry
 from models.export import class_names_of, export_serving_model, vocab_sizes_of
 from models.features import FeatureSpec
 from models.search_space import hyperparameters
+from pipeline import distribution
 
 KERAS_MODEL_DIR = "Format-Keras"
 _SHUFFLE_BUFFER = 10_000
@@ -171,14 +172,21 @@ def _hparams(fn_args, settings: TrainingSettings) -> dict[str, Any]:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: trains with the best hyperparameters and exports."""
     check_keras_2()
+    # The strategy first: MultiWorkerMirroredStrategy must exist before any TF op runs.
+    devices = distribution.current_devices()
+    strategy = distribution.strategy(devices)
     settings = TrainingSettings.from_custom_config(fn_args.custom_config)
     keras.utils.set_random_seed(settings.seed)
     data = load_training_data(fn_args, settings)
-    model = build(settings, data, _hparams(fn_args, settings))
-    board = keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
+    with strategy.scope():
+        model = build(settings, data, _hparams(fn_args, settings))
+    log_dir = distribution.output_dir(fn_args.model_run_dir, devices)
+    board = keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
     fit(model, data, settings.epochs, settings.patience, [board])
     # The plain Keras model (no TFT layer) is kept for the quantization step.
-    keras_dir = os.path.join(os.path.dirname(fn_args.serving_model_dir.rstrip("/")), KERAS_MODEL_DIR)
+    model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+    keras_dir = distribution.output_dir(os.path.join(model_root, KERAS_MODEL_DIR), devices)
     tf.io.gfile.makedirs(keras_dir)
     model.save(os.path.join(keras_dir, "model.keras"))
-    export_serving_model(model, data.transform_output, settings.spec, fn_args.serving_model_dir, data.class_names)
+    serving_dir = distribution.output_dir(fn_args.serving_model_dir, devices)
+    export_serving_model(model, data.transform_output, settings.spec, serving_dir, data.class_names)
