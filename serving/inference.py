@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving import tensors
 from serving.errors import invalid_argument
 from serving.servable import Servable, Signature
 
@@ -30,7 +31,7 @@ def tensor_to_array(key: str, proto) -> np.ndarray:
       ServingError: INVALID_ARGUMENT when the proto is malformed (e.g. content does not fit shape).
     """
     try:
-        return tf.make_ndarray(proto)
+        return tensors.to_array(proto)
     except (ValueError, TypeError) as err:
         raise invalid_argument(f"input '{key}' is not a valid tensor: {err}") from err
 
@@ -44,7 +45,7 @@ def predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_
     response = predict_pb2.PredictResponse()
     _fill_model_spec(response.model_spec, servable, signature.name)
     for key, value in outputs.items():
-        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        tensors.fill_proto(response.outputs[key], value)
     return response
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -24,6 +25,14 @@ class Signature:
     inputs: Mapping[str, tf.TensorSpec]
     outputs: Mapping[str, tf.TensorSpec]
     function: Callable[..., Mapping[str, tf.Tensor]]
+
+    @functools.cached_property
+    def input_shapes(self) -> dict[str, tuple | None]:
+        """Each input's shape as a tuple (None for unknown dims), or None for an unknown rank."""
+        return {
+            key: None if spec.shape.rank is None else tuple(spec.shape.as_list())
+            for key, spec in self.inputs.items()
+        }
 
 
 Runner = Callable[[Signature, Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -121,8 +130,8 @@ def _read_signature_defs(path: str) -> dict:
 def _checked_inputs(
     signature: Signature, inputs: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    expected, sent = set(signature.inputs), set(inputs)
-    if expected != sent:
+    if signature.inputs.keys() != inputs.keys():
+        expected, sent = set(signature.inputs), set(inputs)
         raise invalid_argument(
             f"input size does not match signature {signature.name}: {len(sent)}!={len(expected)}. "
             f"Sent extra: {sorted(sent - expected)}. Missing but required: {sorted(expected - sent)}."
@@ -131,7 +140,7 @@ def _checked_inputs(
     for key, spec in signature.inputs.items():
         array = np.asarray(inputs[key])
         checked[key] = _cast(key, array, spec)
-        if not spec.shape.is_compatible_with(array.shape):
+        if not _shape_fits(signature.input_shapes[key], array.shape):
             raise invalid_argument(
                 f"input '{key}' of signature {signature.name} expects shape {spec.shape}, "
                 f"got {list(array.shape)}"
@@ -144,12 +153,20 @@ def _checked_inputs(
     return checked
 
 
+def _shape_fits(expected: tuple | None, shape: tuple) -> bool:
+    if expected is None:
+        return True
+    return len(expected) == len(shape) and all(
+        e is None or e == s for e, s in zip(expected, shape, strict=True)
+    )
+
+
 def _cast(key: str, array: np.ndarray, spec: tf.TensorSpec) -> np.ndarray:
     is_string = array.dtype.kind in "OSU"
     if spec.dtype == tf.string:
         if not is_string:
             raise invalid_argument(f"input '{key}' expects string but got {array.dtype}")
-        return array.astype(object)
+        return array if array.dtype == object else array.astype(object)
     if is_string or array.dtype != spec.dtype.as_numpy_dtype:
         raise invalid_argument(
             f"input '{key}' expects {spec.dtype.name} but got "

@@ -317,3 +317,25 @@ def test_rest_errors(server, method, path, body, status):
     assert response.status_code == status
     assert response.json()["error"]
     assert requests.get(_rest(server, "m"), timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([[1.5, -2.0]], dtype=np.float32),
+        np.array([3, 4, 5], dtype=np.int64),
+        np.array([[b"a", b"\xff"]], dtype=object),
+        np.array([True, False]),
+    ],
+)
+def test_tensor_conversion_matches_tensorflow(value):
+    from tensorflow.core.framework import tensor_pb2
+
+    from serving.tensors import fill_proto, to_array
+
+    proto = tensor_pb2.TensorProto()
+    fill_proto(proto, value)
+    np.testing.assert_array_equal(tf.make_ndarray(proto), value)
+    np.testing.assert_array_equal(to_array(tf.make_tensor_proto(value)), value)
+    filled = tf.make_tensor_proto(7.0, dtype=tf.float32, shape=[3])
+    np.testing.assert_array_equal(to_array(filled), [7.0, 7.0, 7.0])

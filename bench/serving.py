@@ -1,0 +1,260 @@
+"""Load test of the embedded model server on loopback: batch-1 gRPC Predict latency and throughput.
+
+    scripts/in-env python -m bench.serving [--model-base-path output/serving/penguins --model-name penguins]
+
+(Run it as a module: as a script, its own name would hide the `serving` package.)
+
+Prints p50/p99 latency and requests/s at concurrency 1 and 32, with batching off and on, next
+to the floor: the in-process serving_default call on the same input, and an empty gRPC call.
+Each measurement is bounded by --requests and --seconds. Without a model it builds a small MLP
+with the Trainer's serving contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_EMPTY_METHOD = "/bench.Empty/Call"
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    if args.serve_empty:
+        return _serve_empty(args.serve_empty)
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as workdir:
+        base_path, name = args.model_base_path, args.model_name
+        if not base_path:
+            base_path, name = _synthetic_model(workdir), "bench"
+        example = _example_for(base_path)
+        rows = [("in-process serving_default", 1, _in_process(base_path, example, args))]
+        rows.append(("empty gRPC call", 1, _empty_grpc(args)))
+        batching_file = Path(workdir, "batching.txt")
+        batching_file.write_text(
+            "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 1000 }\nnum_batch_threads { value: 2 }\n"
+        )
+        for label, extra in (
+            ("batching off", []),
+            ("batching on", ["--enable-batching", "--batching-parameters", str(batching_file)]),
+        ):
+            for concurrency in (1, 32):
+                stats = _predict_server(base_path, name, example, extra, concurrency, args)
+                rows.append((f"gRPC Predict, {label}", concurrency, stats))
+    _report(rows)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-base-path", help="<serving_root>/<name> with version dirs")
+    parser.add_argument("--model-name", default="penguins")
+    parser.add_argument("--requests", type=int, default=2000, help="most requests per measurement")
+    parser.add_argument("--seconds", type=float, default=8.0, help="most seconds per measurement")
+    parser.add_argument("--serve-empty", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def _synthetic_model(workdir: str) -> str:
+    """Saves an 8-feature, 2x64 MLP classifier with serving_default/serving_raw as version 1."""
+    import tensorflow as tf
+
+    names = [f"f{i}" for i in range(8)]
+    spec = {n: tf.io.FixedLenFeature([], tf.float32, default_value=0.0) for n in names}
+
+    class Mlp(tf.Module):
+        def __init__(self):
+            super().__init__()
+            init = tf.random.normal
+            self.w1, self.w2 = tf.Variable(init([8, 64])), tf.Variable(init([64, 64]))
+            self.w3 = tf.Variable(init([64, 3]))
+
+        def _outputs(self, features):
+            x = tf.stack([features[n] for n in names], axis=1)
+            logits = tf.nn.relu(tf.nn.relu(x @ self.w1) @ self.w2) @ self.w3
+            classes = tf.tile(tf.constant([["a", "b", "c"]]), [tf.shape(x)[0], 1])
+            return {"scores": tf.nn.softmax(logits), "classes": classes}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, examples):
+            return self._outputs(tf.io.parse_example(examples, spec))
+
+    model = Mlp()
+    base_path = os.path.join(workdir, "models", "bench")
+    tf.saved_model.save(
+        model, os.path.join(base_path, "1"), signatures={"serving_default": model.serve}
+    )
+    return base_path
+
+
+def _example_for(base_path: str) -> bytes:
+    """A tf.Example with every feature serving_raw declares (or f0..f7 for the synthetic model)."""
+    import tensorflow as tf
+
+    from serving.examples import make_example
+
+    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
+    loaded = tf.saved_model.load(os.path.join(base_path, str(version)))
+    if "serving_raw" in loaded.signatures:
+        _, specs = loaded.signatures["serving_raw"].structured_input_signature
+        row = {k: ("x" if s.dtype == tf.string else 1.0) for k, s in specs.items()}
+    else:
+        row = {f"f{i}": 0.5 * i for i in range(8)}
+    return make_example(row, float_features=row).SerializeToString()
+
+
+def _measure(call: Callable[[], object], concurrency: int, args) -> dict:
+    for _ in range(20):
+        call()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + args.seconds
+    remaining = [args.requests]
+
+    def worker():
+        while time.monotonic() < deadline:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            started = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "p50_ms": cuts[49] * 1e3,
+        "p99_ms": cuts[98] * 1e3,
+        "rps": len(latencies) / wall,
+        "n": len(latencies),
+    }
+
+
+def _in_process(base_path: str, example: bytes, args) -> dict:
+    import tensorflow as tf
+
+    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
+    function = tf.saved_model.load(os.path.join(base_path, str(version))).signatures[
+        "serving_default"
+    ]
+    key = next(iter(function.structured_input_signature[1]))
+    return _measure(lambda: function(**{key: tf.constant([example])}), 1, args)
+
+
+def _serve_empty(port: int) -> int:
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Empty", {"Call": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+    return 0
+
+
+def _empty_grpc(args) -> dict:
+    import grpc
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.serving", "--serve-empty", str(port)], cwd=REPO
+    )
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        call = channel.unary_unary(
+            _EMPTY_METHOD, request_serializer=None, response_deserializer=None
+        )
+        return _measure(lambda: call(b"", timeout=10), 1, args)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _predict_server(base_path, name, example, extra, concurrency, args) -> dict:
+    import portpicker
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.client import ServingClient
+
+    port = portpicker.pick_unused_port()
+    command = [
+        sys.executable,
+        "-m",
+        "serving",
+        "serve",
+        "--embedded",
+        "--model-name",
+        name,
+        "--model-base-path",
+        base_path,
+        "--grpc-port",
+        str(port),
+        "--rest-port",
+        "0",
+        *extra,
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with ServingClient(f"127.0.0.1:{port}") as client:
+            client.wait_until_available(name, timeout_s=60)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = name
+            request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example], dtype=tf.string))
+            return _measure(lambda: client.call("Predict", request), concurrency, args)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _report(rows) -> None:
+    print(f"{'measurement':34} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}")
+    for label, concurrency, s in rows:
+        print(
+            f"{label:34} {concurrency:>4} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} {s['rps']:8.0f} {s['n']:>6}"
+        )
+    stats = {(label, c): s for label, c, s in rows}
+    floor = (
+        stats[("in-process serving_default", 1)]["p50_ms"] + stats[("empty gRPC call", 1)]["p50_ms"]
+    )
+    p50 = stats[("gRPC Predict, batching off", 1)]["p50_ms"]
+    speedup = (
+        stats[("gRPC Predict, batching on", 32)]["rps"]
+        / stats[("gRPC Predict, batching off", 32)]["rps"]
+    )
+    print(
+        f"p50 at concurrency 1 / (in-process + empty gRPC) = {p50:.3f} / {floor:.3f} = {p50 / floor:.2f}x (goal <= 1.5x)"
+    )
+    print(f"req/s at concurrency 32, batching on / off = {speedup:.2f}x (goal >= 2x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
