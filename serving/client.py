@@ -35,6 +35,8 @@ from serving.examples import make_example
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 DEFAULT_SIGNATURE = "serving_default"
 RAW_SIGNATURE = "serving_raw"
+# Cells read as a missing number, as the pipeline's CSV reading does.
+_MISSING = ("", None, "NA", "NaN", "nan", "null")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +312,7 @@ def _fill_spec(spec, name: str, signature_name: str, version: int | None, label:
 
 
 def _column(key: str, values: list, dtype: tf.DType):
-    """Returns `values` as a TensorProto of `dtype`; empty or None numbers become NaN."""
+    """Returns `values` as a TensorProto of `dtype`; missing numbers ("", None, NA) become NaN."""
     if dtype == tf.string:
         return tf.make_tensor_proto(
             [v if isinstance(v, bytes) else str(v).encode() for v in values]
@@ -318,7 +320,7 @@ def _column(key: str, values: list, dtype: tf.DType):
     numbers = []
     for index, value in enumerate(values):
         try:
-            numbers.append(float("nan") if value in ("", None) else float(value))
+            numbers.append(float("nan") if value in _MISSING else float(value))
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"row {index}: feature {key!r} must be a number, got {value!r}"
