@@ -15,6 +15,7 @@ from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
 from models.features import FeatureSpec
+from pipeline.baseline import PreviousBlessedModelStrategy
 from pipeline.config import PipelineConfig
 from pipeline.platform import ComponentPlatform
 
@@ -130,6 +131,20 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
     return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=[tfma.SlicingSpec()], metrics_specs=metrics_specs)
 
 
+def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> tfx.dsl.Resolver:
+    """The last blessed model, for the Evaluator's change threshold."""
+    channels = {
+        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    }
+    if exclude_candidate:
+        strategy = PreviousBlessedModelStrategy
+        channels["candidate"] = candidate
+    else:
+        strategy = tfx.dsl.experimental.LatestBlessedModelStrategy
+    return tfx.dsl.Resolver(strategy_class=strategy, **channels).with_id("latest_blessed_model_resolver")
+
+
 def create_pipeline(
     config: PipelineConfig,
     *,
@@ -142,6 +157,7 @@ def create_pipeline(
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
     platform: ComponentPlatform | None = None,
+    exclude_candidate_from_baseline: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline for one dataset config.
 
@@ -155,6 +171,9 @@ def create_pipeline(
       metadata_connection_config: ML Metadata store (None on Kubeflow/Vertex).
       beam_pipeline_args: Beam options for the data components.
       enable_cache: reuse results of unchanged components.
+      exclude_candidate_from_baseline: compare with the last blessed model other
+        than the candidate (see pipeline/baseline.py). Kubeflow V2 compiles only
+        TFX's built-in resolver strategies, so its runner passes False.
       platform: per-component cluster settings (resources, Vertex AI Training);
         None, the local default, changes nothing.
 
@@ -208,11 +227,7 @@ def create_pipeline(
         eval_args=eval_args,
         custom_config=platform.custom_config(shared_config, "Trainer"),
     )
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    baseline = _baseline_resolver(trainer.outputs["model"], exclude_candidate_from_baseline)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         example_splits=["eval"],

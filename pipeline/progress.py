@@ -72,6 +72,11 @@ class capture_progress:
         self._saved: tuple[int, int, bool] | None = None
 
     def __enter__(self) -> ProgressHandler:
+        # TensorFlow's deprecation warnings from inside the components go to the file too.
+        tf_logger = logging.getLogger("tensorflow")
+        self._tf_saved = tf_logger.propagate, list(tf_logger.handlers)
+        tf_logger.propagate = False
+        tf_logger.handlers = []
         logger = logging.getLogger("absl")
         absl_handler = absl_logging.get_absl_handler()
         self._saved = (logger.level, absl_handler.level, logger.propagate)
@@ -88,9 +93,12 @@ class capture_progress:
         logger.propagate = False
         logger.addHandler(self.handler)
         logger.addHandler(self._file_handler)
+        tf_logger.addHandler(self._file_handler)
         return self.handler
 
     def __exit__(self, *exc) -> None:
+        tf_logger = logging.getLogger("tensorflow")
+        tf_logger.propagate, tf_logger.handlers = self._tf_saved
         logger = logging.getLogger("absl")
         logger.removeHandler(self.handler)
         logger.removeHandler(self._file_handler)

@@ -88,6 +88,13 @@ def tuner_section(record: RunRecord) -> dict[str, Any] | None:
     }
 
 
+def _metric_name(name: str, sub_key: str) -> str:
+    """`precision` for the macro average, `precision/classId:0` for one class."""
+    if "macro_average" in name:
+        return name.rsplit("_", 1)[-1]
+    return f"{name}/{sub_key}" if sub_key else name
+
+
 def _metric_values(evaluation_uri: str) -> dict[str, float]:
     import tensorflow_model_analysis as tfma
 
@@ -100,8 +107,7 @@ def _metric_values(evaluation_uri: str) -> dict[str, float]:
             for sub_key, by_name in by_sub_key.items():
                 for name, value in by_name.items():
                     if "doubleValue" in value:
-                        label = name if not sub_key else f"{name}/{sub_key}"
-                        values[label] = float(value["doubleValue"])
+                        values[_metric_name(name, sub_key)] = float(value["doubleValue"])
     return values
 
 
