@@ -1,6 +1,7 @@
 """Load test of the embedded model server on loopback: batch-1 gRPC Predict latency and throughput.
 
-    scripts/in-env python -m bench.serving [--model-base-path output/serving/penguins --model-name penguins]
+    scripts/in-env python -m bench.serving [--model-base-path output/serving/penguins \
+        --model-name penguins --examples-dir output/pipelines/penguins/CsvExampleGen/examples/1/Split-eval]
 
 (Run it as a module: as a script, its own name would hide the `serving` package.)
 
@@ -39,7 +40,7 @@ def main() -> int:
         base_path, name = args.model_base_path, args.model_name
         if not base_path:
             base_path, name = _synthetic_model(workdir), "bench"
-        example = _example_for(base_path)
+        example = _real_example(args.examples_dir) if args.examples_dir else _example_for(base_path)
         rows = [("in-process serving_default", 1, _in_process(base_path, example, args))]
         rows.append(("empty gRPC call", 1, _empty_grpc(args)))
         batching_file = Path(workdir, "batching.txt")
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-base-path", help="<serving_root>/<name> with version dirs")
     parser.add_argument("--model-name", default="penguins")
+    parser.add_argument("--examples-dir", help="gzipped TFRecord tf.Examples (a Split-eval dir)")
     parser.add_argument("--requests", type=int, default=2000, help="most requests per measurement")
     parser.add_argument("--seconds", type=float, default=8.0, help="most seconds per measurement")
     parser.add_argument("--serve-empty", type=int, help=argparse.SUPPRESS)
@@ -113,6 +115,12 @@ def _example_for(base_path: str) -> bytes:
     else:
         row = {f"f{i}": 0.5 * i for i in range(8)}
     return make_example(row, float_features=row).SerializeToString()
+
+
+def _real_example(examples_dir: str) -> bytes:
+    from components.infra_validation.executor import read_examples
+
+    return read_examples(examples_dir, 1)[0]
 
 
 def _measure(call: Callable[[], object], concurrency: int, args) -> dict:
