@@ -1,0 +1,210 @@
+"""Measuring a model: metrics on the eval split, CPU latency, and size on disk."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from models.quantization import TFLiteInput
+
+HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "auc": True}
+LOWER_IS_BETTER = {"mse": False, "mae": False, "rmse": False}
+
+
+def read_records(pattern: str) -> list[bytes]:
+    """The serialized examples of the GZIP TFRecord files matching `pattern`."""
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {pattern}")
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def parse_features(
+    records: Sequence[bytes], feature_spec: Mapping[str, tf.io.FixedLenFeature]
+) -> dict[str, np.ndarray]:
+    """Parses transformed examples into name -> [n] numpy arrays."""
+    parsed = tf.io.parse_example(tf.constant(list(records)), dict(feature_spec))
+    return {k: np.reshape(v.numpy(), [len(records)]) for k, v in parsed.items()}
+
+
+def directory_bytes(path: str) -> int:
+    """Total size of the files under `path`."""
+    return sum(
+        tf.io.gfile.stat(os.path.join(root, name)).length
+        for root, _, files in tf.io.gfile.walk(path)
+        for name in files
+    )
+
+
+def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) statistic; ties count one half."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Accuracy, and precision / recall / one-vs-rest AUC macro-averaged over classes.
+
+    Args:
+      labels: [n] class ids.
+      scores: [n, classes] scores (probabilities or dequantized probabilities).
+    """
+    predicted = np.argmax(scores, axis=1)
+    classes = range(scores.shape[1])
+    precision = [np.mean(labels[predicted == c] == c) for c in classes if np.any(predicted == c)]
+    recall = [np.mean(predicted[labels == c] == c) for c in classes if np.any(labels == c)]
+    aucs = [_auc(labels == c, scores[:, c]) for c in classes]
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "precision": float(np.mean(precision)),
+        "recall": float(np.mean(recall)),
+        "auc": float(np.nanmean(aucs)),
+        "example_count": int(len(labels)),
+    }
+
+
+def regression_metrics(labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """MSE, MAE and RMSE of [n] predictions."""
+    errors = np.reshape(outputs, [-1]) - labels
+    mse = float(np.mean(errors**2))
+    return {
+        "mse": mse,
+        "mae": float(np.mean(np.abs(errors))),
+        "rmse": mse**0.5,
+        "example_count": int(len(labels)),
+    }
+
+
+def metric_drop(metric: str, reference: float, candidate: float) -> float:
+    """How much worse `candidate` is than `reference` (positive = worse)."""
+    if metric in HIGHER_IS_BETTER:
+        return reference - candidate
+    if metric in LOWER_IS_BETTER:
+        return candidate - reference
+    raise ValueError(
+        f"unknown metric {metric!r}; known: {sorted({**HIGHER_IS_BETTER, **LOWER_IS_BETTER})}"
+    )
+
+
+def median_latency_ms(call: Callable[[], object], runs: int, warmup: int = 3) -> float:
+    """Median wall time of `call()` over `runs` runs after `warmup` runs, in milliseconds."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+class SavedModelRunner:
+    """A serving SavedModel's `serving_default` on serialized examples."""
+
+    def __init__(self, export_dir: str, output_key: str):
+        self._loaded = tf.saved_model.load(export_dir)
+        self._serve = self._loaded.signatures["serving_default"]
+        self._transform = self._loaded.signatures["transform_features"]
+        self._output_key = output_key
+
+    def predict(self, records: Sequence[bytes]) -> np.ndarray:
+        return self._serve(examples=tf.constant(list(records)))[self._output_key].numpy()
+
+    def labels(self, records: Sequence[bytes], label_key: str) -> np.ndarray:
+        """The transformed label, through the model's own TFT graph."""
+        return np.reshape(
+            self._transform(examples=tf.constant(list(records)))[label_key].numpy(), [-1]
+        )
+
+    def timer(self, records: Sequence[bytes]) -> Callable[[], object]:
+        batch = tf.constant(list(records))
+        return lambda: self._serve(examples=batch)
+
+
+class TFLiteRunner:
+    """A TFLite model on transformed features, quantizing inputs and dequantizing outputs."""
+
+    def __init__(self, model_path: str, inputs: Sequence[TFLiteInput]):
+        self._path = model_path
+        self._inputs = list(inputs)
+        self._interpreters: dict[int, tf.lite.Interpreter] = {}
+
+    def _interpreter(self, batch: int) -> tf.lite.Interpreter:
+        if batch not in self._interpreters:
+            interpreter = tf.lite.Interpreter(model_path=self._path)
+            for detail in interpreter.get_input_details():
+                interpreter.resize_tensor_input(detail["index"], [batch])
+            interpreter.allocate_tensors()
+            self._interpreters[batch] = interpreter
+        return self._interpreters[batch]
+
+    def _feed(self, interpreter: tf.lite.Interpreter, features: Mapping[str, np.ndarray]) -> None:
+        by_name = {_input_name(d["name"]): d for d in interpreter.get_input_details()}
+        for spec in self._inputs:
+            detail = by_name[spec.name]
+            interpreter.set_tensor(detail["index"], encode(features[spec.name], detail, spec))
+
+    def predict(self, features: Mapping[str, np.ndarray], batch: int = 256) -> np.ndarray:
+        """Runs the whole feature set in batches of `batch`; returns float outputs."""
+        count = len(next(iter(features.values())))
+        parts = []
+        for start in range(0, count, batch):
+            size = min(batch, count - start)
+            interpreter = self._interpreter(size)
+            self._feed(interpreter, {k: v[start : start + size] for k, v in features.items()})
+            interpreter.invoke()
+            parts.append(decode(interpreter, interpreter.get_output_details()[0]))
+        return np.concatenate(parts)
+
+    def timer(self, features: Mapping[str, np.ndarray]) -> Callable[[], object]:
+        interpreter = self._interpreter(len(next(iter(features.values()))))
+        self._feed(interpreter, features)
+        return interpreter.invoke
+
+
+def _input_name(tensor_name: str) -> str:
+    """`serving_default_bill_length_mm_xf:0` -> `bill_length_mm_xf`."""
+    return tensor_name.removeprefix("serving_default_").split(":")[0]
+
+
+def encode(values: np.ndarray, detail: Mapping, spec: TFLiteInput) -> np.ndarray:
+    """A transformed feature as the TFLite input wants it: quantized int8 or cast."""
+    scale, zero_point = detail["quantization"]
+    if spec.categorical or not scale:
+        return values.astype(detail["dtype"])
+    quantized = np.round(values / scale) + zero_point
+    info = np.iinfo(detail["dtype"])
+    return np.clip(quantized, info.min, info.max).astype(detail["dtype"])
+
+
+def decode(interpreter: tf.lite.Interpreter, detail: Mapping) -> np.ndarray:
+    """An output tensor as float, dequantized if it is quantized."""
+    values = interpreter.get_tensor(detail["index"])
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def repeat_to(items: Sequence, count: int) -> list:
+    """`items` cycled to exactly `count` entries (a batch for latency runs)."""
+    if not items:
+        raise ValueError("cannot build a batch from no items")
+    return [items[i % len(items)] for i in range(count)]

@@ -1,0 +1,332 @@
+"""Quantization: the int8 model, the TFLite models, the guard and the report.
+
+A tiny classification problem is built in the test: TF Transform analyzes it with
+Beam, a small MLP trains for a few seconds, and the Trainer's artifact layout
+(Format-Serving, Format-Keras) is written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+import tf_keras as keras
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.quantization import executor, measure
+from components.quantization import spec as keys
+from components.quantization.spec import QuantizationReport
+from models import quantization
+from models.export import class_names_of, export_serving_model, vocab_sizes_of
+from models.features import FeatureSpec
+from models.mlp import build_model
+from models.preprocessing import preprocessing_fn
+from pipeline.training import KERAS_MODEL_DIR
+
+SPEC = FeatureSpec(
+    numeric=("length", "mass"), categorical=("colour",), label="kind", task="classification"
+)
+RAW_SPEC = {
+    "length": tf.io.FixedLenFeature([1], tf.float32),
+    "mass": tf.io.FixedLenFeature([1], tf.float32),
+    "colour": tf.io.FixedLenFeature([1], tf.string),
+    "kind": tf.io.FixedLenFeature([1], tf.string),
+}
+HPARAMS = {
+    "units": 32,
+    "layers": 2,
+    "dropout": 0.0,
+    "l2": 1e-6,
+    "learning_rate": 0.02,
+    "optimizer": "adam",
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+def _rows(count: int, rng: np.random.Generator) -> list[dict]:
+    colours = np.array(["red", "green", "blue"])
+    rows = []
+    for _ in range(count):
+        length, mass = rng.normal(40, 5), rng.normal(4000, 500)
+        colour = colours[rng.integers(3)]
+        kind = "a" if length < 38 else "b" if colour != "blue" else "c"
+        rows.append({"length": length, "mass": mass, "colour": colour, "kind": kind})
+    return rows
+
+
+def _example(row: dict) -> bytes:
+    def feature(value):
+        if isinstance(value, (str, np.str_)):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
+        if isinstance(value, (int, np.integer)):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+
+    return tf.train.Example(
+        features=tf.train.Features(feature={k: feature(v) for k, v in row.items()})
+    ).SerializeToString()
+
+
+def _write_split(uri: str, split: str, records: list[bytes]) -> None:
+    directory = os.path.join(uri, f"Split-{split}")
+    os.makedirs(directory)
+    with tf.io.TFRecordWriter(os.path.join(directory, "data.gz"), options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _analyze(rows: list[dict], transform_dir: str, temp_dir: str) -> tft.TFTransformOutput:
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+    with beam.Pipeline() as p, tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
+        data = p | beam.Create([{k: [v] for k, v in row.items()} for row in rows])
+        transform_fn = (data, metadata) | tft_beam.AnalyzeDataset(
+            lambda inputs: preprocessing_fn(inputs, {"features": SPEC.to_dict()})
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+    # TFX's Transform also writes the raw schema, which the serving signatures parse with.
+    metadata_io.write_metadata(
+        metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR)
+    )
+    return tft.TFTransformOutput(transform_dir)
+
+
+def _transform(output: tft.TFTransformOutput, records: list[bytes]) -> dict[str, np.ndarray]:
+    raw = tf.io.parse_example(tf.constant(records), RAW_SPEC)
+    return {k: v.numpy() for k, v in output.transform_features_layer()(raw).items()}
+
+
+def _transformed_records(features: dict[str, np.ndarray]) -> list[bytes]:
+    count = len(next(iter(features.values())))
+    return [_example({k: v[i] for k, v in features.items()}) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def pipeline_inputs(tmp_path_factory) -> executor.Paths:
+    """A trained model, its Transform output and examples, laid out like TFX artifacts."""
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("quantization")
+    rng = np.random.default_rng(0)
+    train_rows, eval_rows = _rows(400, rng), _rows(120, rng)
+    transform_dir = str(root / "transform")
+    output = _analyze(train_rows, transform_dir, str(root / "tft_tmp"))
+    raw_train, raw_eval = [_example(r) for r in train_rows], [_example(r) for r in eval_rows]
+    train, evaluation = _transform(output, raw_train), _transform(output, raw_eval)
+    for split, records in (("train", raw_train), ("eval", raw_eval)):
+        _write_split(str(root / "examples"), split, records)
+    for split, features in (("train", train), ("eval", evaluation)):
+        _write_split(str(root / "transformed"), split, _transformed_records(features))
+
+    model = build_model(
+        HPARAMS, SPEC, vocab_sizes_of(output, SPEC), len(class_names_of(output, SPEC))
+    )
+    inputs = {k: train[k] for k in model.input_names}
+    model.fit(inputs, train[SPEC.label_xf], epochs=40, batch_size=32, verbose=0)
+    trainer_dir = root / "trainer"
+    os.makedirs(trainer_dir / KERAS_MODEL_DIR)
+    model.save(str(trainer_dir / KERAS_MODEL_DIR / "model.keras"))
+    export_serving_model(
+        model, output, SPEC, str(trainer_dir / "Format-Serving"), class_names_of(output, SPEC)
+    )
+    return executor.Paths(
+        trainer_model=str(trainer_dir),
+        transform_graph=transform_dir,
+        transformed_train=str(root / "transformed" / "Split-train"),
+        transformed_eval=str(root / "transformed" / "Split-eval"),
+        raw_eval=str(root / "examples" / "Split-eval"),
+        served_model="",
+        int8_model="",
+        tflite_model="",
+        report="",
+    )
+
+
+def _artifact(kind, uri: str, splits: list[str] = ()):
+    artifact = kind()
+    artifact.uri = uri
+    if splits:
+        artifact.split_names = artifact_utils.encode_split_names(list(splits))
+    return artifact
+
+
+def _root(path: str, levels: int = 1) -> str:
+    for _ in range(levels):
+        path = os.path.dirname(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def executed(pipeline_inputs: executor.Paths, tmp_path_factory):
+    """Runs the executor's Do() once; returns (output artifacts, report)."""
+    out = tmp_path_factory.mktemp("outputs")
+    inputs = {
+        keys.MODEL_KEY: [_artifact(standard_artifacts.Model, pipeline_inputs.trainer_model)],
+        keys.TRANSFORM_GRAPH_KEY: [
+            _artifact(standard_artifacts.TransformGraph, pipeline_inputs.transform_graph)
+        ],
+        keys.TRANSFORMED_EXAMPLES_KEY: [
+            _artifact(
+                standard_artifacts.Examples,
+                _root(pipeline_inputs.transformed_eval),
+                ["train", "eval"],
+            )
+        ],
+        keys.EXAMPLES_KEY: [
+            _artifact(
+                standard_artifacts.Examples, _root(pipeline_inputs.raw_eval), ["train", "eval"]
+            )
+        ],
+    }
+    outputs = {
+        keys.SERVED_MODEL_KEY: [_artifact(standard_artifacts.Model, str(out / "served"))],
+        keys.INT8_MODEL_KEY: [_artifact(standard_artifacts.Model, str(out / "int8"))],
+        keys.TFLITE_MODEL_KEY: [_artifact(standard_artifacts.Model, str(out / "tflite"))],
+        keys.REPORT_KEY: [_artifact(QuantizationReport, str(out / "report"))],
+    }
+    properties = {
+        keys.FEATURES_KEY: json.dumps(SPEC.to_dict()),
+        keys.METHOD_KEY: "int8_weights",
+        keys.METRIC_KEY: "accuracy",
+        keys.MAX_METRIC_DROP_KEY: 0.05,
+        keys.REPRESENTATIVE_SAMPLES_KEY: 100,
+        keys.SERVE_KEY: "quantized",
+        keys.ON_GUARD_FAILURE_KEY: "push_float",
+        keys.PRUNING_SPARSITY_KEY: 0.0,
+        keys.PRUNING_EPOCHS_KEY: 1,
+        keys.LATENCY_RUNS_KEY: 3,
+    }
+    executor.Executor().Do(inputs, outputs, properties)
+    report = json.loads((out / "report" / keys.REPORT_FILE).read_text())
+    return outputs, report, out
+
+
+def test_artifacts_exist(executed):
+    _, _, out = executed
+    assert (out / "int8" / "Format-Serving" / "saved_model.pb").is_file()
+    assert (out / "served" / "Format-Serving" / "saved_model.pb").is_file()
+    assert (out / "tflite" / keys.TFLITE_FILE).is_file()
+    assert (out / "tflite" / keys.TFLITE_FLOAT_FILE).is_file()
+
+
+def test_int8_saved_model_serves_serialized_examples(executed, pipeline_inputs):
+    _, _, out = executed
+    loaded = tf.saved_model.load(str(out / "int8" / "Format-Serving"))
+    records = measure.read_records(os.path.join(pipeline_inputs.raw_eval, "*"))[:5]
+    result = loaded.signatures["serving_default"](examples=tf.constant(records))
+    assert result["scores"].shape == (5, 3)
+    assert result["scores"].dtype == tf.float32
+    np.testing.assert_allclose(result["scores"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    assert result["classes"].dtype == tf.string
+    kernels = [v for v in loaded.variables if v.name.endswith("kernel_int8:0")]
+    assert kernels and all(v.dtype == tf.int8 for v in kernels)
+
+
+def test_tflite_model_is_fully_int8(executed, pipeline_inputs):
+    _, report, out = executed
+    interpreter = tf.lite.Interpreter(model_path=str(out / "tflite" / keys.TFLITE_FILE))
+    interpreter.allocate_tensors()
+    assert {d["dtype"] for d in interpreter.get_input_details()} == {np.int8}
+    (output,) = interpreter.get_output_details()
+    assert output["dtype"] == np.int8 and output["quantization"][0] > 0
+    runner = measure.TFLiteRunner(
+        str(out / "tflite" / keys.TFLITE_FILE),
+        quantization.tflite_inputs(_float_model(pipeline_inputs)),
+    )
+    spec = tft.TFTransformOutput(pipeline_inputs.transform_graph).transformed_feature_spec()
+    features = measure.parse_features(
+        measure.read_records(os.path.join(pipeline_inputs.transformed_eval, "*")), spec
+    )
+    scores = runner.predict(features)
+    accuracy = float(np.mean(np.argmax(scores, axis=1) == features[SPEC.label_xf]))
+    assert accuracy == pytest.approx(report["models"]["int8_tflite"]["metrics"]["accuracy"])
+    assert accuracy > 0.8
+
+
+def _float_model(paths: executor.Paths) -> keras.Model:
+    return keras.models.load_model(
+        os.path.join(paths.trainer_model, KERAS_MODEL_DIR, "model.keras")
+    )
+
+
+def test_report_is_consistent_with_files(executed, pipeline_inputs):
+    outputs, report, out = executed
+    models = report["models"]
+    assert set(models) == {"float", "int8", "float_tflite", "int8_tflite"}
+    int8_dir = out / "int8" / "Format-Serving"
+    assert models["int8"]["size_bytes"] == measure.directory_bytes(str(int8_dir))
+    assert models["int8"]["variables_bytes"] == measure.directory_bytes(str(int8_dir / "variables"))
+    assert models["int8_tflite"]["size_bytes"] == (out / "tflite" / keys.TFLITE_FILE).stat().st_size
+    assert (
+        models["float_tflite"]["size_bytes"]
+        == (out / "tflite" / keys.TFLITE_FLOAT_FILE).stat().st_size
+    )
+    assert report["size_ratios"]["int8_tflite_vs_float_tflite"] == pytest.approx(
+        models["int8_tflite"]["size_bytes"] / models["float_tflite"]["size_bytes"]
+    )
+    assert models["int8"]["variables_bytes"] < models["float"]["variables_bytes"]
+    for entry in models.values():
+        assert entry["metrics"]["example_count"] == 120
+        assert entry["latency_ms"]["batch_1"] > 0 and entry["latency_ms"]["batch_256"] > 0
+    drop = models["float"]["metrics"]["accuracy"] - models["int8"]["metrics"]["accuracy"]
+    assert models["int8"]["metric_drop"] == pytest.approx(drop)
+    assert report["blessed"] is True and report["served"] == "int8"
+    served = artifact_utils.get_single_instance(outputs[keys.SERVED_MODEL_KEY])
+    assert served.get_string_custom_property(keys.SERVED_PROPERTY) == "int8"
+    served_pb = out / "served" / "Format-Serving" / "saved_model.pb"
+    assert served_pb.read_bytes() == (int8_dir / "saved_model.pb").read_bytes()
+
+
+def test_failed_guard_serves_the_float_model(pipeline_inputs, tmp_path):
+    paths = _outputs_under(pipeline_inputs, tmp_path)
+    # A negative allowed drop: the int8 model would have to beat the float one by a whole unit.
+    settings = executor.Settings(
+        spec=SPEC, max_metric_drop=-1.0, representative_samples=20, latency_runs=1
+    )
+    report = executor.quantize_and_compare(paths, settings)
+    assert report["blessed"] is False and report["served"] == "float"
+    assert report["models"]["int8"]["passed_guard"] is False
+    float_pb = Path(pipeline_inputs.trainer_model, "Format-Serving", "saved_model.pb")
+    served_pb = Path(paths.served_model, "Format-Serving", "saved_model.pb")
+    assert served_pb.read_bytes() == float_pb.read_bytes()
+
+
+def _outputs_under(paths: executor.Paths, root) -> executor.Paths:
+    return executor.Paths(
+        **{
+            **vars(paths),
+            "served_model": str(root / "served"),
+            "int8_model": str(root / "int8"),
+            "tflite_model": str(root / "tflite"),
+            "report": str(root / "report"),
+        }
+    )
+
+
+def test_quantize_kernel_is_per_channel_and_close():
+    kernel = np.array([[0.5, -2.0], [-0.25, 1.0], [0.0, 0.0]], np.float32)
+    quantized, scale = quantization.quantize_kernel(kernel)
+    assert quantized.dtype == np.int8
+    np.testing.assert_allclose(scale, [0.5 / 127, 2.0 / 127])
+    np.testing.assert_allclose(quantized * scale, kernel, atol=scale.max() / 2)
+
+
+def test_unconvertible_model_fails_with_the_converter_reason():
+    inputs = keras.Input(shape=(), name="x_xf", dtype="float32")
+    # Erfinv has no TFLite builtin kernel, and only builtins are allowed.
+    outputs = keras.layers.Dense(2)(
+        keras.layers.Lambda(lambda x: tf.math.erfinv(tf.reshape(x, [-1, 1]) * 0.1))(inputs)
+    )
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(quantization.ConversionError, match="(?i)erfinv|not supported|unsupported"):
+        quantization.to_tflite(model)
