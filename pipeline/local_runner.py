@@ -125,6 +125,8 @@ def summarise(config: PipelineConfig, node_ids, seconds, elapsed: float, error: 
         "components": summary_lib.components_section(record, node_ids, seconds),
         "tuner": summary_lib.tuner_section(record),
         "evaluation": summary_lib.evaluation_section(record),
+        "quantization": summary_lib.quantization_section(record),
+        "infra_validation": summary_lib.infra_validation_section(record),
         "pushed": None if error else summary_lib.pushed_section(record),
     }
 

@@ -14,6 +14,8 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
+from components.infra_validation import InfraValidation
+from components.quantization import Quantization
 from models.features import FeatureSpec
 from pipeline.baseline import PreviousBlessedModelStrategy
 from pipeline.config import PipelineConfig
@@ -145,6 +147,30 @@ def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> t
     return tfx.dsl.Resolver(strategy_class=strategy, **channels).with_id("latest_blessed_model_resolver")
 
 
+def _quantization(config: PipelineConfig, model, transform, examples) -> Quantization:
+    """The int8/TFLite step after the Trainer; its `served_model` goes on to Evaluator, Pusher."""
+    quantization = config.quantization
+    pruning = quantization.pruning
+    return Quantization(
+        model=model,
+        transform_graph=transform.outputs["transform_graph"],
+        transformed_examples=transform.outputs["transformed_examples"],
+        examples=examples,
+        spec=FeatureSpec(
+            config.numeric_features, config.categorical_features, config.label, config.task
+        ),
+        method=quantization.method,
+        metric=config.evaluation.metric,
+        max_metric_drop=quantization.max_metric_drop,
+        representative_samples=quantization.representative_samples,
+        serve=quantization.serve,
+        on_guard_failure=quantization.on_guard_failure,
+        pruning_sparsity=pruning.target_sparsity if pruning.enabled else 0.0,
+        pruning_epochs=pruning.epochs,
+        latency_runs=quantization.latency_runs,
+    )
+
+
 def create_pipeline(
     config: PipelineConfig,
     *,
@@ -179,7 +205,8 @@ def create_pipeline(
 
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
-      Transform, Tuner, Trainer, latest-blessed-model resolver, Evaluator, Pusher.
+      Transform, Tuner, Trainer, Quantization (unless disabled), latest-blessed-model
+      resolver, Evaluator, InfraValidation, Pusher.
     """
     splits = tfx.proto.SplitConfig(
         splits=[
@@ -227,17 +254,27 @@ def create_pipeline(
         eval_args=eval_args,
         custom_config=platform.custom_config(shared_config, "Trainer"),
     )
-    baseline = _baseline_resolver(trainer.outputs["model"], exclude_candidate_from_baseline)
+    served_model = trainer.outputs["model"]
+    quantization = []
+    if config.quantization.enabled:
+        examples = example_gen.outputs["examples"]
+        quantization = [_quantization(config, served_model, transform, examples)]
+        served_model = quantization[0].outputs["served_model"]
+    baseline = _baseline_resolver(served_model, exclude_candidate_from_baseline)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         example_splits=["eval"],
-        model=trainer.outputs["model"],
+        model=served_model,
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config, label_classes),
     )
+    # The warmed-up copy of the model that passed infra validation is what gets pushed.
+    infra_validation = InfraValidation(
+        model=served_model, examples=example_gen.outputs["examples"], model_name=config.model_name
+    )
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra_validation.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
@@ -254,8 +291,10 @@ def create_pipeline(
             transform,
             tuner,
             trainer,
+            *quantization,
             baseline,
             evaluator,
+            infra_validation,
             pusher,
         ],
         enable_cache=enable_cache,

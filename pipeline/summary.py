@@ -135,6 +135,50 @@ def pushed_section(record: RunRecord) -> dict[str, Any] | None:
     return {"model_dir": destination, "version": str(_custom(pushed, "pushed_version"))}
 
 
+def infra_validation_section(record: RunRecord) -> dict[str, Any] | None:
+    """The model server check before push (see components/infra_validation)."""
+    blessing = record.output("InfraValidation", "blessing")
+    if blessing is None:
+        return None
+    path = os.path.join(blessing.uri, "validation.json")
+    result = json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else {}
+    return {"blessed": bool(_custom(blessing, "blessed")), **result}
+
+
+def quantization_section(record: RunRecord) -> dict[str, Any] | None:
+    """Float vs quantized models (size, eval metrics, latency, guard) and which one is served."""
+    report = record.output("Quantization", "report")
+    if report is None:
+        return None
+    result = json.loads(tf.io.gfile.GFile(os.path.join(report.uri, "report.json")).read())
+    models = result.pop("models")
+    int8_model = record.output("Quantization", "int8_model")
+    tflite_model = record.output("Quantization", "tflite_model")
+    return {
+        **models,
+        **result,
+        "int8_saved_model": os.path.join(int8_model.uri, "Format-Serving") if int8_model else None,
+        "tflite_dir": tflite_model.uri if tflite_model else None,
+    }
+
+
+def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
+    metric, ratios = quantization["metric"], quantization["size_ratios"]
+    lines = [f"  quantization: served {quantization['served']} ({quantization['reason']})"]
+    for name in ("float", "int8", "float_tflite", "int8_tflite"):
+        entry = quantization[name]
+        latency = entry["latency_ms"]
+        lines.append(
+            f"    {name:<13}{entry['size_bytes']:>10,d} B  {metric} {entry['metrics'][metric]:.4f}"
+            f"  latency b1 {latency['batch_1']:.2f} ms, b256 {latency['batch_256']:.2f} ms"
+        )
+    lines.append(
+        f"    int8/float: SavedModel variables {ratios['int8_variables_vs_float']:.2f}x,"
+        f" TFLite {ratios['int8_tflite_vs_float_tflite']:.2f}x"
+    )
+    return lines
+
+
 def components_section(record: RunRecord, node_ids, seconds: Mapping[str, float]) -> dict[str, dict[str, Any]]:
     return {
         node: {
@@ -164,6 +208,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"  metrics (eval split): {json.dumps(shown)}")
         compared = "vs last blessed model" if evaluation["baseline_compared"] else "no baseline yet"
         lines.append(f"  blessed: {evaluation['blessed']} ({compared})")
+    if summary.get("quantization"):
+        lines.extend(_format_quantization(summary["quantization"]))
+    infra = summary.get("infra_validation")
+    if infra:
+        lines.append(f"  infra validation: {'passed' if infra['blessed'] else 'FAILED'} ({infra.get('reason', '')})")
     pushed = summary.get("pushed")
     lines.append(f"  pushed: {pushed['model_dir']} (version {pushed['version']})" if pushed else "  pushed: nothing")
     return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Test helper: a real TF Transform output made from a handful of in-memory penguin rows."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+from models.features import FeatureSpec
+from models.preprocessing import preprocessing_fn
+
+SPEC = FeatureSpec(
+    numeric=("bill_length_mm", "flipper_length_mm"),
+    categorical=("island",),
+    label="species",
+    task="classification",
+)
+
+RAW_FEATURE_SPEC = {
+    "bill_length_mm": tf.io.VarLenFeature(tf.float32),
+    "flipper_length_mm": tf.io.VarLenFeature(tf.int64),
+    "island": tf.io.VarLenFeature(tf.string),
+    "species": tf.io.VarLenFeature(tf.string),
+}
+
+# Three well-separated species; one row misses its bill length, one its island.
+ROWS = [
+    {"bill_length_mm": [39.0], "flipper_length_mm": [180], "island": [b"Torgersen"], "species": [b"Adelie"]},
+    {"bill_length_mm": [40.0], "flipper_length_mm": [185], "island": [b"Torgersen"], "species": [b"Adelie"]},
+    {"bill_length_mm": [], "flipper_length_mm": [190], "island": [b"Dream"], "species": [b"Adelie"]},
+    {"bill_length_mm": [49.0], "flipper_length_mm": [195], "island": [b"Dream"], "species": [b"Chinstrap"]},
+    {"bill_length_mm": [50.0], "flipper_length_mm": [198], "island": [], "species": [b"Chinstrap"]},
+    {"bill_length_mm": [47.0], "flipper_length_mm": [220], "island": [b"Biscoe"], "species": [b"Gentoo"]},
+    {"bill_length_mm": [48.0], "flipper_length_mm": [225], "island": [b"Biscoe"], "species": [b"Gentoo"]},
+    {"bill_length_mm": [46.0], "flipper_length_mm": [215], "island": [b"Biscoe"], "species": [b"Gentoo"]},
+]
+
+
+def analyze_and_transform(output_dir: str | Path, rows=ROWS, spec: FeatureSpec = SPEC):
+    """Runs TFT on `rows` with the project's preprocessing_fn.
+
+    Returns:
+      (transformed rows, TFTransformOutput written under output_dir).
+    """
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    config = {"features": spec.to_dict()}
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir)):
+        (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, config)
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
+    # TFX's Transform also records the raw schema; the serving signatures read it.
+    metadata_io.write_metadata(metadata, str(Path(output_dir) / tft.TFTransformOutput.RAW_METADATA_DIR))
+    return transformed, tft.TFTransformOutput(str(output_dir))
+
+
+def serialize(row: dict) -> bytes:
+    """A raw row as a serialized tf.Example (empty lists become absent features)."""
+    features = {}
+    for key, values in row.items():
+        if not values:
+            continue
+        if isinstance(values[0], bytes):
+            features[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        elif isinstance(values[0], int):
+            features[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            features[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
