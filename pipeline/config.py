@@ -25,6 +25,9 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 BEAM_MODES = ("auto", "in_memory", "multi_processing")
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
 REGRESSION_METRICS = ("mse", "mae", "rmse")
+QUANTIZATION_METHODS = ("int8_weights",)
+QUANTIZATION_SERVE = ("quantized", "float")
+GUARD_FAILURE_ACTIONS = ("push_float", "push_nothing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,32 @@ class BeamConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """Magnitude pruning (tensorflow-model-optimization) before quantization: fine-tunes
+    the trained model for `epochs` until `target_sparsity` of each kernel is zero."""
+
+    enabled: bool = False
+    target_sparsity: float = 0.5
+    epochs: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationConfig:
+    """The Quantization component: an int8 model is served only if its primary metric
+    (evaluation.metric) on the eval split is at most `max_metric_drop` (absolute) worse
+    than the float model's; otherwise the float model is pushed, or nothing."""
+
+    enabled: bool = True
+    method: str = "int8_weights"
+    max_metric_drop: float = 0.01
+    representative_samples: int = 200
+    serve: str = "quantized"
+    on_guard_failure: str = "push_float"
+    latency_runs: int = 50
+    pruning: PruningConfig = PruningConfig()
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything a pipeline run needs, validated."""
 
@@ -128,6 +157,7 @@ class PipelineConfig:
     label_classes: tuple[str, ...] = ()
     # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
     cluster: ClusterConfig = ClusterConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -261,6 +291,7 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
         output_root=str(root_path),
         serving_root=str(root_path / "serving") if not serving else _under(root_path, serving),
         cluster=parse_cluster(top),
+        quantization=_quantization(top.section("quantization")),
     )
     top.finish()
     if task == "regression" and config.label_classes:
@@ -417,3 +448,38 @@ def _beam(reader: _Reader) -> BeamConfig:
     )
     reader.finish()
     return beam
+
+
+def _pruning(reader: _Reader) -> PruningConfig:
+    d = PruningConfig()
+    pruning = PruningConfig(
+        enabled=reader.get("enabled", bool, d.enabled),
+        target_sparsity=reader.get("target_sparsity", float, d.target_sparsity),
+        epochs=reader.positive("epochs", d.epochs),
+    )
+    reader.finish()
+    if not 0.0 < pruning.target_sparsity < 1.0:
+        raise reader.error("target_sparsity", f"must be in (0, 1), got {pruning.target_sparsity}")
+    return pruning
+
+
+def _quantization(reader: _Reader) -> QuantizationConfig:
+    d = QuantizationConfig()
+    quantization = QuantizationConfig(
+        enabled=reader.get("enabled", bool, d.enabled),
+        method=reader.choice("method", QUANTIZATION_METHODS, d.method),
+        max_metric_drop=reader.get("max_metric_drop", float, d.max_metric_drop),
+        representative_samples=reader.positive("representative_samples", d.representative_samples),
+        serve=reader.choice("serve", QUANTIZATION_SERVE, d.serve),
+        on_guard_failure=reader.choice(
+            "on_guard_failure", GUARD_FAILURE_ACTIONS, d.on_guard_failure
+        ),
+        latency_runs=reader.positive("latency_runs", d.latency_runs),
+        pruning=_pruning(reader.section("pruning")),
+    )
+    reader.finish()
+    if not 0.0 <= quantization.max_metric_drop <= 1.0:
+        raise reader.error(
+            "max_metric_drop", f"must be in [0, 1], got {quantization.max_metric_drop}"
+        )
+    return quantization

@@ -170,10 +170,11 @@ def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
         latency = entry["latency_ms"]
         lines.append(
             f"    {name:<13}{entry['size_bytes']:>10,d} B  {metric} {entry['metrics'][metric]:.4f}"
-            f"  latency b1 {latency['batch_1']:.2f} ms, b256 {latency['batch_256']:.2f} ms"
+            f"  latency b1 {latency['batch_1']:.3f} ms, b256 {latency['batch_256']:.3f} ms"
         )
     lines.append(
-        f"    int8/float: SavedModel variables {ratios['int8_variables_vs_float']:.2f}x,"
+        f"    int8/float: SavedModel variables {ratios['int8_variables_vs_float']:.2f}x"
+        f" (weights alone {ratios['int8_weights_vs_float']:.2f}x),"
         f" TFLite {ratios['int8_tflite_vs_float_tflite']:.2f}x"
     )
     return lines

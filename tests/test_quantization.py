@@ -50,11 +50,6 @@ HPARAMS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    keras.utils.set_random_seed(0)
-
-
 def _rows(count: int, rng: np.random.Generator) -> list[dict]:
     colours = np.array(["red", "green", "blue"])
     rows = []
@@ -275,6 +270,12 @@ def test_report_is_consistent_with_files(executed, pipeline_inputs):
         models["int8_tflite"]["size_bytes"] / models["float_tflite"]["size_bytes"]
     )
     assert models["int8"]["variables_bytes"] < models["float"]["variables_bytes"]
+    weights = {k: models[k]["variables_breakdown"]["weights"] for k in ("float", "int8")}
+    # int8 kernels plus a float32 scale and bias per unit: 32-unit layers on 7 inputs.
+    assert weights["int8"] / weights["float"] == pytest.approx(
+        report["size_ratios"]["int8_weights_vs_float"]
+    )
+    assert weights["int8"] / weights["float"] < 0.45
     for entry in models.values():
         assert entry["metrics"]["example_count"] == 120
         assert entry["latency_ms"]["batch_1"] > 0 and entry["latency_ms"]["batch_256"] > 0
@@ -299,6 +300,22 @@ def test_failed_guard_serves_the_float_model(pipeline_inputs, tmp_path):
     float_pb = Path(pipeline_inputs.trainer_model, "Format-Serving", "saved_model.pb")
     served_pb = Path(paths.served_model, "Format-Serving", "saved_model.pb")
     assert served_pb.read_bytes() == float_pb.read_bytes()
+
+
+def test_failed_guard_with_push_nothing_stops_before_the_push(pipeline_inputs, tmp_path):
+    paths = _outputs_under(pipeline_inputs, tmp_path)
+    settings = executor.Settings(
+        spec=SPEC,
+        max_metric_drop=-1.0,
+        on_guard_failure="push_nothing",
+        representative_samples=20,
+        latency_runs=1,
+    )
+    with pytest.raises(executor.GuardFailedError, match="push_nothing, so nothing is pushed"):
+        executor.quantize_and_compare(paths, settings)
+    report = json.loads(Path(paths.report, keys.REPORT_FILE).read_text())
+    assert report["served"] == "none" and report["blessed"] is False
+    assert not Path(paths.served_model, "Format-Serving").exists()
 
 
 def _outputs_under(paths: executor.Paths, root) -> executor.Paths:

@@ -31,7 +31,7 @@ class Quantization(base_component.BaseComponent):
       transformed_examples: Transform's examples (train: calibration and pruning; eval: TFLite metrics).
       examples: ExampleGen's examples (eval: SavedModel metrics on serialized examples).
       spec: the features and the task.
-      method: the SavedModel quantization method (`executor.METHODS`).
+      method: the SavedModel quantization method (`pipeline.config.QUANTIZATION_METHODS`).
       metric: the primary metric the guard compares.
       max_metric_drop: the largest allowed drop of `metric` (absolute).
       representative_samples: calibration examples for the int8 TFLite model.

@@ -19,9 +19,11 @@ from components.quantization import spec as keys
 from models import quantization
 from models.export import class_names_of, export_serving_model
 from models.features import FeatureSpec
+from pipeline.config import QUANTIZATION_METHODS, QuantizationConfig
 from pipeline.training import KERAS_MODEL_DIR
 
-METHODS = ("int8_weights",)
+_DEFAULTS = QuantizationConfig()
+
 # The int8 SavedModel: per-channel int8 Dense kernels (models.quantization.Int8Dense).
 METHOD_DESCRIPTIONS = {
     "int8_weights": "post-training per-channel int8 Dense kernels, float32 activations"
@@ -32,18 +34,18 @@ _LATENCY_BATCHES = (1, 256)
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The component's parameters, typed."""
+    """The component's parameters, typed; defaults from `pipeline.config.QuantizationConfig`."""
 
     spec: FeatureSpec
-    method: str = "int8_weights"
     metric: str = "accuracy"
-    max_metric_drop: float = 0.01
-    representative_samples: int = 200
-    serve: str = "quantized"
-    on_guard_failure: str = "push_float"
+    method: str = _DEFAULTS.method
+    max_metric_drop: float = _DEFAULTS.max_metric_drop
+    representative_samples: int = _DEFAULTS.representative_samples
+    serve: str = _DEFAULTS.serve
+    on_guard_failure: str = _DEFAULTS.on_guard_failure
     pruning_sparsity: float = 0.0
-    pruning_epochs: int = 5
-    latency_runs: int = 50
+    pruning_epochs: int = _DEFAULTS.pruning.epochs
+    latency_runs: int = _DEFAULTS.latency_runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +132,7 @@ def _saved_model_entry(
         "path": directory,
         "size_bytes": measure.directory_bytes(directory),
         "variables_bytes": measure.directory_bytes(os.path.join(directory, "variables")),
+        "variables_breakdown": measure.checkpoint_bytes(directory),
         "metrics": _metrics(settings.spec, labels, runner.predict(records)),
         "latency_ms": {
             f"batch_{n}": measure.median_latency_ms(
@@ -206,10 +209,14 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
 
     Raises:
       models.quantization.ConversionError: TFLite could not convert the model.
+      GuardFailedError: the int8 model failed the guard with on_guard_failure
+        push_nothing; stopping here keeps Evaluator and Pusher from running.
       ValueError: unknown method or metric.
     """
-    if settings.method not in METHODS:
-        raise ValueError(f"unknown quantization method {settings.method!r}; known: {list(METHODS)}")
+    if settings.method not in QUANTIZATION_METHODS:
+        raise ValueError(
+            f"unknown quantization method {settings.method!r}; known: {list(QUANTIZATION_METHODS)}"
+        )
     transform_output = tft.TFTransformOutput(paths.transform_graph)
     feature_spec = transform_output.transformed_feature_spec()
     train = measure.parse_features(
@@ -239,15 +246,25 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
 
     blessed = models["int8"]["passed_guard"]
     served, reason = _served(blessed, settings)
-    _copy_tree(
-        int8_dir if served == "int8" else float_dir,
-        os.path.join(paths.served_model, keys.SERVING_MODEL_DIR),
-    )
     report = _report(models, settings, blessed, served, reason, int8_model, inputs)
     tf.io.gfile.makedirs(paths.report)
-    with tf.io.gfile.GFile(os.path.join(paths.report, keys.REPORT_FILE), "w") as f:
+    report_path = os.path.join(paths.report, keys.REPORT_FILE)
+    with tf.io.gfile.GFile(report_path, "w") as f:
         json.dump(report, f, indent=2)
+    if served == "none":
+        int8 = models["int8"]
+        raise GuardFailedError(
+            f"the int8 model's {settings.metric} dropped by {int8['metric_drop']:.4f} "
+            f"(allowed: {settings.max_metric_drop}) and quantization.on_guard_failure is "
+            f"push_nothing, so nothing is pushed; report: {report_path}"
+        )
+    source = int8_dir if served == "int8" else float_dir
+    _copy_tree(source, os.path.join(paths.served_model, keys.SERVING_MODEL_DIR))
     return report
+
+
+class GuardFailedError(RuntimeError):
+    """The int8 model failed the accuracy guard and the config says to push nothing."""
 
 
 def _report(
@@ -270,6 +287,8 @@ def _report(
         "models": models,
         "size_ratios": {
             "int8_variables_vs_float": ratio("int8", "float", "variables_bytes"),
+            "int8_weights_vs_float": models["int8"]["variables_breakdown"]["weights"]
+            / models["float"]["variables_breakdown"]["weights"],
             "int8_saved_model_vs_float": ratio("int8", "float", "size_bytes"),
             "int8_tflite_vs_float_tflite": ratio("int8_tflite", "float_tflite", "size_bytes"),
         },

@@ -41,6 +41,30 @@ def directory_bytes(path: str) -> int:
     )
 
 
+def checkpoint_bytes(export_dir: str) -> dict[str, int]:
+    """What a SavedModel's `variables/` holds, in bytes of tensor data.
+
+    Returns:
+      `weights` (the model's variables), `optimizer` (optimizer slots, if saved) and
+      `object_graph` (the checkpoint's serialized object graph: names and structure,
+      the same for a float and an int8 model, and most of the bytes for a tiny one).
+    """
+    reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))
+    sizes = {"weights": 0, "optimizer": 0, "object_graph": 0}
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        size = len(value) if isinstance(value, bytes) else value.nbytes
+        kind = (
+            "object_graph"
+            if name == "_CHECKPOINTABLE_OBJECT_GRAPH"
+            else "optimizer"
+            if name.startswith("optimizer/")
+            else "weights"
+        )
+        sizes[kind] += size
+    return sizes
+
+
 def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC by the rank-sum (Mann-Whitney) statistic; ties count one half."""
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())

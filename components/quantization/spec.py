@@ -36,7 +36,9 @@ REPORT_FILE = "report.json"
 class QuantizationReport(artifact.Artifact):
     """`report.json`: size, metrics and latency of the float and quantized models."""
 
-    TYPE_NAME = "QuantizationReport"
+    # Kubeflow V2 names custom types `<module>.<Class>` and imports them by that
+    # path at run time; components/__init__.py resolves it.
+    TYPE_NAME = "components.QuantizationReport"
 
 
 class QuantizationSpec(component_spec.ComponentSpec):
