@@ -2,6 +2,7 @@
 CONFIG ?= configs/penguins.yaml
 IN_ENV := scripts/in-env
 PYTEST_ARGS ?=
+KFP_ARGS ?=
 
 .PHONY: run test lint format env serve predict bench compile-kubeflow clean
 
@@ -21,6 +22,10 @@ lint:
 format:
 	$(IN_ENV) ruff format .
 	$(IN_ENV) ruff check --fix .
+
+# Kubeflow V2 / Vertex AI PipelineJob JSON (default output/kubeflow/pipeline.json); KFP_ARGS e.g. --image=... --pipeline-root=gs://...
+compile-kubeflow:
+	$(IN_ENV) python -m pipeline.cli compile --config $(CONFIG) $(KFP_ARGS)
 
 bench:
 	$(IN_ENV) python bench/pipeline_time.py --config $(CONFIG)

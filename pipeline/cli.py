@@ -26,6 +26,55 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+_TARGET_FLAGS = ("image", "pipeline_root", "data_root", "serving_root", "schema_uri")
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pipeline import kubeflow_runner
+
+    config = load_config(args.config, output_root=args.output_root)
+    overrides = {key: getattr(args, key) for key in _TARGET_FLAGS}
+    path = kubeflow_runner.compile_from_flags(config, args.out, overrides)
+    print(f"wrote {path}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import json
+
+    from kubeflow import submit
+
+    config = load_config(args.config, output_root=args.output_root)
+    spec = args.spec or config.cluster.kubeflow.output
+    try:
+        if args.target == "vertex":
+            result = submit.submit_vertex(config, spec, dry_run=args.dry_run)
+        else:
+            result = submit.submit_kfp(config, spec, endpoint=args.endpoint, dry_run=args.dry_run)
+    except submit.SubmitError as err:
+        print(f"submit error: {err}", file=sys.stderr)
+        return 2
+    print(("dry run, nothing sent: " if args.dry_run else "submitted: ") + json.dumps(result, indent=2))
+    return 0
+
+
+def _cluster_commands(sub) -> None:
+    compile_cmd = sub.add_parser("compile", help="write the Kubeflow V2 / Vertex AI PipelineJob JSON")
+    compile_cmd.add_argument("--out", default=None, help="output file (default: kubeflow.output of the config)")
+    for key in _TARGET_FLAGS:
+        compile_cmd.add_argument("--" + key.replace("_", "-"), default=None, help=f"overrides kubeflow.{key}")
+    compile_cmd.set_defaults(func=_compile)
+    submit_cmd = sub.add_parser("submit", help="submit the compiled pipeline to Vertex AI or Kubeflow")
+    submit_cmd.add_argument("target", choices=("vertex", "kubeflow"))
+    submit_cmd.add_argument("--spec", default=None, help="compiled JSON (default: kubeflow.output of the config)")
+    submit_cmd.add_argument("--endpoint", default=None, help="Kubeflow Pipelines host (overrides kubeflow.endpoint)")
+    submit_cmd.add_argument("--dry-run", action="store_true", help="validate and print the request; send nothing")
+    submit_cmd.set_defaults(func=_submit)
+    for cmd in (compile_cmd, submit_cmd):
+        cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
+        cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfx-pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -39,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "schema":
             cmd.add_argument("--out", required=True, help="schema .pbtxt to write")
+    _cluster_commands(sub)
     return p
 
 

@@ -1,0 +1,232 @@
+"""Compiles the penguins pipeline for Kubeflow V2 / Vertex and checks the JSON as protos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2 as pb
+from kubeflow_testlib import IMAGE, VERTEX, load
+
+from pipeline import kubeflow_runner
+from pipeline.cluster_config import GPU_TYPES, TPU_TYPES
+from pipeline.errors import ConfigError
+
+ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+COMPONENTS = {
+    "CsvExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "AnomalyGate",
+    "Transform",
+    "Tuner",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+}
+
+
+def _compile(
+    tmp_path, *overrides
+) -> tuple[pb.PipelineJob, pb.PipelineSpec, pb.PipelineDeploymentConfig]:
+    config = load(tmp_path, VERTEX, *overrides)
+    out = tmp_path / "pipeline.json"
+    kubeflow_runner.compile_from_flags(config, str(out), {})
+    job = pb.PipelineJob()
+    json_format.Parse(out.read_text(), job)
+    spec = pb.PipelineSpec()
+    json_format.ParseDict(json.loads(out.read_text())["pipelineSpec"], spec)
+    deployment = pb.PipelineDeploymentConfig()
+    json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec), deployment)
+    return job, spec, deployment
+
+
+def _executor(spec, deployment, task: str):
+    return deployment.executors[
+        spec.components[spec.root.dag.tasks[task].component_ref.name].executor_label
+    ]
+
+
+def _constant(spec, task: str, key: str) -> str:
+    return (
+        spec.root.dag.tasks[task].inputs.parameters[key].runtime_value.constant_value.string_value
+    )
+
+
+def _ancestors(spec, task: str) -> set[str]:
+    found, todo = set(), [task]
+    while todo:
+        for parent in spec.root.dag.tasks[todo.pop()].dependent_tasks:
+            if parent not in found:
+                found.add(parent)
+                todo.append(parent)
+    return found
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("compile"))
+
+
+def test_every_component_with_its_dependencies(compiled):
+    _, spec, _ = compiled
+    tasks = spec.root.dag.tasks
+    assert set(tasks) >= COMPONENTS
+    assert set(tasks["Trainer"].dependent_tasks) == {"ImportSchemaGen", "Transform", "Tuner"}
+    assert set(tasks["Transform"].dependent_tasks) >= {
+        "CsvExampleGen",
+        "ImportSchemaGen",
+        "AnomalyGate",
+    }
+    assert "Trainer" in _ancestors(spec, "Evaluator")
+    assert {"Trainer", "Evaluator", "Transform"} <= _ancestors(spec, "Pusher")
+    producer = tasks["Trainer"].inputs.artifacts["hyperparameters"].task_output_artifact
+    assert (producer.producer_task, producer.output_artifact_key) == (
+        "Tuner",
+        "best_hyperparameters",
+    )
+
+
+def test_image_entrypoint_and_beam_args(compiled):
+    _, spec, deployment = compiled
+    for task in COMPONENTS:
+        container = _executor(spec, deployment, task).container
+        assert container.image == IMAGE, task
+        assert list(container.command) == ENTRYPOINT, task
+        assert "{{$}}" in container.args, task
+    args = list(_executor(spec, deployment, "Transform").container.args)
+    assert "--direct_running_mode=in_memory" in args
+
+
+def test_parameters_reference_the_installed_packages(compiled):
+    _, spec, _ = compiled
+    assert _constant(spec, "Trainer", "run_fn") == "pipeline.training.run_fn"
+    assert _constant(spec, "Tuner", "tuner_fn") == "pipeline.training.tuner_fn"
+    assert (
+        _constant(spec, "Transform", "preprocessing_fn") == "models.preprocessing.preprocessing_fn"
+    )
+    assert _constant(spec, "CsvExampleGen", "input_base") == VERTEX["kubeflow"]["data_root"]
+    assert _constant(spec, "ImportSchemaGen", "schema_file") == VERTEX["kubeflow"]["schema_uri"]
+    push = json.loads(_constant(spec, "Pusher", "push_destination"))
+    assert push["filesystem"]["base_directory"] == "gs://my-bucket/tfx/serving/penguins"
+    custom = json.loads(_constant(spec, "Trainer", "custom_config"))
+    assert custom["features"]["label"] == "species"
+
+
+def test_runtime_config_has_the_pipeline_root(compiled):
+    job, spec, _ = compiled
+    assert job.runtime_config.gcs_output_directory == VERTEX["kubeflow"]["pipeline_root"]
+    assert spec.pipeline_info.name == "penguins"
+
+
+def test_gpu_config_yields_accelerator_requests(tmp_path):
+    resources = {
+        "resources": {
+            "Trainer": {
+                "cpu": 8,
+                "memory": "32G",
+                "accelerator": {"type": "NVIDIA_TESLA_T4", "count": 2},
+            }
+        }
+    }
+    _, spec, deployment = _compile(tmp_path, resources)
+    trainer = _executor(spec, deployment, "Trainer").container.resources
+    assert (trainer.accelerator.type, trainer.accelerator.count) == ("NVIDIA_TESLA_T4", 2)
+    assert trainer.cpu_limit == 8 and trainer.resource_memory_limit == "32G"
+    assert not _executor(spec, deployment, "Transform").container.resources.accelerator.type
+
+
+def test_dataflow_config_yields_dataflow_beam_args(tmp_path):
+    dataflow = {
+        "dataflow": {
+            "region": "europe-west4",
+            "temp_location": "gs://my-bucket/tmp",
+            "max_num_workers": 8,
+        }
+    }
+    _, spec, deployment = _compile(tmp_path, dataflow)
+    for task in ("CsvExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+        args = list(_executor(spec, deployment, task).container.args)
+        assert "--runner=DataflowRunner" in args, task
+        assert {
+            "--project=my-project",
+            "--region=europe-west4",
+            "--temp_location=gs://my-bucket/tmp",
+        } <= set(args)
+        assert "--max_num_workers=8" in args and f"--sdk_container_image={IMAGE}" in args
+
+
+def test_vertex_training_runs_trainer_and_tuner_as_custom_jobs(tmp_path):
+    vertex = {
+        "vertex": {
+            "training": {
+                "machine_type": "n1-standard-8",
+                "accelerator": {"type": "NVIDIA_L4"},
+                "replicas": 2,
+            },
+            "parallel_trials": 3,
+        }
+    }
+    _, spec, deployment = _compile(tmp_path, vertex)
+    args = list(_executor(spec, deployment, "Trainer").container.args)
+    assert args[args.index("--executor_class_path") + 1].startswith(
+        "tfx.extensions.google_cloud_ai_platform.trainer"
+    )
+    job = json.loads(_constant(spec, "Trainer", "custom_config"))["ai_platform_training_args"]
+    pools = job["job_spec"]["worker_pool_specs"]
+    assert [p["replica_count"] for p in pools] == [1, 1]
+    assert pools[0]["machine_spec"] == {
+        "machine_type": "n1-standard-8",
+        "accelerator_type": "NVIDIA_L4",
+        "accelerator_count": 1,
+    }
+    assert pools[0]["container_spec"]["image_uri"] == IMAGE and job["project"] == "my-project"
+    tune_args = json.loads(_constant(spec, "Tuner", "tune_args"))
+    assert tune_args["num_parallel_trials"] == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        (
+            {"resources": {"Trainer": {"accelerator": {"type": "NVIDIA_TESLA_X99"}}}},
+            "resources.Trainer.accelerator.type",
+            "unknown accelerator",
+        ),
+        (
+            {"vertex": {"training": {"accelerator": {"type": "TPU_V9"}}}},
+            "vertex.training.accelerator.type",
+            "unknown accelerator",
+        ),
+        (
+            {"vertex": {"training": {"accelerator": {"type": "TPU_V3", "count": 3}}}},
+            "vertex.training.accelerator.count",
+            "1, 4 or 8",
+        ),
+        (
+            {"dataflow": {"region": "europe-west4", "temp_location": "/tmp"}},
+            "dataflow.temp_location",
+            "gs://",
+        ),
+        ({"resources": {"Trainr": {"cpu": 4}}}, "resources.Trainr", "unknown component"),
+        ({"vertex": {"parallel_trials": 4}}, "vertex.parallel_trials", "vertex.training"),
+    ],
+)
+def test_bad_cluster_config_is_a_clear_error(tmp_path, override, key, message):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, VERTEX, override)
+    assert err.value.key == key and message in err.value.problem
+
+
+def test_missing_image_names_the_flag(tmp_path):
+    config = load(tmp_path, VERTEX, {"kubeflow": {"image": ""}})
+    with pytest.raises(ConfigError, match="--image"):
+        kubeflow_runner.resolve_target(config)
+
+
+def test_accelerator_names_are_vertex_ones():
+    from google.cloud.aiplatform_v1.types import AcceleratorType
+
+    assert set(GPU_TYPES + TPU_TYPES) <= {a.name for a in AcceleratorType}
