@@ -1,0 +1,11 @@
+"""Custom TFX components."""
+
+
+def __getattr__(name: str):
+    # Kubeflow V2 recovers a custom artifact class from its type name
+    # ("components.QuantizationReport") by importing it from this package.
+    if name == "QuantizationReport":
+        from components.quantization.spec import QuantizationReport
+
+        return QuantizationReport
+    raise AttributeError(f"module 'components' has no attribute {name!r}")
