@@ -63,7 +63,8 @@ class Paths:
     report: str
 
 
-def _load_float_model(trainer_model: str) -> keras.Model:
+def load_float_model(trainer_model: str) -> keras.Model:
+    """The Trainer's plain Keras model (transformed features in, no TFT layer)."""
     path = os.path.join(trainer_model, KERAS_MODEL_DIR, "model.keras")
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
@@ -122,9 +123,10 @@ def _write_tflite(
     return paths, inputs
 
 
-def _saved_model_entry(
+def saved_model_entry(
     directory: str, records: list[bytes], settings: Settings, output_key: str, labels=None
 ):
+    """Size, eval metrics and latency of a serving SavedModel; also returns the labels used."""
     runner = measure.SavedModelRunner(directory, output_key)
     labels = runner.labels(records, settings.spec.label_xf) if labels is None else labels
     entry = {
@@ -144,9 +146,10 @@ def _saved_model_entry(
     return entry, labels
 
 
-def _tflite_entry(
+def tflite_entry(
     path: str, inputs, features: dict[str, np.ndarray], settings: Settings
 ) -> dict[str, Any]:
+    """Size, eval metrics (transformed eval features) and latency of a TFLite model."""
     runner = measure.TFLiteRunner(path, inputs)
     model_features = {i.name: features[i.name] for i in inputs}
     batches = {
@@ -227,7 +230,7 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
     )
     raw_eval = measure.read_records(os.path.join(paths.raw_eval, "*"))
 
-    model = _load_float_model(paths.trainer_model)
+    model = load_float_model(paths.trainer_model)
     to_quantize = _model_to_quantize(model, train, settings)
     int8_model = quantization.quantize_dense_weights(to_quantize)
     int8_dir = os.path.join(paths.int8_model, keys.SERVING_MODEL_DIR)
@@ -238,10 +241,10 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
     output_key = "scores" if settings.spec.is_classification else "outputs"
     float_dir = os.path.join(paths.trainer_model, keys.SERVING_MODEL_DIR)
     models: dict[str, dict] = {}
-    models["float"], labels = _saved_model_entry(float_dir, raw_eval, settings, output_key)
-    models["int8"], _ = _saved_model_entry(int8_dir, raw_eval, settings, output_key, labels)
+    models["float"], labels = saved_model_entry(float_dir, raw_eval, settings, output_key)
+    models["int8"], _ = saved_model_entry(int8_dir, raw_eval, settings, output_key, labels)
     for name, path in tflite_paths.items():
-        models[name] = _tflite_entry(path, inputs, evaluation, settings)
+        models[name] = tflite_entry(path, inputs, evaluation, settings)
     _judge(models, settings)
 
     blessed = models["int8"]["passed_guard"]
