@@ -265,7 +265,8 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
     label = top.get("label", str)
     _check_distinct(top, numeric + categorical, label)
     outputs = top.section("outputs")
-    root = output_root or outputs.get("root", str, "output")
+    file_root = outputs.get("root", str, "output")
+    root = output_root or file_root
     root_path = Path(root) if Path(root).is_absolute() else repo_root / root
     serving = outputs.get("serving_root", str, "")
     outputs.finish()

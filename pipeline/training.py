@@ -138,7 +138,21 @@ class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
         keras.utils.set_random_seed(self.oracle.seed or 0)
         model = self._build_fn(trial.hyperparameters.values)
         history = fit(model, self._data, self._epochs, self._patience)
-        return best_epoch_metrics(history)
+        metrics = best_epoch_metrics(history)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+        print(f"      trial {int(trial.trial_id) + 1}/{self.oracle.max_trials}: {shown}", flush=True)
+        return metrics
+
+    # TFX's Tuner executor prints keras_tuner's full summaries (dozens of lines per
+    # trial); the pipeline's progress shows one line per trial instead.
+    def search_space_summary(self, extended: bool = False) -> None:
+        names = ", ".join(self.oracle.get_space().values)
+        print(f"      Bayesian search over {names}", flush=True)
+
+    def results_summary(self, num_trials: int = 1) -> None:
+        best = self.oracle.get_best_trials(1)
+        if best:
+            print(f"      best trial score {best[0].score:.4f}: {best[0].hyperparameters.values}", flush=True)
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
@@ -160,7 +174,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         project_name="bayesian",
         overwrite=True,
     )
-    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})
+    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={"verbose": 0})
 
 
 def _hparams(fn_args, settings: TrainingSettings) -> dict[str, Any]:

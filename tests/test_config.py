@@ -1,0 +1,106 @@
+"""Config loading: the default config, and errors that name the file and the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+
+@pytest.fixture
+def penguins(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
+
+
+def _write(tmp_path: Path, raw: dict, repo_root: Path) -> Path:
+    raw = dict(raw)
+    if raw.get("schema_file"):
+        raw["schema_file"] = str(repo_root / "configs" / raw["schema_file"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_default_config_loads(repo_root):
+    config = load_config(repo_root / "configs" / "penguins.yaml")
+    assert config.pipeline_name == "penguins"
+    assert config.task == "classification"
+    assert config.label == "species"
+    assert config.features == (
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "island",
+        "sex",
+    )
+    assert config.tuner.max_trials >= 10
+    assert config.tuner.search_space.optimizer == ("adam", "rmsprop")
+    assert config.tuner.search_space.learning_rate.sampling == "log"
+    assert config.evaluation.lower_bound == 0.9
+    assert Path(config.schema_file).is_file()
+    assert config.output_root == str(repo_root / "output")
+    assert config.serving_root == str(repo_root / "output" / "serving")
+
+
+def test_output_root_override(repo_root, tmp_path):
+    config = load_config(repo_root / "configs" / "penguins.yaml", output_root=str(tmp_path))
+    assert config.output_root == str(tmp_path)
+    assert config.serving_root == str(tmp_path / "serving")
+
+
+@pytest.mark.parametrize(
+    "change, key, message",
+    [
+        (lambda c: c.pop("label"), "label", "is required"),
+        (lambda c: c.update(task="ranking"), "task", "expected one of ['classification', 'regression']"),
+        (lambda c: c.update(colour="blue"), "colour", "unknown key"),
+        (lambda c: c["tuner"].update(max_trials=0), "tuner.max_trials", "must be >= 1"),
+        (lambda c: c["tuner"].update(max_trials="ten"), "tuner.max_trials", "expected int"),
+        (lambda c: c["tuner"]["search_space"].update(optimizer=["adam", "lion"]), "tuner.search_space.optimizer", "unknown optimizer 'lion'"),
+        (lambda c: c["tuner"]["search_space"]["units"].update(min=64, max=8), "tuner.search_space.units.max", "must be >= min"),
+        (lambda c: c["tuner"]["search_space"]["dropout"].update(max=1.5), "tuner.search_space.dropout.max", "must be < 1.0"),
+        (lambda c: c["tuner"]["search_space"]["l2"].update(min=0.0), "tuner.search_space.l2.min", "must be > 0 with log sampling"),
+        (lambda c: c["features"].update(numeric=["bill_length_mm", "bill_length_mm"]), "features", "listed twice"),
+        (lambda c: c["features"].update(categorical=["species"]), "label", "also listed as a feature"),
+        (lambda c: c["evaluation"].update(upper_bound=0.5), "evaluation.upper_bound", "higher-is-better"),
+        (lambda c: c["evaluation"].update(max_regression=-0.1), "evaluation.max_regression", "must be >= 0"),
+        (lambda c: c["evaluation"].update(metric="f1"), "evaluation.metric", "expected one of"),
+        (lambda c: c["data"].update(source="missing.csv"), "data.source", "file not found"),
+        (lambda c: c["beam"].update(mode="spark"), "beam.mode", "expected one of"),
+        (lambda c: c["model"].update(family="gbdt"), "model.family", "expected one of"),
+        (lambda c: c.update(pipeline_name="my pipeline"), "pipeline_name", "letters, digits"),
+    ],
+)
+def test_bad_values_name_the_key(penguins, tmp_path, repo_root, change, key, message):
+    change(penguins)
+    path = _write(tmp_path, penguins, repo_root)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == key
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(path))
+
+
+def test_unreadable_and_non_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [classification\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_regression_config(penguins, tmp_path, repo_root):
+    penguins.update(task="regression", label="body_mass_g", schema_file=None)
+    penguins["features"]["numeric"] = ["bill_length_mm", "flipper_length_mm"]
+    penguins["evaluation"] = {"metric": "mae", "upper_bound": 400.0}
+    config = load_config(_write(tmp_path, penguins, repo_root))
+    assert config.task == "regression"
+    assert config.evaluation.metric == "mae"
+    assert config.schema_file is None

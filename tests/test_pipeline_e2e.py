@@ -1,0 +1,145 @@
+"""The whole pipeline on penguins, locally: push, cache, and bad input that must not reach serving."""
+
+import csv
+import glob
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from pipeline import local_runner
+from pipeline.config import load_config
+from pipeline.data import read_source
+
+pytestmark = pytest.mark.e2e
+
+
+def _config_file(tmp_path, repo_root, **data):
+    raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
+    raw["schema_file"] = str(repo_root / "configs" / raw["schema_file"])
+    raw["tuner"].update(max_trials=3, epochs=20)
+    raw["data"].update(data)
+    path = tmp_path / f"penguins-{len(list(tmp_path.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, repo_root):
+    """Runs the pipeline into a fresh output root; returns (output_root, run function)."""
+    root = tmp_path_factory.mktemp("e2e")
+    configs = tmp_path_factory.mktemp("configs")
+
+    def _run(**data):
+        config = load_config(_config_file(configs, repo_root, **data), output_root=str(root))
+        return config, local_runner.run(config)
+
+    return root, _run
+
+
+@pytest.fixture(scope="module")
+def first(run):
+    return run[1]()
+
+
+def _versions(root):
+    return sorted(os.listdir(os.path.join(root, "serving", "penguins")))
+
+
+def _eval_examples(root):
+    files = glob.glob(os.path.join(root, "pipelines", "penguins", "CsvExampleGen", "examples", "*", "Split-eval", "*.gz"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
+    root = run[0]
+    _, summary = first
+    assert summary["status"] == "succeeded", summary.get("error")
+    assert summary["tuner"]["trials"] == 3
+    assert summary["tuner"]["algorithm"] == "keras_tuner.BayesianOptimization"
+    assert set(summary["tuner"]["best_hyperparameters"]) >= {"units", "layers", "learning_rate", "dropout", "l2", "optimizer"}
+    assert summary["evaluation"]["blessed"] is True
+    assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] >= 0.9
+    assert summary["infra_validation"]["blessed"] is True
+    pushed = summary["pushed"]
+    assert os.path.isfile(os.path.join(pushed["model_dir"], "saved_model.pb"))
+    assert os.path.isfile(os.path.join(pushed["model_dir"], "assets.extra", "tf_serving_warmup_requests"))
+    assert json.loads((root / "summary.json").read_text())["run_id"] == summary["run_id"]
+
+    model = tf.saved_model.load(pushed["model_dir"])
+    examples = _eval_examples(root)
+    out = model.signatures["serving_default"](examples=tf.constant(examples))
+    predicted = [row[i].decode() for row, i in zip(out["classes"].numpy(), np.argmax(out["scores"].numpy(), axis=1), strict=True)]
+    truth = [tf.train.Example.FromString(e).features.feature["species"].bytes_list.value[0].decode() for e in examples]
+    accuracy = np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
+    assert len(examples) > 40
+    assert accuracy >= 0.9
+
+
+def test_second_run_is_served_from_the_cache(first, run):
+    root, again = run
+    versions = _versions(root)
+    _, summary = again()
+    assert summary["status"] == "succeeded"
+    not_cached = [n for n, c in summary["components"].items() if not c["cached"] and n != "latest_blessed_model_resolver"]
+    assert not_cached == []
+    assert summary["pushed"] == first[1]["pushed"]
+    assert _versions(root) == versions
+
+
+def _bad_csv(tmp_path, kind):
+    rows = list(csv.DictReader(io.StringIO(read_source("palmerpenguins"))))
+    if kind == "missing_column":
+        for row in rows:
+            del row["bill_depth_mm"]
+    elif kind == "wrong_type":
+        for row in rows[::3]:
+            row["flipper_length_mm"] = "long"
+    else:
+        rows[5]["species"] = rows[40]["species"] = "Emperor"
+    path = tmp_path / f"{kind}.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, feature",
+    [("missing_column", "bill_depth_mm"), ("wrong_type", "flipper_length_mm"), ("unknown_label", "species")],
+)
+def test_bad_input_fails_before_training_and_keeps_the_served_model(first, run, tmp_path, kind, feature):
+    root, again = run
+    versions = _versions(root)
+    _, summary = again(source=str(_bad_csv(tmp_path, kind)))
+    assert summary["status"] == "failed"
+    assert "AnomalyGate failed" in summary["error"]
+    assert f"feature '{feature}'" in summary["error"]
+    assert summary["components"]["Trainer"]["status"] == "not_run"
+    assert summary["pushed"] is None
+    on_disk = json.loads((root / "summary.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["error"] == summary["error"]
+    assert _versions(root) == versions
+
+
+def test_quantization_pushes_the_int8_model_and_reports_the_trade_off(first):
+    _, summary = first
+    quantization = summary["quantization"]
+    assert quantization["served"] == "int8" and quantization["blessed"] is True, quantization["reason"]
+    reference, int8 = quantization["float"], quantization["int8"]
+    assert abs(reference["metrics"]["accuracy"] - int8["metrics"]["accuracy"]) <= 0.01
+    assert int8["variables_breakdown"]["weights"] < 0.5 * reference["variables_breakdown"]["weights"]
+    for name in ("float", "int8", "float_tflite", "int8_tflite"):
+        assert quantization[name]["latency_ms"]["batch_1"] > 0
+        assert quantization[name]["metrics"]["example_count"] == reference["metrics"]["example_count"]
+    tflite = os.path.join(quantization["tflite_dir"], "model.tflite")
+    assert os.path.getsize(tflite) == quantization["int8_tflite"]["size_bytes"]
+    interpreter = tf.lite.Interpreter(model_path=tflite)
+    assert {d["dtype"] for d in interpreter.get_input_details()} == {np.int8}
+    pushed = tf.saved_model.load(summary["pushed"]["model_dir"])
+    assert any(v.dtype == tf.int8 for v in pushed.variables)
