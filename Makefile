@@ -4,7 +4,11 @@ IN_ENV := scripts/in-env
 PYTEST_ARGS ?=
 KFP_ARGS ?=
 
-.PHONY: run test lint format env serve predict bench compile-kubeflow clean
+INPUT ?= configs/samples/penguins.csv
+ACCELERATOR ?= cpu
+MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
+
+.PHONY: run test lint format env serve predict manifests bench bench-serving bench-quantization compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -27,8 +31,25 @@ format:
 compile-kubeflow:
 	$(IN_ENV) python -m pipeline.cli compile --config $(CONFIG) $(KFP_ARGS)
 
+# Serves output/serving/<model_name> on 127.0.0.1:8500 (gRPC) and :8501 (REST) until Ctrl-C.
+serve:
+	$(IN_ENV) python -m pipeline.cli serve --config $(CONFIG)
+
+predict:
+	$(IN_ENV) python -m pipeline.cli predict --config $(CONFIG) --input $(INPUT)
+
+# Kubernetes manifests for tensorflow/serving (ACCELERATOR=cpu|gpu|tpu, MODEL_PATH=gs://... or pvc:...).
+manifests:
+	$(IN_ENV) python -m serving manifests --model-name $$($(IN_ENV) python -c "from pipeline.config import load_config; print(load_config('$(CONFIG)').model_name)") --model-path $(MODEL_PATH) --accelerator $(ACCELERATOR) --out output/k8s/$(ACCELERATOR)
+
 bench:
-	$(IN_ENV) python bench/pipeline_time.py --config $(CONFIG)
+	$(IN_ENV) python -m bench.pipeline_time --config $(CONFIG)
+
+bench-serving:
+	$(IN_ENV) python -m bench.serving
+
+bench-quantization:
+	$(IN_ENV) python -m bench.quantization
 
 clean:
 	rm -rf output

@@ -87,12 +87,15 @@ def serving_signatures(
         return model.tft_layer(tf.io.parse_example(examples, labelled_spec))
 
     raw_inputs = [
-        tf.TensorSpec([None], tf.float32 if k in spec.numeric else tf.string, name=k) for k in spec.features
+        tf.TensorSpec([None], tf.float32 if k in spec.numeric else tf.string, name=k)
+        for k in spec.features
     ]
 
     @tf.function(input_signature=raw_inputs)
     def serve_raw(*values):
-        raw = {k: _dense_to_raw(v, serving_spec[k]) for k, v in zip(spec.features, values, strict=True)}
+        raw = {
+            k: _dense_to_raw(v, serving_spec[k]) for k, v in zip(spec.features, values, strict=True)
+        }
         return _predictions(model, model.tft_layer(raw), class_names)
 
     return {
@@ -125,6 +128,6 @@ def class_names_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec
 def vocab_sizes_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec) -> dict[str, int]:
     """Ids per categorical feature, the OOV bucket included."""
     return {
-        k: tf_transform_output.vocabulary_size_by_name(vocabulary_name(k)) + OOV_BUCKETS for k in spec.categorical
+        k: tf_transform_output.vocabulary_size_by_name(vocabulary_name(k)) + OOV_BUCKETS
+        for k in spec.categorical
     }
-

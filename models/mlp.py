@@ -20,7 +20,9 @@ def _inputs(spec: FeatureSpec, vocab_sizes: Mapping[str, int]) -> tuple[dict, li
     for key in spec.categorical:
         name = transformed_name(key)
         inputs[name] = keras.Input(shape=(), name=name, dtype="int64")
-        parts.append(keras.layers.CategoryEncoding(vocab_sizes[key], output_mode="one_hot")(inputs[name]))
+        parts.append(
+            keras.layers.CategoryEncoding(vocab_sizes[key], output_mode="one_hot")(inputs[name])
+        )
     return inputs, parts
 
 
@@ -58,7 +60,10 @@ def build_model(
     regularizer = keras.regularizers.l2(hparams["l2"])
     for i in range(int(hparams["layers"])):
         x = keras.layers.Dense(
-            int(hparams["units"]), activation="relu", kernel_regularizer=regularizer, name=f"dense_{i}"
+            int(hparams["units"]),
+            activation="relu",
+            kernel_regularizer=regularizer,
+            name=f"dense_{i}",
         )(x)
         x = keras.layers.Dropout(hparams["dropout"])(x)
     if spec.is_classification:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from tfx import types
 from tfx.dsl.components.common import resolver
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy,
+)
 
 MODEL_KEY = "model"
 BLESSING_KEY = "model_blessing"

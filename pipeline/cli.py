@@ -22,8 +22,27 @@ def _schema(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, output_root=args.output_root)
     path = schema.write_inferred_schema(config, args.out)
-    print(f"wrote {path}; review it (types, domains, presence) and set schema_file in {args.config}")
+    print(
+        f"wrote {path}; review it (types, domains, presence) and set schema_file in {args.config}"
+    )
     return 0
+
+
+def _serving_args(args: argparse.Namespace) -> list[str]:
+    """The serving CLI's arguments for this config's model."""
+    from pathlib import Path
+
+    config = load_config(args.config, output_root=args.output_root)
+    if args.command == "serve":
+        base = str(Path(config.serving_root) / config.model_name)
+        return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.rest]
+    return ["predict", "--model-name", config.model_name, "--input", args.input, *args.rest]
+
+
+def _serving(args: argparse.Namespace) -> int:
+    from serving import cli as serving_cli
+
+    return serving_cli.main(_serving_args(args))
 
 
 _TARGET_FLAGS = ("image", "pipeline_root", "data_root", "serving_root", "schema_uri")
@@ -54,21 +73,38 @@ def _submit(args: argparse.Namespace) -> int:
     except submit.SubmitError as err:
         print(f"submit error: {err}", file=sys.stderr)
         return 2
-    print(("dry run, nothing sent: " if args.dry_run else "submitted: ") + json.dumps(result, indent=2))
+    print(
+        ("dry run, nothing sent: " if args.dry_run else "submitted: ")
+        + json.dumps(result, indent=2)
+    )
     return 0
 
 
 def _cluster_commands(sub) -> None:
-    compile_cmd = sub.add_parser("compile", help="write the Kubeflow V2 / Vertex AI PipelineJob JSON")
-    compile_cmd.add_argument("--out", default=None, help="output file (default: kubeflow.output of the config)")
+    compile_cmd = sub.add_parser(
+        "compile", help="write the Kubeflow V2 / Vertex AI PipelineJob JSON"
+    )
+    compile_cmd.add_argument(
+        "--out", default=None, help="output file (default: kubeflow.output of the config)"
+    )
     for key in _TARGET_FLAGS:
-        compile_cmd.add_argument("--" + key.replace("_", "-"), default=None, help=f"overrides kubeflow.{key}")
+        compile_cmd.add_argument(
+            "--" + key.replace("_", "-"), default=None, help=f"overrides kubeflow.{key}"
+        )
     compile_cmd.set_defaults(func=_compile)
-    submit_cmd = sub.add_parser("submit", help="submit the compiled pipeline to Vertex AI or Kubeflow")
+    submit_cmd = sub.add_parser(
+        "submit", help="submit the compiled pipeline to Vertex AI or Kubeflow"
+    )
     submit_cmd.add_argument("target", choices=("vertex", "kubeflow"))
-    submit_cmd.add_argument("--spec", default=None, help="compiled JSON (default: kubeflow.output of the config)")
-    submit_cmd.add_argument("--endpoint", default=None, help="Kubeflow Pipelines host (overrides kubeflow.endpoint)")
-    submit_cmd.add_argument("--dry-run", action="store_true", help="validate and print the request; send nothing")
+    submit_cmd.add_argument(
+        "--spec", default=None, help="compiled JSON (default: kubeflow.output of the config)"
+    )
+    submit_cmd.add_argument(
+        "--endpoint", default=None, help="Kubeflow Pipelines host (overrides kubeflow.endpoint)"
+    )
+    submit_cmd.add_argument(
+        "--dry-run", action="store_true", help="validate and print the request; send nothing"
+    )
     submit_cmd.set_defaults(func=_submit)
     for cmd in (compile_cmd, submit_cmd):
         cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
@@ -88,6 +124,22 @@ def parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "schema":
             cmd.add_argument("--out", required=True, help="schema .pbtxt to write")
+    serve = sub.add_parser(
+        "serve", help="serve the pushed model (tensorflow_model_server or the embedded server)"
+    )
+    predict = sub.add_parser(
+        "predict", help="send rows from a CSV or JSON file to the served model"
+    )
+    predict.add_argument(
+        "--input", required=True, help="CSV with a header, or a JSON list of objects"
+    )
+    for cmd in (serve, predict):
+        cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
+        cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
+        cmd.add_argument(
+            "rest", nargs=argparse.REMAINDER, help="more options for `python -m serving`"
+        )
+        cmd.set_defaults(func=_serving)
     _cluster_commands(sub)
     return p
 

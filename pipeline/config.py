@@ -219,7 +219,9 @@ class _Reader:
         if isinstance(value, bool) and kind in (int, float):
             raise self.error(key, f"expected a number, got {value!r}")
         if not isinstance(value, kind):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            names = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
             raise self.error(key, f"expected {names}, got {type(value).__name__} {value!r}")
         return value
 
@@ -413,7 +415,9 @@ def _training(reader: _Reader) -> TrainingConfig:
     training = TrainingConfig(
         epochs=reader.positive("epochs", d.epochs),
         batch_size=reader.positive("batch_size", d.batch_size),
-        early_stopping_patience=reader.positive("early_stopping_patience", d.early_stopping_patience),
+        early_stopping_patience=reader.positive(
+            "early_stopping_patience", d.early_stopping_patience
+        ),
     )
     reader.finish()
     return training
@@ -445,7 +449,9 @@ def _beam(reader: _Reader) -> BeamConfig:
     beam = BeamConfig(
         mode=reader.choice("mode", BEAM_MODES, d.mode),
         num_workers=reader.positive("num_workers", d.num_workers, minimum=0),
-        multi_processing_min_mb=reader.positive("multi_processing_min_mb", d.multi_processing_min_mb),
+        multi_processing_min_mb=reader.positive(
+            "multi_processing_min_mb", d.multi_processing_min_mb
+        ),
     )
     reader.finish()
     return beam

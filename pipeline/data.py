@@ -39,7 +39,9 @@ def read_source(source: str) -> str:
         raise DataError(f"{source}: cannot read: {err.strerror}") from err
 
 
-def normalise(text: str, source: str, na_values: tuple[str, ...], label: str) -> tuple[str, int, tuple[str, ...]]:
+def normalise(
+    text: str, source: str, na_values: tuple[str, ...], label: str
+) -> tuple[str, int, tuple[str, ...]]:
     """Rewrites missing-value markers (e.g. "NA") as empty fields, which ExampleGen reads as missing.
 
     Returns:
@@ -63,7 +65,9 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], label: str) ->
         if not row:
             continue
         if len(row) != len(header):
-            raise DataError(f"{source}: line {number} has {len(row)} fields, the header has {len(header)}")
+            raise DataError(
+                f"{source}: line {number} has {len(row)} fields, the header has {len(header)}"
+            )
         row = ["" if value.strip() in missing else value for value in row]
         labels.add(row[header.index(label)])
         writer.writerow(row)
@@ -80,7 +84,10 @@ def stage_schema(schema_file: str, directory: str) -> str:
     path would be ignored; a name derived from the content makes edits count.
     """
     data = Path(schema_file).read_bytes()
-    path = Path(directory).parent / f"{Path(directory).name}-schema-{hashlib.sha256(data).hexdigest()[:12]}.pbtxt"
+    path = (
+        Path(directory).parent
+        / f"{Path(directory).name}-schema-{hashlib.sha256(data).hexdigest()[:12]}.pbtxt"
+    )
     if not path.exists():
         path.write_bytes(data)
     return str(path)
@@ -92,11 +99,16 @@ def stage(config: PipelineConfig) -> StagedData:
     The file is rewritten only when its content changes, so ExampleGen's input
     fingerprint (and with it the cache) stays put across identical runs.
     """
-    text, rows, labels = normalise(read_source(config.data.source), config.data.source, config.data.na_values, config.label)
+    text, rows, labels = normalise(
+        read_source(config.data.source), config.data.source, config.data.na_values, config.label
+    )
     directory = Path(config.output_root) / "data" / config.pipeline_name
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STAGED_FILE
     data = text.encode()
-    if not path.exists() or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest():
+    if (
+        not path.exists()
+        or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest()
+    ):
         path.write_bytes(data)
     return StagedData(str(directory), str(path), len(data), rows, labels)

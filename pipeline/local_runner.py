@@ -14,6 +14,7 @@ from typing import Any
 
 from tfx import v1 as tfx
 
+from pipeline import report
 from pipeline import summary as summary_lib
 from pipeline.config import PipelineConfig
 from pipeline.data import StagedData, stage, stage_schema
@@ -25,7 +26,8 @@ def code_version() -> str:
     """A fingerprint of the code that TFX references by import path (models/, training)."""
     digest = hashlib.sha256()
     files = sorted(
-        [p for p in resources.files("models").iterdir() if p.name.endswith(".py")], key=lambda p: p.name
+        [p for p in resources.files("models").iterdir() if p.name.endswith(".py")],
+        key=lambda p: p.name,
     ) + [resources.files("pipeline").joinpath("training.py")]
     for path in files:
         digest.update(path.name.encode())
@@ -59,6 +61,7 @@ def _paths(config: PipelineConfig) -> dict[str, str]:
         "serving_dir": str(Path(config.serving_root) / config.model_name),
         "logs": str(root / "logs"),
         "summary": str(root / "summary.json"),
+        "report": str(root / "report.html"),
     }
 
 
@@ -67,7 +70,9 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
     paths = _paths(config)
     Path(paths["metadata"]).parent.mkdir(parents=True, exist_ok=True)
     if config.schema_file:
-        config = dataclasses.replace(config, schema_file=stage_schema(config.schema_file, staged.directory))
+        config = dataclasses.replace(
+            config, schema_file=stage_schema(config.schema_file, staged.directory)
+        )
     return create_pipeline(
         config,
         data_root=staged.directory,
@@ -75,7 +80,9 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
         serving_dir=paths["serving_dir"],
         label_classes=config.label_classes or staged.label_values,
         code_version=code_version(),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths["metadata"]),
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            paths["metadata"]
+        ),
         beam_pipeline_args=beam_args(config, staged.size_bytes),
     )
 
@@ -93,8 +100,13 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     staged = stage(config)
     pipeline = build_local_pipeline(config, staged)
     node_ids = [c.id for c in pipeline.components]
-    log_path = os.path.join(paths["logs"], f"{config.pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log")
-    print(f"Running pipeline {config.pipeline_name} ({len(node_ids)} components); TFX logs: {log_path}", flush=True)
+    log_path = os.path.join(
+        paths["logs"], f"{config.pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    )
+    print(
+        f"Running pipeline {config.pipeline_name} ({len(node_ids)} components); TFX logs: {log_path}",
+        flush=True,
+    )
     error = None
     with capture_progress(node_ids, log_path) as progress:
         try:
@@ -105,12 +117,16 @@ def run(config: PipelineConfig) -> dict[str, Any]:
             error = f"{progress.current or 'pipeline'} failed: {type(err).__name__}: {err}"
     result = summarise(config, node_ids, progress.seconds, time.time() - started, error)
     result["log_file"] = log_path
+    result["report"] = report.write(result, paths["report"])
     write_summary(result, paths["summary"])
     print(summary_lib.format_summary(result), flush=True)
+    print(f"  report: {result['report']}", flush=True)
     return result
 
 
-def summarise(config: PipelineConfig, node_ids, seconds, elapsed: float, error: str | None) -> dict[str, Any]:
+def summarise(
+    config: PipelineConfig, node_ids, seconds, elapsed: float, error: str | None
+) -> dict[str, Any]:
     """Builds the summary dict from ML Metadata after a run."""
     record = summary_lib.RunRecord(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(_paths(config)["metadata"]),

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tensorflow_model_analysis.proto import config_pb2 as tfma
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_model_analysis.proto import config_pb2 as tfma
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
@@ -45,7 +45,9 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
     `code_version` fingerprints the model code: the functions are referenced by
     import path, so without it TFX's cache would not notice a change in them.
     """
-    spec = FeatureSpec(config.numeric_features, config.categorical_features, config.label, config.task)
+    spec = FeatureSpec(
+        config.numeric_features, config.categorical_features, config.label, config.task
+    )
     space = config.tuner.search_space
     return {
         "features": spec.to_dict(),
@@ -58,7 +60,11 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "l2": vars(space.l2),
             "optimizer": list(space.optimizer),
         },
-        "tuner": {"max_trials": config.tuner.max_trials, "epochs": config.tuner.epochs, "seed": config.tuner.seed},
+        "tuner": {
+            "max_trials": config.tuner.max_trials,
+            "epochs": config.tuner.epochs,
+            "seed": config.tuner.seed,
+        },
         "training": {
             "epochs": config.training.epochs,
             "batch_size": config.training.batch_size,
@@ -78,10 +84,16 @@ def _threshold(config: PipelineConfig) -> tfma.MetricThreshold:
         if not higher_is_better and evaluation.upper_bound is not None
         else None
     )
-    direction = tfma.MetricDirection.HIGHER_IS_BETTER if higher_is_better else tfma.MetricDirection.LOWER_IS_BETTER
+    direction = (
+        tfma.MetricDirection.HIGHER_IS_BETTER
+        if higher_is_better
+        else tfma.MetricDirection.LOWER_IS_BETTER
+    )
     change = tfma.GenericChangeThreshold(
         direction=direction,
-        absolute={"value": -evaluation.max_regression if higher_is_better else evaluation.max_regression},
+        absolute={
+            "value": -evaluation.max_regression if higher_is_better else evaluation.max_regression
+        },
     )
     return tfma.MetricThreshold(value_threshold=bound, change_threshold=change)
 
@@ -105,9 +117,15 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
             preprocessing_function_names=["transform_features"],
         )
         class_ids = list(range(len(label_classes)))
-        accuracy = tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=threshold if primary == "accuracy" else None)
+        accuracy = tfma.MetricConfig(
+            class_name="SparseCategoricalAccuracy",
+            threshold=threshold if primary == "accuracy" else None,
+        )
         per_class = [
-            tfma.MetricConfig(class_name=_CLASSIFICATION_METRICS[name], threshold=threshold if primary == name else None)
+            tfma.MetricConfig(
+                class_name=_CLASSIFICATION_METRICS[name],
+                threshold=threshold if primary == name else None,
+            )
             for name in ("precision", "recall", "auc")
         ]
         metrics_specs = [
@@ -115,7 +133,9 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
             tfma.MetricsSpec(
                 metrics=per_class,
                 binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
-                aggregate=tfma.AggregationOptions(macro_average=True, class_weights=dict.fromkeys(class_ids, 1.0)),
+                aggregate=tfma.AggregationOptions(
+                    macro_average=True, class_weights=dict.fromkeys(class_ids, 1.0)
+                ),
             ),
         ]
     else:
@@ -129,8 +149,12 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
             tfma.MetricConfig(class_name=cls, threshold=threshold if primary == name else None)
             for name, cls in _REGRESSION_METRICS.items()
         ]
-        metrics_specs = [tfma.MetricsSpec(metrics=[*metrics, tfma.MetricConfig(class_name="ExampleCount")])]
-    return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=[tfma.SlicingSpec()], metrics_specs=metrics_specs)
+        metrics_specs = [
+            tfma.MetricsSpec(metrics=[*metrics, tfma.MetricConfig(class_name="ExampleCount")])
+        ]
+    return tfma.EvalConfig(
+        model_specs=[model_spec], slicing_specs=[tfma.SlicingSpec()], metrics_specs=metrics_specs
+    )
 
 
 def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> tfx.dsl.Resolver:
@@ -144,7 +168,9 @@ def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> t
         channels["candidate"] = candidate
     else:
         strategy = tfx.dsl.experimental.LatestBlessedModelStrategy
-    return tfx.dsl.Resolver(strategy_class=strategy, **channels).with_id("latest_blessed_model_resolver")
+    return tfx.dsl.Resolver(strategy_class=strategy, **channels).with_id(
+        "latest_blessed_model_resolver"
+    )
 
 
 def _quantization(config: PipelineConfig, model, transform, examples) -> Quantization:
@@ -214,14 +240,20 @@ def create_pipeline(
             tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
         ]
     )
-    example_gen = tfx.components.CsvExampleGen(input_base=data_root, output_config=tfx.proto.Output(split_config=splits))
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema_file:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
     else:
-        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
+        )
     schema = schema_gen.outputs["schema"]
-    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema
+    )
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
     shared_config = custom_config(config, code_version)

@@ -81,7 +81,9 @@ class capture_progress:
         absl_handler = absl_logging.get_absl_handler()
         self._saved = (logger.level, absl_handler.level, logger.propagate)
         self._file_handler = logging.FileHandler(self._log_path)
-        self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         logger.setLevel(logging.INFO)
         # Something in the stack raises absl's level to WARNING mid-run (seen after
         # Transform), which would hide TFX's progress records; pin it at INFO while

@@ -46,13 +46,17 @@ class RunRecord:
                     self.executions[node.name.removeprefix(prefix)] = execution
         node_of = {e.id: n for n, e in self.executions.items()}
         events = self._store.get_events_by_execution_ids(list(node_of))
-        artifacts = {a.id: a for a in self._store.get_artifacts_by_id({e.artifact_id for e in events})}
+        artifacts = {
+            a.id: a for a in self._store.get_artifacts_by_id({e.artifact_id for e in events})
+        }
         for event in events:
             io = self.outputs if event.type == metadata_store_pb2.Event.OUTPUT else self.inputs
             if event.type not in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.INPUT):
                 continue
             key = next((s.key for s in event.path.steps if s.HasField("key")), "")
-            io.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(artifacts[event.artifact_id])
+            io.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(
+                artifacts[event.artifact_id]
+            )
 
     def status(self, node: str) -> str:
         execution = self.executions.get(node)
@@ -76,7 +80,9 @@ def tuner_section(record: RunRecord) -> dict[str, Any] | None:
     results = record.output("Tuner", "tuner_results")
     if best is None or results is None:
         return None
-    config = json.loads(tf.io.gfile.GFile(os.path.join(best.uri, "best_hyperparameters.txt")).read())
+    config = json.loads(
+        tf.io.gfile.GFile(os.path.join(best.uri, "best_hyperparameters.txt")).read()
+    )
     trials = json.loads(tf.io.gfile.GFile(os.path.join(results.uri, "tuner_results.json")).read())
     return {
         "algorithm": "keras_tuner.BayesianOptimization",
@@ -180,7 +186,9 @@ def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def components_section(record: RunRecord, node_ids, seconds: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+def components_section(
+    record: RunRecord, node_ids, seconds: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
     return {
         node: {
             "status": record.status(node),
@@ -193,7 +201,9 @@ def components_section(record: RunRecord, node_ids, seconds: Mapping[str, float]
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A human-readable summary of a run."""
-    lines = [f"Pipeline {summary['pipeline']} run {summary['run_id']}: {summary['status']} in {summary['seconds']:.1f}s"]
+    lines = [
+        f"Pipeline {summary['pipeline']} run {summary['run_id']}: {summary['status']} in {summary['seconds']:.1f}s"
+    ]
     if summary.get("error"):
         lines.append(f"  error: {summary['error']}")
     lines.append(f"  {'component':<32}{'status':<12}{'seconds':>8}")
@@ -201,7 +211,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"  {name:<32}{c['status']:<12}{c['seconds']:>8.1f}")
     tuner = summary.get("tuner")
     if tuner:
-        lines.append(f"  tuner: {tuner['algorithm']}, {tuner['trials']} trials, best {tuner['objective']} {tuner['best_score']:.4f}")
+        lines.append(
+            f"  tuner: {tuner['algorithm']}, {tuner['trials']} trials, best {tuner['objective']} {tuner['best_score']:.4f}"
+        )
         lines.append(f"  best hyperparameters: {json.dumps(tuner['best_hyperparameters'])}")
     evaluation = summary.get("evaluation")
     if evaluation:
@@ -213,7 +225,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.extend(_format_quantization(summary["quantization"]))
     infra = summary.get("infra_validation")
     if infra:
-        lines.append(f"  infra validation: {'passed' if infra['blessed'] else 'FAILED'} ({infra.get('reason', '')})")
+        lines.append(
+            f"  infra validation: {'passed' if infra['blessed'] else 'FAILED'} ({infra.get('reason', '')})"
+        )
     pushed = summary.get("pushed")
-    lines.append(f"  pushed: {pushed['model_dir']} (version {pushed['version']})" if pushed else "  pushed: nothing")
+    lines.append(
+        f"  pushed: {pushed['model_dir']} (version {pushed['version']})"
+        if pushed
+        else "  pushed: nothing"
+    )
     return "\n".join(lines)

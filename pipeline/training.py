@@ -79,8 +79,12 @@ class TrainingData:
 
 
 def _dataset(files, data_accessor, transform_output, label_key: str, batch_size: int, shuffle_seed):
-    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label_key, num_epochs=1, shuffle=False)
-    dataset = data_accessor.tf_dataset_factory(files, options, transform_output.transformed_metadata.schema)
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=batch_size, label_key=label_key, num_epochs=1, shuffle=False
+    )
+    dataset = data_accessor.tf_dataset_factory(
+        files, options, transform_output.transformed_metadata.schema
+    )
     dataset = dataset.unbatch().cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -91,8 +95,22 @@ def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
     """Reads the transformed examples named by TFX's fn_args."""
     transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     label = settings.spec.label_xf
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, transform_output, label, settings.batch_size, settings.seed)
-    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, transform_output, label, settings.batch_size, None)
+    train = _dataset(
+        fn_args.train_files,
+        fn_args.data_accessor,
+        transform_output,
+        label,
+        settings.batch_size,
+        settings.seed,
+    )
+    evaluation = _dataset(
+        fn_args.eval_files,
+        fn_args.data_accessor,
+        transform_output,
+        label,
+        settings.batch_size,
+        None,
+    )
     return TrainingData(
         train=train,
         eval=evaluation,
@@ -102,18 +120,28 @@ def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
     )
 
 
-def build(settings: TrainingSettings, data: TrainingData, hparams: Mapping[str, Any]) -> keras.Model:
+def build(
+    settings: TrainingSettings, data: TrainingData, hparams: Mapping[str, Any]
+) -> keras.Model:
     """Builds the configured model family for these hyperparameters."""
     build_model = registry.builder(settings.family)
     num_classes = len(data.class_names) or None
     return build_model(hparams, settings.spec, data.vocab_sizes, num_classes)
 
 
-def fit(model: keras.Model, data: TrainingData, epochs: int, patience: int, callbacks=()) -> keras.callbacks.History:
+def fit(
+    model: keras.Model, data: TrainingData, epochs: int, patience: int, callbacks=()
+) -> keras.callbacks.History:
     """Fits with early stopping on the eval split, keeping the best epoch's weights."""
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
     return model.fit(
-        data.train, validation_data=data.eval, epochs=epochs, callbacks=[stop, *callbacks], verbose=0
+        data.train,
+        validation_data=data.eval,
+        epochs=epochs,
+        callbacks=[stop, *callbacks],
+        verbose=0,
     )
 
 
@@ -127,7 +155,14 @@ def best_epoch_metrics(history: keras.callbacks.History) -> dict[str, float]:
 class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
     """keras_tuner Bayesian optimisation whose trials train tf_keras models."""
 
-    def __init__(self, build_fn: Callable[[dict], keras.Model], data: TrainingData, epochs: int, patience: int, **kwargs):
+    def __init__(
+        self,
+        build_fn: Callable[[dict], keras.Model],
+        data: TrainingData,
+        epochs: int,
+        patience: int,
+        **kwargs,
+    ):
         super().__init__(hypermodel=None, **kwargs)
         self._build_fn = build_fn
         self._data = data
@@ -140,7 +175,9 @@ class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
         history = fit(model, self._data, self._epochs, self._patience)
         metrics = best_epoch_metrics(history)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
-        print(f"      trial {int(trial.trial_id) + 1}/{self.oracle.max_trials}: {shown}", flush=True)
+        print(
+            f"      trial {int(trial.trial_id) + 1}/{self.oracle.max_trials}: {shown}", flush=True
+        )
         return metrics
 
     # TFX's Tuner executor prints keras_tuner's full summaries (dozens of lines per
@@ -152,7 +189,10 @@ class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
     def results_summary(self, num_trials: int = 1) -> None:
         best = self.oracle.get_best_trials(1)
         if best:
-            print(f"      best trial score {best[0].score:.4f}: {best[0].hyperparameters.values}", flush=True)
+            print(
+                f"      best trial score {best[0].score:.4f}: {best[0].hyperparameters.values}",
+                flush=True,
+            )
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:

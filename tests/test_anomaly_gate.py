@@ -35,7 +35,11 @@ def _artifact(tmp_path, by_split):
 def _run(tmp_path, by_split, splits=""):
     result = standard_artifacts.ExampleAnomalies()
     result.uri = str(tmp_path / "result")
-    Executor().Do({ANOMALIES_KEY: [_artifact(tmp_path, by_split)]}, {RESULT_KEY: [result]}, {SPLITS_KEY: splits})
+    Executor().Do(
+        {ANOMALIES_KEY: [_artifact(tmp_path, by_split)]},
+        {RESULT_KEY: [result]},
+        {SPLITS_KEY: splits},
+    )
     return result
 
 
@@ -45,7 +49,12 @@ def test_clean_data_passes_and_is_passed_on(tmp_path):
 
 
 def test_anomalies_stop_the_run_naming_split_feature_and_reason(tmp_path):
-    bad = _anomalies(species=("Unexpected string values", "Examples contain values missing from the schema: Emperor."))
+    bad = _anomalies(
+        species=(
+            "Unexpected string values",
+            "Examples contain values missing from the schema: Emperor.",
+        )
+    )
     with pytest.raises(DataAnomaliesError) as err:
         _run(tmp_path, {"train": _anomalies(), "eval": bad})
     assert "[eval] feature 'species': Unexpected string values" in str(err.value)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.data import DataError, normalise, read_source, stage
 from pipeline.config import load_config
+from pipeline.data import DataError, normalise, read_source, stage
 
 
 def test_missing_value_markers_become_empty_fields():

@@ -10,7 +10,14 @@ from models.features import FeatureSpec
 from models.mlp import build_model
 from tests.tftlib import ROWS, SPEC, analyze_and_transform, serialize
 
-TINY = {"units": 4, "layers": 1, "dropout": 0.0, "l2": 1e-6, "learning_rate": 0.01, "optimizer": "adam"}
+TINY = {
+    "units": 4,
+    "layers": 1,
+    "dropout": 0.0,
+    "l2": 1e-6,
+    "learning_rate": 0.01,
+    "optimizer": "adam",
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +69,31 @@ def test_exported_signatures_apply_tft_and_agree(tft_output, tmp_path):
 
     loaded = tf.saved_model.load(export_dir)
     assert {"serving_default", "serving_raw", "transform_features"} <= set(loaded.signatures)
-    examples = tf.constant([serialize({k: v for k, v in r.items() if k != "species"}) for r in ROWS])
+    examples = tf.constant(
+        [serialize({k: v for k, v in r.items() if k != "species"}) for r in ROWS]
+    )
     by_example = loaded.signatures["serving_default"](examples=examples)
     assert by_example["scores"].shape == (len(ROWS), 3)
     assert [c.decode() for c in by_example["classes"].numpy()[0]] == classes
     # Same answers as the in-memory model on the TFT-transformed rows: no skew.
-    np.testing.assert_allclose(by_example["scores"].numpy(), model(features).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        by_example["scores"].numpy(), model(features).numpy(), rtol=1e-5, atol=1e-6
+    )
 
     raw = loaded.signatures["serving_raw"](
-        bill_length_mm=tf.constant([r["bill_length_mm"][0] if r["bill_length_mm"] else np.nan for r in ROWS], tf.float32),
+        bill_length_mm=tf.constant(
+            [r["bill_length_mm"][0] if r["bill_length_mm"] else np.nan for r in ROWS], tf.float32
+        ),
         flipper_length_mm=tf.constant([float(r["flipper_length_mm"][0]) for r in ROWS], tf.float32),
         island=tf.constant([r["island"][0] if r["island"] else b"" for r in ROWS]),
     )
-    np.testing.assert_allclose(raw["scores"].numpy(), by_example["scores"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        raw["scores"].numpy(), by_example["scores"].numpy(), rtol=1e-5, atol=1e-6
+    )
 
-    transformed = loaded.signatures["transform_features"](examples=tf.constant([serialize(r) for r in ROWS]))
+    transformed = loaded.signatures["transform_features"](
+        examples=tf.constant([serialize(r) for r in ROWS])
+    )
     np.testing.assert_array_equal(transformed["species_xf"].numpy(), labels)
 
 
@@ -84,7 +101,9 @@ def test_exported_model_reloads_as_tf_keras(tft_output, tmp_path):
     """TFMA and BulkInferrer load the model with tf_keras; a Keras 3 export fails there."""
     rows, output = tft_output
     model = build_model(TINY, SPEC, vocab_sizes_of(output, SPEC), num_classes=3)
-    export_dir = export_serving_model(model, output, SPEC, str(tmp_path / "model"), class_names_of(output, SPEC))
+    export_dir = export_serving_model(
+        model, output, SPEC, str(tmp_path / "model"), class_names_of(output, SPEC)
+    )
     reloaded = keras.models.load_model(export_dir)
     features, _ = _batch(rows)
     np.testing.assert_allclose(reloaded(features).numpy(), model(features).numpy(), rtol=1e-5)

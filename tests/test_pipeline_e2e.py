@@ -51,7 +51,11 @@ def _versions(root):
 
 
 def _eval_examples(root):
-    files = glob.glob(os.path.join(root, "pipelines", "penguins", "CsvExampleGen", "examples", "*", "Split-eval", "*.gz"))
+    files = glob.glob(
+        os.path.join(
+            root, "pipelines", "penguins", "CsvExampleGen", "examples", "*", "Split-eval", "*.gz"
+        )
+    )
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
@@ -61,20 +65,37 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
     assert summary["status"] == "succeeded", summary.get("error")
     assert summary["tuner"]["trials"] == 3
     assert summary["tuner"]["algorithm"] == "keras_tuner.BayesianOptimization"
-    assert set(summary["tuner"]["best_hyperparameters"]) >= {"units", "layers", "learning_rate", "dropout", "l2", "optimizer"}
+    assert set(summary["tuner"]["best_hyperparameters"]) >= {
+        "units",
+        "layers",
+        "learning_rate",
+        "dropout",
+        "l2",
+        "optimizer",
+    }
     assert summary["evaluation"]["blessed"] is True
     assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] >= 0.9
     assert summary["infra_validation"]["blessed"] is True
     pushed = summary["pushed"]
     assert os.path.isfile(os.path.join(pushed["model_dir"], "saved_model.pb"))
-    assert os.path.isfile(os.path.join(pushed["model_dir"], "assets.extra", "tf_serving_warmup_requests"))
+    assert os.path.isfile(
+        os.path.join(pushed["model_dir"], "assets.extra", "tf_serving_warmup_requests")
+    )
     assert json.loads((root / "summary.json").read_text())["run_id"] == summary["run_id"]
 
     model = tf.saved_model.load(pushed["model_dir"])
     examples = _eval_examples(root)
     out = model.signatures["serving_default"](examples=tf.constant(examples))
-    predicted = [row[i].decode() for row, i in zip(out["classes"].numpy(), np.argmax(out["scores"].numpy(), axis=1), strict=True)]
-    truth = [tf.train.Example.FromString(e).features.feature["species"].bytes_list.value[0].decode() for e in examples]
+    predicted = [
+        row[i].decode()
+        for row, i in zip(
+            out["classes"].numpy(), np.argmax(out["scores"].numpy(), axis=1), strict=True
+        )
+    ]
+    truth = [
+        tf.train.Example.FromString(e).features.feature["species"].bytes_list.value[0].decode()
+        for e in examples
+    ]
     accuracy = np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
     assert len(examples) > 40
     assert accuracy >= 0.9
@@ -85,7 +106,11 @@ def test_second_run_is_served_from_the_cache(first, run):
     versions = _versions(root)
     _, summary = again()
     assert summary["status"] == "succeeded"
-    not_cached = [n for n, c in summary["components"].items() if not c["cached"] and n != "latest_blessed_model_resolver"]
+    not_cached = [
+        n
+        for n, c in summary["components"].items()
+        if not c["cached"] and n != "latest_blessed_model_resolver"
+    ]
     assert not_cached == []
     assert summary["pushed"] == first[1]["pushed"]
     assert _versions(root) == versions
@@ -111,9 +136,15 @@ def _bad_csv(tmp_path, kind):
 
 @pytest.mark.parametrize(
     "kind, feature",
-    [("missing_column", "bill_depth_mm"), ("wrong_type", "flipper_length_mm"), ("unknown_label", "species")],
+    [
+        ("missing_column", "bill_depth_mm"),
+        ("wrong_type", "flipper_length_mm"),
+        ("unknown_label", "species"),
+    ],
 )
-def test_bad_input_fails_before_training_and_keeps_the_served_model(first, run, tmp_path, kind, feature):
+def test_bad_input_fails_before_training_and_keeps_the_served_model(
+    first, run, tmp_path, kind, feature
+):
     root, again = run
     versions = _versions(root)
     _, summary = again(source=str(_bad_csv(tmp_path, kind)))
@@ -130,13 +161,19 @@ def test_bad_input_fails_before_training_and_keeps_the_served_model(first, run, 
 def test_quantization_pushes_the_int8_model_and_reports_the_trade_off(first):
     _, summary = first
     quantization = summary["quantization"]
-    assert quantization["served"] == "int8" and quantization["blessed"] is True, quantization["reason"]
+    assert quantization["served"] == "int8" and quantization["blessed"] is True, quantization[
+        "reason"
+    ]
     reference, int8 = quantization["float"], quantization["int8"]
     assert abs(reference["metrics"]["accuracy"] - int8["metrics"]["accuracy"]) <= 0.01
-    assert int8["variables_breakdown"]["weights"] < 0.5 * reference["variables_breakdown"]["weights"]
+    assert (
+        int8["variables_breakdown"]["weights"] < 0.5 * reference["variables_breakdown"]["weights"]
+    )
     for name in ("float", "int8", "float_tflite", "int8_tflite"):
         assert quantization[name]["latency_ms"]["batch_1"] > 0
-        assert quantization[name]["metrics"]["example_count"] == reference["metrics"]["example_count"]
+        assert (
+            quantization[name]["metrics"]["example_count"] == reference["metrics"]["example_count"]
+        )
     tflite = os.path.join(quantization["tflite_dir"], "model.tflite")
     assert os.path.getsize(tflite) == quantization["int8_tflite"]["size_bytes"]
     interpreter = tf.lite.Interpreter(model_path=tflite)

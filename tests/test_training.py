@@ -38,13 +38,22 @@ def data(tmp_path_factory):
     }
     labels = np.array([r["species_xf"] for r in rows], np.int64)
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(4).cache()
-    return TrainingData(dataset, dataset, vocab_sizes_of(output, SPEC), class_names_of(output, SPEC), output)
+    return TrainingData(
+        dataset, dataset, vocab_sizes_of(output, SPEC), class_names_of(output, SPEC), output
+    )
 
 
 @pytest.fixture
 def settings():
     return TrainingSettings(
-        spec=SPEC, family="mlp", search_space=SPACE, epochs=5, tuner_epochs=3, batch_size=4, patience=2, seed=1
+        spec=SPEC,
+        family="mlp",
+        search_space=SPACE,
+        epochs=5,
+        tuner_epochs=3,
+        batch_size=4,
+        patience=2,
+        seed=1,
     )
 
 

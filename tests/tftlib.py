@@ -29,14 +29,49 @@ RAW_FEATURE_SPEC = {
 
 # Three well-separated species; one row misses its bill length, one its island.
 ROWS = [
-    {"bill_length_mm": [39.0], "flipper_length_mm": [180], "island": [b"Torgersen"], "species": [b"Adelie"]},
-    {"bill_length_mm": [40.0], "flipper_length_mm": [185], "island": [b"Torgersen"], "species": [b"Adelie"]},
-    {"bill_length_mm": [], "flipper_length_mm": [190], "island": [b"Dream"], "species": [b"Adelie"]},
-    {"bill_length_mm": [49.0], "flipper_length_mm": [195], "island": [b"Dream"], "species": [b"Chinstrap"]},
+    {
+        "bill_length_mm": [39.0],
+        "flipper_length_mm": [180],
+        "island": [b"Torgersen"],
+        "species": [b"Adelie"],
+    },
+    {
+        "bill_length_mm": [40.0],
+        "flipper_length_mm": [185],
+        "island": [b"Torgersen"],
+        "species": [b"Adelie"],
+    },
+    {
+        "bill_length_mm": [],
+        "flipper_length_mm": [190],
+        "island": [b"Dream"],
+        "species": [b"Adelie"],
+    },
+    {
+        "bill_length_mm": [49.0],
+        "flipper_length_mm": [195],
+        "island": [b"Dream"],
+        "species": [b"Chinstrap"],
+    },
     {"bill_length_mm": [50.0], "flipper_length_mm": [198], "island": [], "species": [b"Chinstrap"]},
-    {"bill_length_mm": [47.0], "flipper_length_mm": [220], "island": [b"Biscoe"], "species": [b"Gentoo"]},
-    {"bill_length_mm": [48.0], "flipper_length_mm": [225], "island": [b"Biscoe"], "species": [b"Gentoo"]},
-    {"bill_length_mm": [46.0], "flipper_length_mm": [215], "island": [b"Biscoe"], "species": [b"Gentoo"]},
+    {
+        "bill_length_mm": [47.0],
+        "flipper_length_mm": [220],
+        "island": [b"Biscoe"],
+        "species": [b"Gentoo"],
+    },
+    {
+        "bill_length_mm": [48.0],
+        "flipper_length_mm": [225],
+        "island": [b"Biscoe"],
+        "species": [b"Gentoo"],
+    },
+    {
+        "bill_length_mm": [46.0],
+        "flipper_length_mm": [215],
+        "island": [b"Biscoe"],
+        "species": [b"Gentoo"],
+    },
 ]
 
 
@@ -46,7 +81,9 @@ def analyze_and_transform(output_dir: str | Path, rows=ROWS, spec: FeatureSpec =
     Returns:
       (transformed rows, TFTransformOutput written under output_dir).
     """
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC)
+    )
     config = {"features": spec.to_dict()}
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir)):
         (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
@@ -54,7 +91,9 @@ def analyze_and_transform(output_dir: str | Path, rows=ROWS, spec: FeatureSpec =
         )
         _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
     # TFX's Transform also records the raw schema; the serving signatures read it.
-    metadata_io.write_metadata(metadata, str(Path(output_dir) / tft.TFTransformOutput.RAW_METADATA_DIR))
+    metadata_io.write_metadata(
+        metadata, str(Path(output_dir) / tft.TFTransformOutput.RAW_METADATA_DIR)
+    )
     return transformed, tft.TFTransformOutput(str(output_dir))
 
 

@@ -27,4 +27,6 @@ class AnomalyGate(base_component.BaseComponent):
 
     def __init__(self, anomalies: types.BaseChannel, splits: Sequence[str] = ()):
         result = types.Channel(type=standard_artifacts.ExampleAnomalies)
-        super().__init__(spec=AnomalyGateSpec(anomalies=anomalies, result=result, splits=",".join(splits)))
+        super().__init__(
+            spec=AnomalyGateSpec(anomalies=anomalies, result=result, splits=",".join(splits))
+        )

@@ -33,9 +33,15 @@ def describe(anomalies: anomalies_pb2.Anomalies) -> list[str]:
 
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> None:
     """Raises DataAnomaliesError listing the anomalies of every split that has any."""
-    problems = [f"[{split}] {line}" for split, a in sorted(anomalies_by_split.items()) for line in describe(a)]
+    problems = [
+        f"[{split}] {line}"
+        for split, a in sorted(anomalies_by_split.items())
+        for line in describe(a)
+    ]
     if problems:
-        raise DataAnomaliesError("ExampleValidator found anomalies in the input data:\n  " + "\n  ".join(problems))
+        raise DataAnomaliesError(
+            "ExampleValidator found anomalies in the input data:\n  " + "\n  ".join(problems)
+        )
 
 
 def read_anomalies(uri: str, split: str) -> anomalies_pb2.Anomalies:
@@ -49,7 +55,12 @@ def read_anomalies(uri: str, split: str) -> anomalies_pb2.Anomalies:
 class Executor(base_executor.BaseExecutor):
     """Unpacks the artifacts and calls `check`."""
 
-    def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: dict[str, list],
+        output_dict: dict[str, list],
+        exec_properties: dict[str, Any],
+    ) -> None:
         anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES_KEY])
         splits = [s for s in exec_properties.get(SPLITS_KEY, "").split(",") if s]
         splits = splits or artifact_utils.decode_split_names(anomalies.split_names)

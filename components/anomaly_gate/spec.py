@@ -11,5 +11,9 @@ class AnomalyGateSpec(component_spec.ComponentSpec):
     """Inputs: ExampleValidator's anomalies. Output: the checked anomalies, passed on."""
 
     PARAMETERS = {SPLITS_KEY: component_spec.ExecutionParameter(type=str)}
-    INPUTS = {ANOMALIES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
-    OUTPUTS = {RESULT_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
+    INPUTS = {
+        ANOMALIES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies)
+    }
+    OUTPUTS = {
+        RESULT_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies)
+    }
