@@ -83,13 +83,15 @@ def main(argv=None) -> None:
     models = measure_all(_paths(record), settings)
     metric = settings.metric
     print(
-        f"{'model':<14}{'size (B)':>12}{'variables (B)':>15}{metric:>10}{'b1 (ms)':>10}{'b256 (ms)':>11}"
+        f"{'model':<14}{'size (B)':>12}{'variables (B)':>15}{'weights (B)':>13}"
+        f"{metric:>10}{'b1 (ms)':>10}{'b256 (ms)':>11}"
     )
     for name in _MODELS:
         m = models[name]
-        variables = m.get("variables_bytes")
+        variables = m.get("variables_bytes", "-")
+        weights = m["variables_breakdown"]["weights"] if "variables_breakdown" in m else "-"
         print(
-            f"{name:<14}{m['size_bytes']:>12,d}{variables if variables is not None else '-':>15}"
+            f"{name:<14}{m['size_bytes']:>12,d}{variables:>15}{weights:>13}"
             f"{m['metrics'][metric]:>10.4f}{m['latency_ms']['batch_1']:>10.4f}{m['latency_ms']['batch_256']:>11.4f}"
         )
     speedup = (
