@@ -222,11 +222,24 @@ def run_task(
     return TaskResult(name, time.time() - started, output, log_file)
 
 
+def _with_ancestors(spec: pb.PipelineSpec, task: str) -> set[str]:
+    if task not in spec.root.dag.tasks:
+        raise HarnessError(f"no task {task!r}; the pipeline has {sorted(spec.root.dag.tasks)}")
+    found, todo = {task}, [task]
+    while todo:
+        for parent in spec.root.dag.tasks[todo.pop()].dependent_tasks:
+            if parent not in found:
+                found.add(parent)
+                todo.append(parent)
+    return found
+
+
 def run_pipeline(
     spec_path: str | os.PathLike,
     pipeline_root: str,
     env: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = print,
+    until: str | None = None,
 ) -> dict[str, TaskResult]:
     """Runs every task of the compiled pipeline in dependency order.
 
@@ -235,6 +248,7 @@ def run_pipeline(
       pipeline_root: local directory for the task outputs (`<root>/<task>/<output>`).
       env: environment of the task processes (default: this process's).
       progress: called with one line per task.
+      until: run only this task and the tasks it depends on.
 
     Returns:
       The result of each task, by task name.
@@ -246,7 +260,8 @@ def run_pipeline(
     spec, deployment = load_spec(spec_path)
     env = dict(os.environ if env is None else env)
     results: dict[str, TaskResult] = {}
-    for name in task_order(spec):
+    wanted = set(task_order(spec)) if until is None else _with_ancestors(spec, until)
+    for name in [n for n in task_order(spec) if n in wanted]:
         result = run_task(
             name, spec, deployment, {k: r.output for k, r in results.items()}, pipeline_root, env
         )
