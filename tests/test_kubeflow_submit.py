@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -62,7 +63,9 @@ def test_kubeflow_dry_run_writes_a_valid_package(compiled):
     config, path = compiled
     summary = submit.submit_kfp(config, path, endpoint="http://localhost:8080", dry_run=True)
     assert summary["endpoint"] == "http://localhost:8080" and "Pusher" in summary["tasks"]
-    spec = json_format.ParseDict(yaml.safe_load(open(summary["package"])), pb.PipelineSpec())
+    spec = json_format.ParseDict(
+        yaml.safe_load(Path(summary["package"]).read_text()), pb.PipelineSpec()
+    )
     assert spec.pipeline_info.name == "penguins"
 
 
