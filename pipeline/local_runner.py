@@ -23,16 +23,28 @@ from pipeline.progress import capture_progress
 
 
 def code_version() -> str:
-    """A fingerprint of the code that TFX references by import path (models/, training)."""
+    """A fingerprint of the code TFX runs by import path: models/, components/, training.
+
+    TFX's cache keys on function and class names, not their source; this value goes
+    into the components' custom_config so that a code change re-runs Transform and
+    everything after it.
+    """
     digest = hashlib.sha256()
-    files = sorted(
-        [p for p in resources.files("models").iterdir() if p.name.endswith(".py")],
-        key=lambda p: p.name,
-    ) + [resources.files("pipeline").joinpath("training.py")]
-    for path in files:
-        digest.update(path.name.encode())
+    files = [
+        p for package in ("models", "components") for p in _python_files(resources.files(package))
+    ]
+    for path in [*sorted(files, key=str), resources.files("pipeline").joinpath("training.py")]:
+        digest.update("/".join(path.parts[-2:]).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _python_files(directory):
+    for path in directory.iterdir():
+        if path.is_dir():
+            yield from _python_files(path)
+        elif path.name.endswith(".py"):
+            yield path
 
 
 def beam_args(config: PipelineConfig, data_bytes: int) -> list[str]:
