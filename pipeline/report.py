@@ -46,6 +46,29 @@ def _tuner_trials(tuner: Mapping[str, Any]) -> str:
     return _png(figure)
 
 
+_QUANTIZED = ("float", "int8", "float_tflite", "int8_tflite")
+
+
+def _quantization(quantization: Mapping[str, Any]) -> str:
+    """Size, batch-1 latency and the primary metric of the float and quantized models."""
+    names = [n for n in _QUANTIZED if n in quantization]
+    metric = quantization["metric"]
+    panels = (
+        ("size (KiB)", [quantization[n]["size_bytes"] / 1024 for n in names]),
+        ("batch-1 latency (ms)", [quantization[n]["latency_ms"]["batch_1"] for n in names]),
+        (f"{metric} (eval)", [quantization[n]["metrics"].get(metric, float("nan")) for n in names]),
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for i, (ax, (title, values)) in enumerate(zip(axes, panels, strict=True)):
+        ax.bar(names, values, color=["#1f77b4", "#ff7f0e", "#aec7e8", "#ffbb78"][: len(names)])
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=30)
+        if i < 2:
+            ax.set_yscale("log")
+    figure.suptitle(f"Quantization: served {quantization['served']}", y=1.04)
+    return _png(figure)
+
+
 def _table(rows: Mapping[str, Any]) -> str:
     cells = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
@@ -73,6 +96,11 @@ def render(summary: Mapping[str, Any]) -> str:
         parts.append(f"<h2>Evaluation (blessed: {evaluation['blessed']})</h2>")
         metrics = {k: f"{v:.4f}" for k, v in sorted(evaluation["metrics"].items()) if "/" not in k}
         parts.append(_table(metrics))
+    quantization = summary.get("quantization")
+    if quantization and all(n in quantization for n in ("float", "int8")):
+        parts.append("<h2>Quantization</h2>")
+        parts.append(f'<img src="data:image/png;base64,{_quantization(quantization)}">')
+        parts.append(f"<p>{html.escape(str(quantization.get('reason', '')))}</p>")
     pushed = summary.get("pushed")
     parts.append(
         f"<h2>Pushed</h2><p>{html.escape(pushed['model_dir']) if pushed else 'nothing'}</p>"
