@@ -88,7 +88,11 @@ def _dataset(files, data_accessor, transform_output, label_key: str, batch_size:
     dataset = dataset.unbatch().cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Shard by example, not by file: there may be fewer files than workers under
+    # MultiWorkerMirroredStrategy (the default FILE policy then fails).
+    sharding = tf.data.Options()
+    sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(sharding)
 
 
 def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
