@@ -9,6 +9,10 @@ there is no training/serving skew:
   for a missing value; categorical as string, "" for a missing value).
 - `transform_features`: serialized examples in, transformed features out (used by
   TFMA to get the transformed label).
+
+`export_serving_model` saves them with the Keras model (reloadable with
+`keras.models.load_model`); `export_lean_serving_model` saves them with the bare
+variables, for models where Keras metadata would outweigh the weights.
 """
 
 from __future__ import annotations
@@ -70,6 +74,16 @@ def serving_signatures(
       Signature name to concrete function, for `model.save(signatures=...)`.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
+    return _signatures(model, model.tft_layer, tf_transform_output, spec, class_names)
+
+
+def _signatures(
+    model: keras.Model,
+    tft_layer: keras.layers.Layer,
+    tf_transform_output: tft.TFTransformOutput,
+    spec: FeatureSpec,
+    class_names: Sequence[str],
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
     raw_spec = tf_transform_output.raw_feature_spec()
     missing = [k for k in (*spec.features, spec.label) if k not in raw_spec]
     if missing:
@@ -80,11 +94,11 @@ def serving_signatures(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(examples):
         raw = tf.io.parse_example(examples, serving_spec)
-        return _predictions(model, model.tft_layer(raw), class_names)
+        return _predictions(model, tft_layer(raw), class_names)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
-        return model.tft_layer(tf.io.parse_example(examples, labelled_spec))
+        return tft_layer(tf.io.parse_example(examples, labelled_spec))
 
     raw_inputs = [
         tf.TensorSpec([None], tf.float32 if k in spec.numeric else tf.string, name=k)
@@ -96,7 +110,7 @@ def serving_signatures(
         raw = {
             k: _dense_to_raw(v, serving_spec[k]) for k, v in zip(spec.features, values, strict=True)
         }
-        return _predictions(model, model.tft_layer(raw), class_names)
+        return _predictions(model, tft_layer(raw), class_names)
 
     return {
         "serving_default": serve_examples.get_concrete_function(),
@@ -112,9 +126,43 @@ def export_serving_model(
     export_dir: str,
     class_names: Sequence[str] = (),
 ) -> str:
-    """Saves `model` as a SavedModel with the serving signatures; returns `export_dir`."""
+    """Saves `model` as a Keras SavedModel with the serving signatures; returns `export_dir`.
+
+    The optimizer is left out: a serving model is never trained further, and Adam's two
+    slots per weight would triple the variables. `keras.models.load_model` still
+    reloads it, with the same weights and outputs.
+    """
     signatures = serving_signatures(model, tf_transform_output, spec, class_names)
-    model.save(export_dir, save_format="tf", signatures=signatures)
+    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    return export_dir
+
+
+def export_lean_serving_model(
+    model: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    spec: FeatureSpec,
+    export_dir: str,
+    class_names: Sequence[str] = (),
+) -> str:
+    """Saves only what serving needs: the variables, the TFT layer and the signatures.
+
+    Unlike `export_serving_model` there is no Keras metadata: no layer configs, no
+    per-layer traced calls, no training state. For a model of ~1k weights that
+    metadata outweighs the weights (its checkpoint object graph alone is ~14 KB), so
+    this is how a quantized model keeps its size advantage on disk. The result serves
+    the same signatures (TF Serving, `tf.saved_model.load`), and TFMA evaluates it as a
+    generic SavedModel through them; `keras.models.load_model` cannot rebuild it.
+
+    Returns:
+      `export_dir`.
+    """
+    root = tf.__internal__.tracking.AutoTrackable()
+    root.tft_layer = tf_transform_output.transform_features_layer()
+    # Named as Keras SavedModels and TF Hub's reusable SavedModels name it, so that
+    # `tf.saved_model.load(export_dir).variables` works on either kind of export.
+    root.variables = list(model.variables)
+    signatures = _signatures(model, root.tft_layer, tf_transform_output, spec, class_names)
+    tf.saved_model.save(root, export_dir, signatures=signatures)
     return export_dir
 
 

@@ -4,8 +4,8 @@ Two products, both from the plain Keras model that takes transformed features:
 
 - `quantize_dense_weights`: the same model with every `Dense` kernel stored as an
   int8 variable plus one float32 scale per output unit (symmetric, per channel),
-  dequantized in the forward pass. Saved with `models.export.serving_signatures` it is
-  a TF Serving SavedModel whose variables really are ~4x smaller (fake-quant from
+  dequantized in the forward pass. Saved with `models.export.export_lean_serving_model`
+  it is a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
   quantization-aware training would keep float32 kernels on disk).
 - `to_tflite`: a TFLite flatbuffer, float or fully integer (int8 weights,
   activations, inputs and outputs) calibrated on a representative dataset.

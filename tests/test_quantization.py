@@ -288,6 +288,15 @@ def test_report_is_consistent_with_files(executed, pipeline_inputs):
     assert served_pb.read_bytes() == (int8_dir / "saved_model.pb").read_bytes()
 
 
+def test_saved_models_keep_no_training_state_and_int8_no_keras_metadata(executed):
+    _, report, out = executed
+    breakdown = {k: report["models"][k]["variables_breakdown"] for k in ("float", "int8")}
+    assert breakdown["float"]["optimizer"] == 0 and breakdown["int8"]["optimizer"] == 0
+    # The lean export tracks variables, the TFT layer and signatures, not Keras layers.
+    assert breakdown["int8"]["object_graph"] < 0.6 * breakdown["float"]["object_graph"]
+    assert not (out / "int8" / "Format-Serving" / "keras_metadata.pb").exists()
+
+
 def test_failed_guard_serves_the_float_model(pipeline_inputs, tmp_path):
     paths = _outputs_under(pipeline_inputs, tmp_path)
     # A negative allowed drop: the int8 model would have to beat the float one by a whole unit.

@@ -17,7 +17,7 @@ from tfx.types import artifact_utils
 from components.quantization import measure
 from components.quantization import spec as keys
 from models import quantization
-from models.export import class_names_of, export_serving_model
+from models.export import class_names_of, export_lean_serving_model
 from models.features import FeatureSpec
 from pipeline.config import QUANTIZATION_METHODS, QuantizationConfig
 from pipeline.training import KERAS_MODEL_DIR
@@ -235,7 +235,7 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
     int8_model = quantization.quantize_dense_weights(to_quantize)
     int8_dir = os.path.join(paths.int8_model, keys.SERVING_MODEL_DIR)
     class_names = class_names_of(transform_output, settings.spec)
-    export_serving_model(int8_model, transform_output, settings.spec, int8_dir, class_names)
+    export_lean_serving_model(int8_model, transform_output, settings.spec, int8_dir, class_names)
     tflite_paths, inputs = _write_tflite(model, to_quantize, train, settings, paths.tflite_model)
 
     output_key = "scores" if settings.spec.is_classification else "outputs"
