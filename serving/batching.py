@@ -7,8 +7,8 @@ queue answers UNAVAILABLE. A request larger than max_batch_size runs on its own.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -27,9 +27,39 @@ class _Task:
     inputs: Mapping[str, np.ndarray]
     size: int
     future: Future
+    deadline: float
+    shape_key: tuple = dataclasses.field(init=False)
 
-    def shape_key(self) -> tuple:
-        return tuple((k, v.shape[1:]) for k, v in sorted(self.inputs.items()))
+    def __post_init__(self):
+        self.shape_key = tuple((k, v.shape[1:]) for k, v in sorted(self.inputs.items()))
+
+
+class _Pending:
+    """The calls waiting for one signature's batch threads, under one condition variable.
+
+    A batch thread sleeps until the oldest call's deadline or until a full batch is pending,
+    so waiting calls cost no wake-ups of their own (a queue.get per call would wake it each time).
+    """
+
+    def __init__(self, limit: int):
+        self.tasks: collections.deque[_Task] = collections.deque()
+        self.rows = 0
+        self.limit = limit
+        self.ready = threading.Condition()
+        self.closed = False
+
+    def take(self, max_rows: int) -> list[_Task]:
+        """Removes and returns the oldest tasks of the oldest task's shape that fit in a batch."""
+        first = self.tasks[0]
+        batch, kept, rows = [], collections.deque(), 0
+        for task in self.tasks:
+            if task.shape_key == first.shape_key and rows + task.size <= max_rows:
+                batch.append(task)
+                rows += task.size
+            else:
+                kept.append(task)
+        self.tasks, self.rows = kept, self.rows - rows
+        return batch
 
 
 class Batcher:
@@ -38,7 +68,7 @@ class Batcher:
     def __init__(self, config: BatchingConfig, runner: Runner = run_signature):
         self._config = config
         self._runner = runner
-        self._queues: dict[str, queue.Queue] = {}
+        self._pending: dict[str, _Pending] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -49,79 +79,87 @@ class Batcher:
         size = _batch_size(inputs)
         if size is None or size > self._config.max_batch_size:
             return self._runner(signature, inputs)
-        tasks = self._queue(signature)
-        if tasks is None:
+        task = self._enqueue(signature, inputs, size)
+        if task is None:
             # Unloading: a request that already holds this servable still gets an answer.
             return self._runner(signature, inputs)
-        task = _Task(inputs, size, Future())
-        try:
-            tasks.put_nowait(task)
-        except queue.Full as err:
-            raise ServingError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"The batch scheduling queue for signature {signature.name} is full",
-            ) from err
         return task.future.result()
 
     def close(self) -> None:
         """Stops the batch threads after the queued batches have run."""
         with self._lock:
             self._closed = True
-            for q in self._queues.values():
-                for _ in range(self._config.num_batch_threads):
-                    q.put(None)
+            pending = list(self._pending.values())
+        for queue in pending:
+            with queue.ready:
+                queue.closed = True
+                queue.ready.notify_all()
         for thread in self._threads:
             thread.join()
 
-    def _queue(self, signature: Signature) -> queue.Queue | None:
+    def _enqueue(self, signature: Signature, inputs, size: int) -> _Task | None:
+        queue = self._queue(signature)
+        if queue is None:
+            return None
+        timeout_s = self._config.batch_timeout_micros / 1e6
+        task = _Task(inputs, size, Future(), time.monotonic() + timeout_s)
+        with queue.ready:
+            if queue.closed:
+                return None
+            if len(queue.tasks) >= queue.limit:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"The batch scheduling queue for signature {signature.name} is full",
+                )
+            queue.tasks.append(task)
+            queue.rows += size
+            # Wake a batch thread to start the timeout, or to run a batch that is now full.
+            if len(queue.tasks) == 1 or queue.rows >= self._config.max_batch_size:
+                queue.ready.notify()
+        return task
+
+    def _queue(self, signature: Signature) -> _Pending | None:
         with self._lock:
             if self._closed:
                 return None
-            if signature.name not in self._queues:
+            if signature.name not in self._pending:
                 limit = self._config.max_enqueued_batches * self._config.max_batch_size
-                self._queues[signature.name] = queue.Queue(maxsize=limit)
+                self._pending[signature.name] = _Pending(limit)
                 for index in range(self._config.num_batch_threads):
                     thread = threading.Thread(
                         target=self._work,
-                        args=(signature, self._queues[signature.name]),
+                        args=(signature, self._pending[signature.name]),
                         name=f"batch-{signature.name}-{index}",
                         daemon=True,
                     )
                     thread.start()
                     self._threads.append(thread)
-            return self._queues[signature.name]
+            return self._pending[signature.name]
 
-    def _work(self, signature: Signature, tasks: queue.Queue) -> None:
-        carried = None
+    def _work(self, signature: Signature, queue: _Pending) -> None:
         while True:
-            first = carried if carried is not None else tasks.get()
-            if first is None:
+            batch = self._next_batch(queue)
+            if batch is None:
                 return
-            batch, carried, stop = self._collect(first, tasks)
             self._run(signature, batch)
-            if stop:
-                return
 
-    def _collect(self, first: _Task, tasks: queue.Queue) -> tuple[list[_Task], _Task | None, bool]:
-        """Returns the batch, the task that starts the next one, and whether to stop."""
-        batch, size = [first], first.size
-        deadline = time.monotonic() + self._config.batch_timeout_micros / 1e6
-        while size < self._config.max_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                task = tasks.get(timeout=remaining) if remaining > 0 else tasks.get_nowait()
-            except queue.Empty:
-                break
-            if task is None:
-                return batch, None, True
-            if (
-                task.shape_key() != first.shape_key()
-                or size + task.size > self._config.max_batch_size
-            ):
-                return batch, task, False
-            batch.append(task)
-            size += task.size
-        return batch, None, False
+    def _next_batch(self, queue: _Pending) -> list[_Task] | None:
+        """Waits for a full batch or the oldest task's deadline; None once closed and drained."""
+        with queue.ready:
+            while True:
+                if queue.tasks:
+                    wait_s = queue.tasks[0].deadline - time.monotonic()
+                    if wait_s <= 0 or queue.rows >= self._config.max_batch_size or queue.closed:
+                        break
+                elif queue.closed:
+                    return None
+                else:
+                    wait_s = None
+                queue.ready.wait(wait_s)
+            batch = queue.take(self._config.max_batch_size)
+            if queue.tasks:
+                queue.ready.notify()
+            return batch
 
     def _run(self, signature: Signature, tasks: list[_Task]) -> None:
         try:

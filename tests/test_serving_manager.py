@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -166,6 +167,55 @@ def test_batcher_merges_concurrent_requests_with_same_answers():
     assert sum(calls) == 48
     assert max(calls) <= 16
     assert len(calls) < 24
+
+
+def test_batcher_batches_same_shapes_together():
+    calls = []
+
+    def function(x):
+        calls.append(tuple(x.shape))
+        return {"y": x * 2}
+
+    signature = Signature(
+        "s", {"x": tf.TensorSpec([None, None], tf.float32)}, {"y": None}, function
+    )
+    batcher = Batcher(
+        BatchingConfig(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1)
+    )
+    inputs = [np.full((1, 2 + i % 2), i, dtype=np.float32) for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        outputs = list(pool.map(lambda x: batcher(signature, {"x": x}), inputs))
+    batcher.close()
+    for x, out in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(out["y"], x * 2)
+    for width in (2, 3):
+        assert sum(rows for rows, w in calls if w == width) == 8
+    assert len(calls) < 16
+
+
+def test_batcher_full_queue_is_unavailable():
+    started, release = threading.Event(), threading.Event()
+
+    def function(x):
+        started.set()
+        release.wait(10)
+        return {"y": x}
+
+    signature = Signature("s", {"x": tf.TensorSpec([None], tf.float32)}, {"y": None}, function)
+    batcher = Batcher(BatchingConfig(max_batch_size=1, num_batch_threads=1, max_enqueued_batches=1))
+    x = np.zeros([1], np.float32)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(batcher, signature, {"x": x})
+        assert started.wait(10)
+        queued = pool.submit(batcher, signature, {"x": x})
+        while not batcher._pending["s"].tasks:  # the second call is waiting in the queue
+            time.sleep(0.01)
+        with pytest.raises(ServingError, match="queue for signature s is full") as err:
+            batcher(signature, {"x": x})
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        release.set()
+        assert running.result()["y"].shape == queued.result()["y"].shape == (1,)
+    batcher.close()
 
 
 def test_batching_on_answers_like_batching_off(tmp_path):
