@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--batching-parameters", help="TF Serving batching_parameters.txt")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="base path poll interval")
     serve.add_argument("--embedded", action="store_true", help=f"never exec {REAL_SERVER}")
+    for pool in ("intra", "inter"):
+        serve.add_argument(
+            f"--tensorflow-{pool}-op-parallelism",
+            type=_thread_count,
+            help=f"TensorFlow {pool}-op threads (default and 0: TensorFlow's choice)",
+        )
     serve.set_defaults(handler=_serve)
 
     predict = commands.add_parser("predict", help="send rows from a CSV or JSON file")
@@ -80,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _thread_count(text: str) -> int:
+    count = int(text)
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a thread count >= 0 (0: TF's choice), got {count}"
+        )
+    return count
+
+
 def real_server_command(args: argparse.Namespace, binary: str) -> list[str]:
     """Returns the tensorflow_model_server command line equivalent to `serve`'s arguments."""
     command = [binary, f"--port={args.grpc_port}", f"--rest_api_port={args.rest_port}"]
@@ -99,6 +114,10 @@ def real_server_command(args: argparse.Namespace, binary: str) -> list[str]:
             )
     if args.rest_port:
         command.append(f"--rest_api_hostname={args.host}")
+    for pool in ("intra", "inter"):
+        threads = getattr(args, f"tensorflow_{pool}_op_parallelism")
+        if threads is not None:
+            command.append(f"--tensorflow_{pool}_op_parallelism={threads}")
     return command
 
 
@@ -141,11 +160,32 @@ def _serve(args: argparse.Namespace) -> int:
         rest_port=args.rest_port,
         poll_interval_s=args.poll_seconds,
     )
+    _set_tensorflow_threads(args)
     server = ModelServer(models, options, batching).start()
     _wait_for_signal()
     _log.info("shutting down")
     server.stop()
     return 0
+
+
+def _set_tensorflow_threads(args: argparse.Namespace) -> None:
+    """Sizes TF's thread pools as asked; must run before TensorFlow runs any op.
+
+    Not set by default: on 2 cores, 1 and 1 took 15-25% less server CPU per request, but
+    made the penguins model's own call 20-40% slower and gave no req/s gain end to end.
+    """
+    import tensorflow as tf
+
+    intra, inter = args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
+    if intra is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    _log.info(
+        "TensorFlow threads: intra-op %d, inter-op %d (0: TF's choice)",
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
 
 
 def _wait_for_signal() -> None:

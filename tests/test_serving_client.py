@@ -110,6 +110,8 @@ def test_real_server_command_mirrors_flags():
             "9000",
             "--rest-port",
             "9001",
+            "--tensorflow-intra-op-parallelism",
+            "4",
         ]
     )
     command = real_server_command(args, "/usr/bin/tensorflow_model_server")
@@ -122,6 +124,11 @@ def test_real_server_command_mirrors_flags():
     assert f"--model_base_path={os.path.abspath('out/penguins')}" in command
     assert f"--batching_parameters_file={os.path.abspath('b.txt')}" in command
     assert "--enable_batching=true" in command
+    # Only the TF threading flags given are passed on; the rest stay TF Serving's defaults.
+    assert "--tensorflow_intra_op_parallelism=4" in command
+    assert not any(flag.startswith("--tensorflow_inter_op") for flag in command)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve", "--tensorflow-inter-op-parallelism", "-1"])
 
 
 def test_read_rows_and_format_predictions(tmp_path):
