@@ -180,3 +180,30 @@ def test_quantization_pushes_the_int8_model_and_reports_the_trade_off(first):
     assert {d["dtype"] for d in interpreter.get_input_details()} == {np.int8}
     pushed = tf.saved_model.load(summary["pushed"]["model_dir"])
     assert any(v.dtype == tf.int8 for v in pushed.variables)
+
+
+def test_regression_config_pushes_a_model_within_its_error_bound(tmp_path, repo_root):
+    """The second bundled config: a regression task on the same data, with an inferred schema."""
+    raw = yaml.safe_load((repo_root / "configs" / "penguins_body_mass.yaml").read_text())
+    raw["data"]["source"] = "palmerpenguins"
+    raw["tuner"].update(max_trials=2, epochs=40)
+    path = tmp_path / "body_mass.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, output_root=str(tmp_path / "out"))
+    summary = local_runner.run(config)
+    assert summary["status"] == "succeeded", summary.get("error")
+    assert summary["components"]["SchemaGen"]["status"] == "succeeded"
+    metrics = summary["evaluation"]["metrics"]
+    assert metrics["mean_absolute_error"] < 400.0
+    assert summary["evaluation"]["blessed"] is True
+    model = tf.saved_model.load(summary["pushed"]["model_dir"])
+    out = model.signatures["serving_raw"](
+        bill_length_mm=tf.constant([46.5], tf.float32),
+        bill_depth_mm=tf.constant([15.0], tf.float32),
+        flipper_length_mm=tf.constant([220.0], tf.float32),
+        species=tf.constant(["Gentoo"]),
+        island=tf.constant(["Biscoe"]),
+        sex=tf.constant(["male"]),
+    )
+    assert out["outputs"].shape == (1, 1)
+    assert 4000.0 < float(out["outputs"][0, 0]) < 6500.0
