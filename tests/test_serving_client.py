@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -24,13 +23,6 @@ from serving.cli import _parser, format_predictions, main, read_rows, real_serve
 from serving.client import RetryPolicy, ServingClient
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    random.seed(0)
-    np.random.seed(0)
-    tf.random.set_seed(0)
 
 
 class _FlakyModelService(model_service_pb2_grpc.ModelServiceServicer):

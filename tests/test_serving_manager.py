@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,13 +29,6 @@ from serving.server import ModelServer, ServerOptions
 from serving.warmup import write_warmup_requests
 
 State = get_model_status_pb2.ModelVersionStatus.State
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    random.seed(0)
-    np.random.seed(0)
-    tf.random.set_seed(0)
 
 
 def _states(manager, name):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
 
-import numpy as np
 import pytest
 import yaml
 from kubernetes import client as k8s
@@ -21,12 +19,6 @@ _MODELS = {
     "Service": "V1Service",
     "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
 }
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    random.seed(0)
-    np.random.seed(0)
 
 
 class _Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import grpc
 import numpy as np
@@ -25,13 +24,6 @@ from serving.config import ModelConfig
 from serving.server import ModelServer, ServerOptions
 
 State = get_model_status_pb2.ModelVersionStatus.State
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    random.seed(0)
-    np.random.seed(0)
-    tf.random.set_seed(0)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from serving_testlib import example, save_model
@@ -16,13 +14,6 @@ from components.infra_validation import InfraValidation, spec
 from components.infra_validation.executor import Executor
 from serving.validation import validate_model
 from serving.warmup import read_warmup_requests, warmup_path, write_warmup_requests
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    random.seed(0)
-    np.random.seed(0)
-    tf.random.set_seed(0)
 
 
 def test_warmup_file_round_trips_as_prediction_logs(tmp_path):
