@@ -5,6 +5,7 @@ PYTEST_ARGS ?=
 KFP_ARGS ?=
 
 INPUT ?= configs/samples/penguins.csv
+SERVE_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
@@ -33,7 +34,7 @@ compile-kubeflow:
 
 # Serves output/serving/<model_name> on 127.0.0.1:8500 (gRPC) and :8501 (REST) until Ctrl-C.
 serve:
-	$(IN_ENV) python -m pipeline.cli serve --config $(CONFIG)
+	$(IN_ENV) python -m pipeline.cli serve --config $(CONFIG) $(SERVE_ARGS)
 
 predict:
 	$(IN_ENV) python -m pipeline.cli predict --config $(CONFIG) --input $(INPUT)

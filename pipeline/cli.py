@@ -35,8 +35,8 @@ def _serving_args(args: argparse.Namespace) -> list[str]:
     config = load_config(args.config, output_root=args.output_root)
     if args.command == "serve":
         base = str(Path(config.serving_root) / config.model_name)
-        return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.rest]
-    return ["predict", "--model-name", config.model_name, "--input", args.input, *args.rest]
+        return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.extra]
+    return ["predict", "--model-name", config.model_name, "--input", args.input, *args.extra]
 
 
 def _serving(args: argparse.Namespace) -> int:
@@ -136,16 +136,18 @@ def parser() -> argparse.ArgumentParser:
     for cmd in (serve, predict):
         cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
         cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
-        cmd.add_argument(
-            "rest", nargs=argparse.REMAINDER, help="more options for `python -m serving`"
-        )
         cmd.set_defaults(func=_serving)
     _cluster_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # serve and predict pass the options they do not know on to `python -m serving`.
+    args.extra = [a for a in extra if a != "--"]
+    if args.extra and args.func is not _serving:
+        p.error(f"unrecognized arguments: {' '.join(args.extra)}")
     try:
         return args.func(args)
     except ConfigError as err:
