@@ -235,25 +235,11 @@ def _predict_server(base_path, name, example, extra, concurrency, args) -> dict:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    from serving.cli import serve_command
     from serving.client import ServingClient
 
     port = portpicker.pick_unused_port()
-    command = [
-        sys.executable,
-        "-m",
-        "serving",
-        "serve",
-        "--embedded",
-        "--model-name",
-        name,
-        "--model-base-path",
-        base_path,
-        "--grpc-port",
-        str(port),
-        "--rest-port",
-        "0",
-        *extra,
-    ]
+    command = serve_command(name, base_path, port, embedded=True, extra=extra)
     process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

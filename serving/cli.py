@@ -28,6 +28,33 @@ REAL_SERVER = "tensorflow_model_server"
 _log = logging.getLogger("serving")
 
 
+def serve_command(
+    model_name: str,
+    model_base_path: str,
+    grpc_port: int,
+    *,
+    rest_port: int = 0,
+    embedded: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv that starts `python -m serving serve` for one model in a child process.
+
+    Args:
+      model_name: the name clients use.
+      model_base_path: directory holding the model's <version>/ SavedModels.
+      grpc_port: gRPC port on 127.0.0.1.
+      rest_port: REST port; 0 turns REST off.
+      embedded: never exec tensorflow_model_server, even when it is on PATH.
+      extra: further `serve` options, e.g. batching flags.
+    """
+    command = [sys.executable, "-m", "serving", "serve"]
+    if embedded:
+        command.append("--embedded")
+    command += ["--model-name", model_name, "--model-base-path", model_base_path]
+    command += ["--grpc-port", str(grpc_port), "--rest-port", str(rest_port), *extra]
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)

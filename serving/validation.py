@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
 from serving import warmup
-from serving.cli import REAL_SERVER
+from serving.cli import REAL_SERVER, serve_command
 from serving.client import RetryPolicy, ServingClient
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -123,20 +122,7 @@ def _copy_tree(source: str, target: str) -> None:
 def _serve_and_check(base_path, model_name, logs, workdir, timeout_s, outcome) -> None:
     port = portpicker.pick_unused_port()
     log_path = Path(workdir, "server.log")
-    command = [
-        sys.executable,
-        "-m",
-        "serving",
-        "serve",
-        "--model-name",
-        model_name,
-        "--model-base-path",
-        base_path,
-        "--grpc-port",
-        str(port),
-        "--rest-port",
-        "0",
-    ]
+    command = serve_command(model_name, base_path, port)
     env = dict(os.environ, PYTHONPATH=_package_root())
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent import futures
 from pathlib import Path
@@ -19,7 +18,14 @@ import tensorflow as tf
 from serving_testlib import CLASS_NAMES, example, save_model, save_version
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from serving.cli import _parser, format_predictions, main, read_rows, real_server_command
+from serving.cli import (
+    _parser,
+    format_predictions,
+    main,
+    read_rows,
+    real_server_command,
+    serve_command,
+)
 from serving.client import RetryPolicy, ServingClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,21 +157,9 @@ def test_serve_then_predict_from_csv(tmp_path, capsys):
     grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving",
-            "serve",
-            "--embedded",
-            "--model-name",
-            "m",
-            "--model-base-path",
-            str(tmp_path / "serving" / "m"),
-            "--grpc-port",
-            str(grpc_port),
-            "--rest-port",
-            str(rest_port),
-        ],
+        serve_command(
+            "m", str(tmp_path / "serving" / "m"), grpc_port, rest_port=rest_port, embedded=True
+        ),
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
