@@ -25,7 +25,7 @@ class RunRecord:
 
     def __init__(self, connection_config: metadata_store_pb2.ConnectionConfig, pipeline_name: str):
         self._store = metadata_store.MetadataStore(connection_config)
-        runs = [c for c in self._store.get_contexts_by_type("pipeline_run")]
+        runs = self._store.get_contexts_by_type("pipeline_run")
         pipeline = self._store.get_context_by_type_and_name("pipeline", pipeline_name)
         if pipeline is not None:
             in_pipeline = {c.id for c in self._store.get_children_contexts_by_context(pipeline.id)}
@@ -38,25 +38,29 @@ class RunRecord:
             self._load(pipeline_name)
 
     def _load(self, pipeline_name: str) -> None:
-        executions = {e.id: e for e in self._store.get_executions_by_context(self.run.id)}
+        # Each execution of this run belongs to one "node" context named <pipeline>.<node id>.
+        node_type = self._store.get_context_type("node").id
         prefix = f"{pipeline_name}."
-        for node in self._store.get_contexts_by_type("node"):
-            for execution in self._store.get_executions_by_context(node.id):
-                if execution.id in executions:
-                    self.executions[node.name.removeprefix(prefix)] = execution
+        for execution in self._store.get_executions_by_context(self.run.id):
+            for context in self._store.get_contexts_by_execution(execution.id):
+                if context.type_id == node_type:
+                    self.executions[context.name.removeprefix(prefix)] = execution
         node_of = {e.id: n for n, e in self.executions.items()}
         events = self._store.get_events_by_execution_ids(list(node_of))
         artifacts = {
             a.id: a for a in self._store.get_artifacts_by_id({e.artifact_id for e in events})
         }
+        by_type = {
+            metadata_store_pb2.Event.OUTPUT: self.outputs,
+            metadata_store_pb2.Event.INPUT: self.inputs,
+        }
         for event in events:
-            io = self.outputs if event.type == metadata_store_pb2.Event.OUTPUT else self.inputs
-            if event.type not in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.INPUT):
+            if event.type not in by_type:
                 continue
             key = next((s.key for s in event.path.steps if s.HasField("key")), "")
-            io.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(
-                artifacts[event.artifact_id]
-            )
+            by_type[event.type].setdefault(node_of[event.execution_id], {}).setdefault(
+                key, []
+            ).append(artifacts[event.artifact_id])
 
     def status(self, node: str) -> str:
         execution = self.executions.get(node)
