@@ -33,7 +33,7 @@ _SHUFFLE_BUFFER = 10_000
 
 def check_keras_2() -> None:
     """Raises if `tf.keras` is Keras 3: the TFT layer and TFMA would then break."""
-    if not keras.__name__.startswith("tf_keras") or "tf_keras" not in tf.keras.__name__:
+    if not tf.keras.__name__.startswith("tf_keras"):
         raise RuntimeError(
             "tf.keras is Keras 3 but this pipeline needs Keras 2: set TF_USE_LEGACY_KERAS=1 "
             "before TensorFlow is imported (scripts/in-env and the Docker image do this)."
