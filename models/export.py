@@ -12,7 +12,8 @@ there is no training/serving skew:
 
 `export_serving_model` saves them with the Keras model (reloadable with
 `keras.models.load_model`); `export_lean_serving_model` saves them with the bare
-variables, for models where Keras metadata would outweigh the weights.
+variables and the transform graph's resources, for models where Keras metadata would
+outweigh the weights.
 """
 
 from __future__ import annotations
@@ -144,26 +145,61 @@ def export_lean_serving_model(
     export_dir: str,
     class_names: Sequence[str] = (),
 ) -> str:
-    """Saves only what serving needs: the variables, the TFT layer and the signatures.
+    """Saves only what serving needs: the variables, the TFT graph's resources and the signatures.
 
     Unlike `export_serving_model` there is no Keras metadata: no layer configs, no
-    per-layer traced calls, no training state. For a model of ~1k weights that
-    metadata outweighs the weights (its checkpoint object graph alone is ~14 KB), so
-    this is how a quantized model keeps its size advantage on disk. The result serves
-    the same signatures (TF Serving, `tf.saved_model.load`), and TFMA evaluates it as a
-    generic SavedModel through them; `keras.models.load_model` cannot rebuild it.
+    per-layer traced calls, no training state, and the TFT layer (itself a tf_keras
+    Model) is not saved as a Keras object either, only the transform graph's tables
+    and assets that it holds. For a model of ~1k weights that metadata outweighs the
+    weights (a Keras export's checkpoint object graph alone is ~14 KB), so this is how
+    a quantized model keeps its size advantage on disk. The result serves the same
+    signatures (TF Serving, `tf.saved_model.load`), and TFMA evaluates it as a generic
+    SavedModel through them; `keras.models.load_model` cannot rebuild it.
 
     Returns:
       `export_dir`.
+
+    Raises:
+      AttributeError: the installed tensorflow_transform keeps its resources elsewhere
+        (see `_transform_resources`).
     """
+    tft_layer = tf_transform_output.transform_features_layer()
     root = tf.__internal__.tracking.AutoTrackable()
-    root.tft_layer = tf_transform_output.transform_features_layer()
+    root.transform = _transform_resources(tft_layer)
     # Named as Keras SavedModels and TF Hub's reusable SavedModels name it, so that
     # `tf.saved_model.load(export_dir).variables` works on either kind of export.
     root.variables = list(model.variables)
-    signatures = _signatures(model, root.tft_layer, tf_transform_output, spec, class_names)
+    signatures = _signatures(model, tft_layer, tf_transform_output, spec, class_names)
     tf.saved_model.save(root, export_dir, signatures=signatures)
     return export_dir
+
+
+_TFT_RESOURCES_ATTRIBUTE = "_saved_model_loader_tracked_dict"
+
+
+def _transform_resources(tft_layer: keras.layers.Layer):
+    """The loaded transform graph's trackables (tables, assets) that the TFT layer holds.
+
+    The signatures call the layer, so the SavedModel must track what its graph
+    captures. Tracking the layer itself would save it as a tf_keras Model, with
+    Keras metadata (traced calls, a save signature) that costs ~1.7 KB of object
+    graph; TFT tracks the resources through this private attribute, and tracking it
+    on the export's root keeps them (vocabulary tables initialise from their assets
+    on load) without the Keras wrapper.
+
+    Raises:
+      AttributeError: the attribute is missing (it is in tensorflow_transform 1.21 in
+        eager mode); the message names the version to compare against.
+    """
+    resources = getattr(tft_layer, _TFT_RESOURCES_ATTRIBUTE, None)
+    if resources is None:
+        raise AttributeError(
+            f"tensorflow_transform {tft.__version__}: TransformFeaturesLayer has no "
+            f"{_TFT_RESOURCES_ATTRIBUTE!r} (tensorflow_transform 1.21 sets it when running "
+            "eagerly), so the lean export cannot find the transform graph's tables and "
+            "assets; update models.export._transform_resources for this version"
+        )
+    return resources
 
 
 def class_names_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec) -> list[str]:

@@ -2,10 +2,11 @@
 
 Two products, both from the plain Keras model that takes transformed features:
 
-- `quantize_dense_weights`: the same model with every `Dense` kernel stored as an
-  int8 variable plus one float32 scale per output unit (symmetric, per channel),
-  dequantized in the forward pass. Saved with `models.export.export_lean_serving_model`
-  it is a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
+- `quantize_dense_weights`: the same model with every `Dense` kernel stored as int8
+  plus one float32 scale per output unit (symmetric, per channel), dequantized in the
+  forward pass; all kernels are packed in one int8 variable and all scales and biases
+  in one float32 variable. Saved with `models.export.export_lean_serving_model` it is
+  a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
   quantization-aware training would keep float32 kernels on disk).
 - `to_tflite`: a TFLite flatbuffer, float or fully integer (int8 weights,
   activations, inputs and outputs) calibrated on a representative dataset.
@@ -17,7 +18,7 @@ before quantization.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,54 +29,152 @@ _INT8_MAX = 127
 _MAX_INT8_VOCABULARY = _INT8_MAX + 1
 
 
-class Int8Dense(keras.layers.Layer):
-    """A Dense layer whose kernel is stored as int8 with a float32 scale per output unit."""
+@dataclasses.dataclass(frozen=True)
+class Int8Slot:
+    """Where one `Int8Dense` layer's weights lie in its model's `Int8Weights`.
 
-    def __init__(self, units: int, activation=None, use_bias: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
+    Attributes:
+      fan_in: the kernel's rows.
+      units: the kernel's columns (output units).
+      use_bias: whether a bias follows the scales.
+      kernel_offset: the kernel's first element in `Int8Weights.kernels` (row-major).
+      float_offset: the first of `units` scales in `Int8Weights.floats`; the `units`
+        biases follow them.
+    """
 
-    def build(self, input_shape):
-        fan_in = int(input_shape[-1])
-        self.kernel_int8 = self.add_weight(
-            "kernel_int8",
-            shape=(fan_in, self.units),
-            dtype=tf.int8,
+    fan_in: int
+    units: int
+    use_bias: bool
+    kernel_offset: int
+    float_offset: int
+
+
+class Int8Weights(keras.layers.Layer):
+    """The weights of all `Int8Dense` layers of one model, in two flat variables.
+
+    `kernels` (int8) holds every int8 kernel, `floats` (float32) every scale and bias,
+    each layer's at its `Int8Slot`. Packed because in a SavedModel each variable costs
+    ~140 bytes of `variables/` whatever its size (a checkpoint object-graph node, a
+    capture in each signature, an index entry): for a model of ~1k weights, three
+    variables per layer cost as much as the int8 weights themselves, two per model
+    little. The layer is never called; the `Int8Dense` layers share it and read their
+    slices.
+    """
+
+    def __init__(self, kernels: np.ndarray, floats: np.ndarray, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.kernels = self.add_weight(
+            "kernels_int8", shape=kernels.shape, dtype=tf.int8, initializer="zeros", trainable=False
+        )
+        self.floats = self.add_weight(
+            "scales_and_biases",
+            shape=floats.shape,
+            dtype=tf.float32,
             initializer="zeros",
             trainable=False,
         )
-        self.kernel_scale = self.add_weight(
-            "kernel_scale",
-            shape=(self.units,),
-            dtype=tf.float32,
-            initializer="ones",
-            trainable=False,
-        )
-        self.bias = (
-            self.add_weight(
-                "bias", shape=(self.units,), dtype=tf.float32, initializer="zeros", trainable=False
+        self.kernels.assign(kernels)
+        self.floats.assign(floats)
+        self.built = True
+
+    def kernel(self, slot: Int8Slot) -> tf.Tensor:
+        """The slot's [fan_in, units] int8 kernel."""
+        size = slot.fan_in * slot.units
+        flat = self.kernels[slot.kernel_offset : slot.kernel_offset + size]
+        return tf.reshape(flat, [slot.fan_in, slot.units])
+
+    def scale(self, slot: Int8Slot) -> tf.Tensor:
+        """The slot's float32 scale per unit."""
+        return self.floats[slot.float_offset : slot.float_offset + slot.units]
+
+    def bias(self, slot: Int8Slot) -> tf.Tensor:
+        """The slot's float32 bias (`slot.use_bias` must be true)."""
+        start = slot.float_offset + slot.units
+        return self.floats[start : start + slot.units]
+
+
+def _pack_int8_weights(
+    layers: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]], name: str = "int8_weights"
+) -> tuple[Int8Weights, list[Int8Slot]]:
+    """Packs quantized layers into one `Int8Weights`.
+
+    Args:
+      layers: per layer, its (int8 [fan_in, units] kernel, float32 [units] scale,
+        float32 [units] bias or None), e.g. from `quantize_kernel`.
+      name: the `Int8Weights` layer's name.
+
+    Returns:
+      The packed weights and each layer's slot, in the order of `layers`.
+    """
+    kernels, floats, slots = [], [], []
+    kernel_offset = float_offset = 0
+    for kernel, scale, bias in layers:
+        fan_in, units = kernel.shape
+        slots.append(Int8Slot(fan_in, units, bias is not None, kernel_offset, float_offset))
+        kernels.append(kernel.reshape(-1))
+        floats.extend([scale] if bias is None else [scale, bias])
+        kernel_offset += kernel.size
+        float_offset += units * (1 if bias is None else 2)
+    packed = Int8Weights(
+        np.concatenate(kernels).astype(np.int8),
+        np.concatenate(floats).astype(np.float32),
+        name=name,
+    )
+    return packed, slots
+
+
+class Int8Dense(keras.layers.Layer):
+    """A Dense layer whose kernel is int8 with a float32 scale per output unit.
+
+    `outputs = activation(inputs @ (kernel_int8 * kernel_scale) + bias)`. The weights
+    live in the model's shared `Int8Weights` at `slot` (so Keras lists them under
+    every Int8Dense layer; `model.weights` has them once). The layer has no standalone
+    config: save its model with `models.export.export_lean_serving_model`.
+    """
+
+    def __init__(self, packed: Int8Weights, slot: Int8Slot, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.packed = packed
+        self.slot = slot
+        self.units = slot.units
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        if int(input_shape[-1]) != self.slot.fan_in:
+            raise ValueError(
+                f"layer {self.name!r}: input has {input_shape[-1]} features, its int8 "
+                f"kernel {self.slot.fan_in} rows"
             )
-            if self.use_bias
-            else None
-        )
         super().build(input_shape)
+
+    @property
+    def kernel_int8(self) -> tf.Tensor:
+        """The [fan_in, units] int8 kernel."""
+        return self.packed.kernel(self.slot)
+
+    @property
+    def kernel_scale(self) -> tf.Tensor:
+        """The float32 scale per unit: the kernel is `kernel_int8 * kernel_scale`."""
+        return self.packed.scale(self.slot)
+
+    @property
+    def bias(self) -> tf.Tensor | None:
+        """The float32 bias, or None without one."""
+        return self.packed.bias(self.slot) if self.slot.use_bias else None
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel_int8, inputs.dtype) * self.kernel_scale
         outputs = tf.matmul(inputs, kernel)
-        if self.bias is not None:
+        if self.slot.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-        }
+        raise NotImplementedError(
+            f"Int8Dense {self.name!r} shares its weights with its model's other Int8Dense "
+            "layers and has no standalone config; save the model with "
+            "models.export.export_lean_serving_model"
+        )
 
 
 class OneHot(keras.layers.Layer):
@@ -112,30 +211,37 @@ def quantize_kernel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _clone(
     model: keras.Model, replace: Callable[[keras.layers.Layer], keras.layers.Layer | None]
 ) -> keras.Model:
-    """Clones a functional model, replacing the layers for which `replace` returns one."""
+    """Clones a functional model, replacing the layers for which `replace` returns one.
+
+    The other layers get copies of their weights; a replacement comes with its own.
+    """
+    replaced = set()
 
     def clone_layer(layer):
-        return replace(layer) or layer.__class__.from_config(layer.get_config())
+        replacement = replace(layer)
+        if replacement is None:
+            return layer.__class__.from_config(layer.get_config())
+        replaced.add(layer.name)
+        return replacement
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     for original in model.layers:
-        target = clone.get_layer(original.name)
-        if isinstance(target, Int8Dense):
-            kernel, *bias = original.get_weights()
-            target.set_weights([*quantize_kernel(kernel), *bias])
-        elif original.weights:
-            target.set_weights(original.get_weights())
+        if original.weights and original.name not in replaced:
+            clone.get_layer(original.name).set_weights(original.get_weights())
     return clone
 
 
-def _int8_dense(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-    if type(layer) is not keras.layers.Dense:
-        return None
-    return Int8Dense(layer.units, layer.activation, layer.use_bias, name=layer.name)
+def _quantized_dense(layer: keras.layers.Dense) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    kernel, *bias = layer.get_weights()
+    return (*quantize_kernel(kernel), bias[0] if bias else None)
 
 
 def quantize_dense_weights(model: keras.Model) -> keras.Model:
     """The model with every Dense kernel stored as per-channel int8 (see `Int8Dense`).
+
+    All int8 kernels share one int8 variable and all scales and biases one float32
+    variable (`Int8Weights`), so the model's variables are those two plus those of its
+    other layers.
 
     Args:
       model: a functional tf_keras model.
@@ -146,9 +252,18 @@ def quantize_dense_weights(model: keras.Model) -> keras.Model:
     Raises:
       ValueError: the model has no Dense layer, so there is nothing to quantize.
     """
-    if not any(type(layer) is keras.layers.Dense for layer in model.layers):
+    dense = [layer for layer in model.layers if type(layer) is keras.layers.Dense]
+    if not dense:
         raise ValueError(f"model {model.name!r} has no Dense layer to quantize")
-    return _clone(model, _int8_dense)
+    packed, slots = _pack_int8_weights([_quantized_dense(layer) for layer in dense])
+    slot_of = {layer.name: slot for layer, slot in zip(dense, slots, strict=True)}
+
+    def int8_dense(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if type(layer) is not keras.layers.Dense:
+            return None
+        return Int8Dense(packed, slot_of[layer.name], layer.activation, name=layer.name)
+
+    return _clone(model, int8_dense)
 
 
 def _one_hot(layer: keras.layers.Layer) -> keras.layers.Layer | None:
@@ -304,9 +419,10 @@ def prune(
 def kernel_sparsity(model: keras.Model) -> float:
     """Fraction of zeros over all Dense kernels (int8 or float)."""
     kernels = [
-        layer.get_weights()[0]
+        layer.kernel_int8 if isinstance(layer, Int8Dense) else layer.kernel
         for layer in model.layers
         if isinstance(layer, (keras.layers.Dense, Int8Dense))
     ]
-    total = sum(k.size for k in kernels)
-    return float(sum(int(np.sum(k == 0)) for k in kernels) / total) if total else 0.0
+    total = sum(int(tf.size(k)) for k in kernels)
+    zeros = sum(int(tf.math.count_nonzero(tf.equal(k, 0))) for k in kernels)
+    return float(zeros / total) if total else 0.0

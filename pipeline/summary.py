@@ -186,6 +186,7 @@ def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
         f"    int8/float: SavedModel variables {ratios['int8_variables_vs_float']:.2f}x"
         f" (weights alone {ratios['int8_weights_vs_float']:.2f}x),"
         f" TFLite {ratios['int8_tflite_vs_float_tflite']:.2f}x"
+        f" (tensor data and quantization parameters {ratios['int8_tflite_weights_vs_float_tflite']:.2f}x)"
     )
     return lines
 

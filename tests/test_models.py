@@ -5,7 +5,13 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models.export import class_names_of, export_serving_model, vocab_sizes_of
+from models import export
+from models.export import (
+    class_names_of,
+    export_lean_serving_model,
+    export_serving_model,
+    vocab_sizes_of,
+)
 from models.features import FeatureSpec
 from models.mlp import build_model
 from tests.tftlib import ROWS, SPEC, analyze_and_transform, serialize
@@ -59,13 +65,14 @@ def test_unknown_optimizer_and_missing_classes_are_refused(tft_output):
         build_model(TINY, SPEC, vocab_sizes_of(output, SPEC), None)
 
 
-def test_exported_signatures_apply_tft_and_agree(tft_output, tmp_path):
+@pytest.mark.parametrize("export_model", [export_serving_model, export_lean_serving_model])
+def test_exported_signatures_apply_tft_and_agree(tft_output, tmp_path, export_model):
     rows, output = tft_output
     model = build_model(TINY, SPEC, vocab_sizes_of(output, SPEC), num_classes=3)
     features, labels = _batch(rows)
     model.fit(features, labels, epochs=2, verbose=0)
     classes = class_names_of(output, SPEC)
-    export_dir = export_serving_model(model, output, SPEC, str(tmp_path / "model"), classes)
+    export_dir = export_model(model, output, SPEC, str(tmp_path / "model"), classes)
 
     loaded = tf.saved_model.load(export_dir)
     assert {"serving_default", "serving_raw", "transform_features"} <= set(loaded.signatures)
@@ -95,6 +102,13 @@ def test_exported_signatures_apply_tft_and_agree(tft_output, tmp_path):
         examples=tf.constant([serialize(r) for r in ROWS])
     )
     np.testing.assert_array_equal(transformed["species_xf"].numpy(), labels)
+    # The vocabulary tables are initialised after load: ids as the in-memory TFT gave them.
+    np.testing.assert_array_equal(transformed["island_xf"].numpy(), features["island_xf"])
+
+
+def test_lean_export_names_the_tft_version_when_its_resources_are_not_found():
+    with pytest.raises(AttributeError, match=r"tensorflow_transform \S+: .*_saved_model_loader"):
+        export._transform_resources(keras.layers.Layer())
 
 
 def test_exported_model_reloads_as_tf_keras(tft_output, tmp_path):

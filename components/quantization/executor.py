@@ -149,17 +149,20 @@ def saved_model_entry(
 def tflite_entry(
     path: str, inputs, features: dict[str, np.ndarray], settings: Settings
 ) -> dict[str, Any]:
-    """Size, eval metrics (transformed eval features) and latency of a TFLite model."""
+    """Size and its parts, eval metrics (transformed eval split) and latency of a TFLite model."""
     runner = measure.TFLiteRunner(path, inputs)
     model_features = {i.name: features[i.name] for i in inputs}
     batches = {
         n: {k: np.asarray(measure.repeat_to(list(v), n)) for k, v in model_features.items()}
         for n in _LATENCY_BATCHES
     }
+    breakdown, tensor_data_by_type = measure.tflite_bytes(path)
     return {
         "format": "tflite",
         "path": path,
         "size_bytes": tf.io.gfile.stat(path).length,
+        "size_breakdown": breakdown,
+        "tensor_data_by_type": tensor_data_by_type,
         "metrics": _metrics(
             settings.spec, features[settings.spec.label_xf], runner.predict(model_features)
         ),
@@ -276,6 +279,11 @@ def _report(
     def ratio(a: str, b: str, key: str) -> float:
         return models[a][key] / models[b][key]
 
+    def tflite_weights(name: str) -> int:
+        # The counterpart of a SavedModel's weights: the int8 kernels' scales are there too.
+        breakdown = models[name]["size_breakdown"]
+        return breakdown["tensor_data"] + breakdown["quantization_parameters"]
+
     return {
         "method": settings.method,
         "method_description": METHOD_DESCRIPTIONS[settings.method],
@@ -294,6 +302,8 @@ def _report(
             / models["float"]["variables_breakdown"]["weights"],
             "int8_saved_model_vs_float": ratio("int8", "float", "size_bytes"),
             "int8_tflite_vs_float_tflite": ratio("int8_tflite", "float_tflite", "size_bytes"),
+            "int8_tflite_weights_vs_float_tflite": tflite_weights("int8_tflite")
+            / tflite_weights("float_tflite"),
         },
         "tflite_inputs": [
             {"name": i.name, "dtype": i.dtype.name, "categorical": i.categorical} for i in inputs
