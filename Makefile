@@ -46,8 +46,9 @@ manifests:
 bench:
 	$(IN_ENV) python -m bench.pipeline_time --config $(CONFIG)
 
+# gRPC Predict load test on loopback against the pushed model (a synthetic one before `make run`).
 bench-serving:
-	$(IN_ENV) python -m bench.serving
+	$(IN_ENV) python -m bench.serving --config $(CONFIG)
 
 bench-quantization:
 	$(IN_ENV) python -m bench.quantization

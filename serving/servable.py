@@ -34,6 +34,11 @@ class Signature:
             for key, spec in self.inputs.items()
         }
 
+    @functools.cached_property
+    def call(self) -> Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]]:
+        """Calls the function on named tensors: the flat path for a loaded signature."""
+        return _flat_call(self.function, self.inputs) or (lambda tensors: self.function(**tensors))
+
 
 Runner = Callable[[Signature, Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -45,7 +50,7 @@ def run_signature(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dic
       ServingError: the model raised (e.g. an unparsable tf.Example), with TF's status code.
     """
     try:
-        outputs = signature.function(**{k: tf.constant(v) for k, v in inputs.items()})
+        outputs = signature.call({k: tf.constant(v) for k, v in inputs.items()})
     except tf.errors.OpError as err:
         raise ServingError(status_code_from_number(err.error_code), err.message) from err
     return {k: v.numpy() for k, v in outputs.items()}
@@ -119,6 +124,35 @@ def _signature(name: str, function) -> Signature:
         outputs=dict(function.structured_outputs),
         function=function,
     )
+
+
+def _flat_call(function, inputs: Mapping[str, tf.TensorSpec]):
+    """The call TensorFlow ends up making for a concrete function, without its per-call checks.
+
+    `ConcreteFunction.__call__` binds keyword arguments to the structured signature, maps
+    distributed-variable captures and looks for gradient tapes before it calls the inference
+    function on the inputs (in graph order) followed by the captured inputs. For a small model
+    that bookkeeping is about a third of an in-process call (0.16 of 0.49 ms for penguins). The
+    server has validated dtypes and shapes already, never records gradients and loads models
+    outside any distribution strategy, so it makes the final call directly.
+
+    Returns:
+      A callable taking {input name: tensor}, or None when `function` is not a concrete
+      function of that shape (then the caller uses the public call).
+    """
+    inference = getattr(function, "_inference_function", None)
+    if not hasattr(inference, "call_preflattened") or not hasattr(function, "captured_inputs"):
+        return None
+    arity = len(function.inputs) - len(function.captured_inputs)
+    order = [tensor.name.split(":")[0] for tensor in function.inputs[:arity]]
+    if sorted(order) != sorted(inputs):
+        return None
+
+    def call(tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        flat = [tensors[key] for key in order]
+        return inference.call_preflattened(flat + list(function.captured_inputs))
+
+    return call
 
 
 def _read_signature_defs(path: str) -> dict:
