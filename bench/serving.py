@@ -9,18 +9,25 @@
 Prints p50/p99 latency and requests/s at concurrency 1 and 32, with batching off and on, next
 to the floor: the in-process serving_default call on the same input (also the way the server
 calls it, see serving.servable's flat call), and an empty call on the same gRPC server stack (at
-concurrency 32, the most req/s the stack answers at all). At concurrency 1 the client is a blocking stub (the lowest latency a
-caller sees); at 32 it is one asyncio thread with 32 calls in flight, which takes far less CPU
-from the server on a small machine than 32 client threads. Each measurement is bounded by
---requests and --seconds. With --config it loads the model that config pushed (after `make run`)
-and sends one of its eval examples; without a model it builds a small MLP with the Trainer's
-serving contract.
+concurrency 32, the most req/s the stack answers at all). At concurrency 1 the client is a
+blocking stub (the lowest latency a caller sees); at 32 it is one asyncio thread with 32 calls
+in flight, which takes far less CPU from the server on a small machine than 32 client threads.
+
+The servers stay up for the whole run, and every measurement is taken once per round
+(--rounds), in turn: the goal ratios are computed within each round, so that both sides of a
+ratio see the same machine, and printed per round with their median. --requests and --seconds
+bound each measurement over all rounds. With --config it loads the model that config pushed
+(after `make run`) and sends one of its eval examples; without a model it builds a small MLP
+with the Trainer's serving contract.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import functools
 import os
 import statistics
 import subprocess
@@ -30,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 _EMPTY_METHOD = "/bench.Empty/Call"
@@ -49,23 +57,15 @@ def main() -> int:
         if not base_path:
             base_path, name = _synthetic_model(workdir), "bench"
         example = _real_example(args.examples_dir) if args.examples_dir else _example_for(base_path)
-        rows = [
-            ("in-process serving_default", 1, _in_process(base_path, example, args)),
-            ("in-process, server's flat call", 1, _in_process_flat(base_path, example, args)),
-        ]
-        rows += [("empty gRPC call", c, stats) for c, stats in _empty_grpc(args).items()]
         batching_file = Path(workdir, "batching.txt")
         batching_file.write_text(
-            "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 1000 }\nnum_batch_threads { value: 2 }\n"
+            "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 1000 }\n"
+            "num_batch_threads { value: 2 }\n"
         )
-        for label, extra in (
-            ("batching off", []),
-            ("batching on", ["--enable-batching", "--batching-parameters", str(batching_file)]),
-        ):
-            for concurrency in (1, 32):
-                stats = _predict_server(base_path, name, example, extra, concurrency, args)
-                rows.append((f"gRPC Predict, {label}", concurrency, stats))
-    _report(rows)
+        with contextlib.ExitStack() as stack:
+            targets = _targets(stack, base_path, name, example, batching_file)
+            rounds = _measure_rounds(targets, args)
+    _report(rounds)
     return 0
 
 
@@ -77,8 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-base-path", help="<serving_root>/<name> with version dirs")
     parser.add_argument("--model-name", default="penguins")
     parser.add_argument("--examples-dir", help="gzipped TFRecord tf.Examples (a Split-eval dir)")
-    parser.add_argument("--requests", type=int, default=2000, help="most requests per measurement")
-    parser.add_argument("--seconds", type=float, default=8.0, help="most seconds per measurement")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="most requests per measurement, over all rounds"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="most seconds per measurement, over all rounds"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (each measures everything)")
     parser.add_argument("--serve-empty", type=int, help=argparse.SUPPRESS)
     return parser
 
@@ -156,6 +161,122 @@ def _real_example(examples_dir: str) -> bytes:
     return read_examples(examples_dir, 1)[0]
 
 
+@dataclasses.dataclass
+class _Target:
+    """One thing to measure: a blocking call (concurrency 1) and/or an async one (32)."""
+
+    label: str
+    call: Callable[[], object] | None = None
+    # Given a grpc.aio channel to `address`, returns the call to make 32 at a time.
+    async_call: Callable[[Any], Callable[[], Awaitable]] | None = None
+    address: str = ""
+
+
+def _empty_call(channel) -> Callable:
+    call = channel.unary_unary(_EMPTY_METHOD)
+    return lambda: call(b"", timeout=10)
+
+
+def _predict_call(channel, request) -> Callable:
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return lambda: stub.Predict(request, timeout=10)
+
+
+def _targets(stack, base_path, name, example, batching_file) -> list[_Target]:
+    """Loads the model in-process and starts the three servers, kept up for every round."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.servable import Servable
+
+    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
+    path = os.path.join(base_path, str(version))
+    public = tf.saved_model.load(path).signatures["serving_default"]
+    key = next(iter(public.structured_input_signature[1]))
+    flat = Servable("bench", version, path).signature("")
+    targets = [
+        _Target("in-process serving_default", lambda: public(**{key: tf.constant([example])})),
+        _Target("in-process, server's flat call", lambda: flat.call({key: tf.constant([example])})),
+    ]
+    empty = _start(stack, [sys.executable, "-m", "bench.serving", "--serve-empty"], None)
+    channel = stack.enter_context(grpc.insecure_channel(empty))
+    grpc.channel_ready_future(channel).result(timeout=30)
+    targets.append(_Target("empty gRPC call", _empty_call(channel), _empty_call, empty))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example], dtype=tf.string))
+    on = ["--enable-batching", "--batching-parameters", str(batching_file)]
+    for label, extra in (("batching off", []), ("batching on", on)):
+        address = _start(stack, None, (name, base_path, extra))
+        channel = stack.enter_context(grpc.insecure_channel(address))
+        targets.append(
+            _Target(
+                f"gRPC Predict, {label}",
+                _predict_call(channel, request),
+                functools.partial(_predict_call, request=request),
+                address,
+            )
+        )
+    return targets
+
+
+def _start(stack, command, model) -> str:
+    """Starts a server child process (the empty one, or the model server); returns its address."""
+    import portpicker
+
+    from serving.cli import serve_command
+    from serving.client import ServingClient
+
+    port = portpicker.pick_unused_port()
+    if model is None:
+        command = [*command, str(port)]
+    else:
+        name, base_path, extra = model
+        command = serve_command(name, base_path, port, embedded=True, extra=extra)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    stack.callback(process.wait)
+    stack.callback(process.terminate)
+    address = f"127.0.0.1:{port}"
+    if model is not None:
+        with ServingClient(address) as client:
+            client.wait_until_available(model[0], timeout_s=60)
+    return address
+
+
+def _measure_rounds(targets: list[_Target], args) -> list[dict]:
+    """Measures every target once per round, in turn, so each round sees the same machine.
+
+    A shared machine's load drifts over a run; ratios taken within a round compare figures
+    measured seconds apart, and the rounds show how far they move.
+    """
+    import grpc
+
+    budget = argparse.Namespace(
+        requests=max(100, args.requests // args.rounds), seconds=args.seconds / args.rounds
+    )
+    rounds = []
+    for _ in range(args.rounds):
+        stats = {(t.label, 1): _measure(t.call, budget) for t in targets if t.call}
+
+        async def concurrent():
+            results = {}
+            for target in targets:
+                if target.async_call:
+                    async with grpc.aio.insecure_channel(target.address) as channel:
+                        call = target.async_call(channel)
+                        results[(target.label, 32)] = await _measure_async(call, 32, budget)
+            return results
+
+        stats.update(asyncio.run(concurrent()))
+        rounds.append(stats)
+    return rounds
+
+
 def _measure(call: Callable[[], object], args) -> dict:
     """Latency of `call` back to back on this thread (concurrency 1)."""
     for _ in range(20):
@@ -201,30 +322,9 @@ def _stats(latencies: list[float], wall_s: float) -> dict:
         "p99_ms": cuts[98] * 1e3,
         "rps": len(latencies) / wall_s,
         "n": len(latencies),
+        "wall_s": wall_s,
+        "latencies": latencies,
     }
-
-
-def _in_process(base_path: str, example: bytes, args) -> dict:
-    import tensorflow as tf
-
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    function = tf.saved_model.load(os.path.join(base_path, str(version))).signatures[
-        "serving_default"
-    ]
-    key = next(iter(function.structured_input_signature[1]))
-    return _measure(lambda: function(**{key: tf.constant([example])}), args)
-
-
-def _in_process_flat(base_path: str, example: bytes, args) -> dict:
-    """The same call made the way the server makes it (serving.servable's flat call)."""
-    import tensorflow as tf
-
-    from serving.servable import Servable
-
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    signature = Servable("bench", version, os.path.join(base_path, str(version))).signature("")
-    key = next(iter(signature.inputs))
-    return _measure(lambda: signature.call({key: tf.constant([example])}), args)
 
 
 def _serve_empty(port: int) -> int:
@@ -244,101 +344,54 @@ def _serve_empty(port: int) -> int:
     return 0
 
 
-def _empty_grpc(args) -> dict[int, dict]:
-    import grpc
-    import portpicker
-
-    port = portpicker.pick_unused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.serving", "--serve-empty", str(port)], cwd=REPO
-    )
-
-    async def measure_32():
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary(_EMPTY_METHOD)
-            # The most req/s the gRPC stack itself answers here.
-            return await _measure_async(lambda: call(b"", timeout=10), 32, args)
-
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
-            call = channel.unary_unary(_EMPTY_METHOD)
-            stats = {1: _measure(lambda: call(b"", timeout=10), args)}
-        stats[32] = asyncio.run(measure_32())
-        return stats
-    finally:
-        process.terminate()
-        process.wait()
+def _pooled(rounds: list[dict], key) -> dict:
+    latencies = [x for r in rounds for x in r[key]["latencies"]]
+    return _stats(latencies, sum(r[key]["wall_s"] for r in rounds))
 
 
-def _predict_server(base_path, name, example, extra, concurrency, args) -> dict:
-    import grpc
-    import portpicker
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    from serving.cli import serve_command
-    from serving.client import ServingClient
-
-    port = portpicker.pick_unused_port()
-    command = serve_command(name, base_path, port, embedded=True, extra=extra)
-    process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example], dtype=tf.string))
-
-    async def measure_async():
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            return await _measure_async(
-                lambda: stub.Predict(request, timeout=10), concurrency, args
-            )
-
-    try:
-        with ServingClient(f"127.0.0.1:{port}") as client:
-            client.wait_until_available(name, timeout_s=60)
-        if concurrency > 1:
-            return asyncio.run(measure_async())
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            return _measure(lambda: stub.Predict(request, timeout=10), args)
-    finally:
-        process.terminate()
-        process.wait()
-
-
-def _report(rows) -> None:
+def _report(rounds: list[dict]) -> None:
     # On a shared machine other work moves every figure; the load says how much was running.
     print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(f"{len(rounds)} rounds, every measurement once per round; rows pool the rounds")
     print(f"{'measurement':34} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}")
-    for label, concurrency, s in rows:
+    for label, concurrency in rounds[0]:
+        s = _pooled(rounds, (label, concurrency))
         print(
             f"{label:34} {concurrency:>4} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} {s['rps']:8.0f} {s['n']:>6}"
         )
-    stats = {(label, c): s for label, c, s in rows}
-    floor = (
-        stats[("in-process serving_default", 1)]["p50_ms"] + stats[("empty gRPC call", 1)]["p50_ms"]
-    )
-    p50 = stats[("gRPC Predict, batching off", 1)]["p50_ms"]
-    speedup = (
-        stats[("gRPC Predict, batching on", 32)]["rps"]
-        / stats[("gRPC Predict, batching off", 32)]["rps"]
-    )
+
+    def p50(r, label):
+        return r[(label, 1)]["p50_ms"]
+
+    def per_round(ratio) -> str:
+        values = [ratio(r) for r in rounds]
+        return f"median {statistics.median(values):.2f}x (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+
+    off = "gRPC Predict, batching off"
     print(
-        f"p50 at concurrency 1 / (in-process + empty gRPC) = {p50:.3f} / {floor:.3f} = {p50 / floor:.2f}x (goal <= 1.5x)"
+        "p50 at concurrency 1 / (in-process + empty gRPC): "
+        + per_round(
+            lambda r: (
+                p50(r, off) / (p50(r, "in-process serving_default") + p50(r, "empty gRPC call"))
+            )
+        )
+        + " (goal <= 1.5x)"
     )
     # The server calls the model through the flat path, which skips ~0.15 ms of TensorFlow's
     # Python bookkeeping; against that faster floor the ratio is the server's own overhead.
-    flat_floor = (
-        stats[("in-process, server's flat call", 1)]["p50_ms"]
-        + stats[("empty gRPC call", 1)]["p50_ms"]
+    print(
+        "  against the flat-call floor: "
+        + per_round(
+            lambda r: (
+                p50(r, off) / (p50(r, "in-process, server's flat call") + p50(r, "empty gRPC call"))
+            )
+        )
     )
     print(
-        f"  (against the flat-call floor: {p50:.3f} / {flat_floor:.3f} = {p50 / flat_floor:.2f}x)"
+        "req/s at concurrency 32, batching on / off: "
+        + per_round(lambda r: r[("gRPC Predict, batching on", 32)]["rps"] / r[(off, 32)]["rps"])
+        + " (goal >= 2x)"
     )
-    print(f"req/s at concurrency 32, batching on / off = {speedup:.2f}x (goal >= 2x)")
 
 
 if __name__ == "__main__":
