@@ -9,6 +9,10 @@ there is no training/serving skew:
   for a missing value; categorical as string, "" for a missing value).
 - `transform_features`: serialized examples in, transformed features out (used by
   TFMA to get the transformed label).
+- `classification` (or `regression`): serialized examples in as `inputs`, the same
+  outputs as `serving_default`, marked with TF Serving's classify (regress) method name,
+  which its Classify (Regress) API requires; TensorFlow 2 marks every signature it
+  saves as a Predict one, so the method is set in saved_model.pb after saving.
 
 `export_serving_model` saves them with the Keras model (reloadable with
 `keras.models.load_model`); `export_lean_serving_model` saves them with the bare
@@ -18,6 +22,7 @@ outweigh the weights.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
@@ -25,6 +30,13 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from models.features import LABEL_VOCABULARY, OOV_BUCKETS, FeatureSpec, vocabulary_name
+
+CLASSIFICATION_SIGNATURE = "classification"
+REGRESSION_SIGNATURE = "regression"
+_METHODS = {
+    CLASSIFICATION_SIGNATURE: "tensorflow/serving/classify",
+    REGRESSION_SIGNATURE: "tensorflow/serving/regress",
+}
 
 
 def _model_inputs(model: keras.Model, transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -63,7 +75,7 @@ def serving_signatures(
     spec: FeatureSpec,
     class_names: Sequence[str] = (),
 ) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """Builds the three signatures; the TFT layer is tracked on the model.
+    """Builds the four signatures; the TFT layer is tracked on the model.
 
     Args:
       model: a Keras model taking the transformed features.
@@ -113,11 +125,40 @@ def _signatures(
         }
         return _predictions(model, tft_layer(raw), class_names)
 
+    # TF Serving's Classify and Regress read the examples from an input named "inputs".
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def serve_inputs(inputs):
+        raw = tf.io.parse_example(inputs, serving_spec)
+        return _predictions(model, tft_layer(raw), class_names)
+
+    method = CLASSIFICATION_SIGNATURE if class_names else REGRESSION_SIGNATURE
     return {
         "serving_default": serve_examples.get_concrete_function(),
         "serving_raw": serve_raw.get_concrete_function(),
         "transform_features": transform_features.get_concrete_function(),
+        method: serve_inputs.get_concrete_function(),
     }
+
+
+def mark_serving_methods(export_dir: str) -> None:
+    """Marks the `classification`/`regression` signatures with TF Serving's method names.
+
+    `tf.saved_model.save` gives every signature the Predict method, and TF Serving's
+    Classify and Regress refuse a signature without theirs. The method name is read only
+    by servers; `tf.saved_model.load` ignores it.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        for key, method in _METHODS.items():
+            if key in meta_graph.signature_def:
+                meta_graph.signature_def[key].method_name = method
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(saved_model.SerializeToString())
 
 
 def export_serving_model(
@@ -135,6 +176,7 @@ def export_serving_model(
     """
     signatures = serving_signatures(model, tf_transform_output, spec, class_names)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    mark_serving_methods(export_dir)
     return export_dir
 
 
@@ -171,6 +213,7 @@ def export_lean_serving_model(
     root.variables = list(model.variables)
     signatures = _signatures(model, tft_layer, tf_transform_output, spec, class_names)
     tf.saved_model.save(root, export_dir, signatures=signatures)
+    mark_serving_methods(export_dir)
     return export_dir
 
 

@@ -35,6 +35,10 @@ from serving.examples import make_example
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 DEFAULT_SIGNATURE = "serving_default"
 RAW_SIGNATURE = "serving_raw"
+# The pushed model's signatures marked with TF Serving's classify/regress methods
+# (models.export): the real server's Classify/Regress take no other kind.
+CLASSIFY_SIGNATURE = "classification"
+REGRESS_SIGNATURE = "regression"
 # Cells read as a missing number, as the pipeline's CSV reading does.
 _MISSING = ("", None, "NA", "NaN", "nan", "null")
 
@@ -161,7 +165,7 @@ class ServingClient:
         rows: Sequence[Mapping[str, Any]],
         *,
         float_features: Iterable[str] = (),
-        signature_name: str = DEFAULT_SIGNATURE,
+        signature_name: str = CLASSIFY_SIGNATURE,
         version: int | None = None,
         version_label: str = "",
         timeout_s: float | None = None,
@@ -181,7 +185,7 @@ class ServingClient:
         rows: Sequence[Mapping[str, Any]],
         *,
         float_features: Iterable[str] = (),
-        signature_name: str = DEFAULT_SIGNATURE,
+        signature_name: str = REGRESS_SIGNATURE,
         version: int | None = None,
         version_label: str = "",
         timeout_s: float | None = None,

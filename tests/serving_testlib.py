@@ -6,6 +6,8 @@ import os
 
 import tensorflow as tf
 
+from models.export import CLASSIFICATION_SIGNATURE, REGRESSION_SIGNATURE, mark_serving_methods
+
 CLASS_NAMES = ["adelie", "chinstrap", "gentoo"]
 _FEATURES = {
     "x": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
@@ -41,14 +43,20 @@ class _Model(tf.Module):
         return self._outputs(x, color)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_inputs(self, inputs):
+        parsed = tf.io.parse_example(inputs, _FEATURES)
+        return self._outputs(parsed["x"], parsed["color"])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def transform_features(self, examples):
         parsed = tf.io.parse_example(examples, _FEATURES)
         return {"x_scaled": parsed["x"] * self.scale}
 
 
 def save_model(directory: str, scale: float = 1.0, regression: bool = False) -> str:
-    """Saves a tiny model with serving_default, serving_raw and transform_features; returns the dir."""
+    """Saves a tiny model with the pushed model's four signatures; returns the dir."""
     model = _Model(scale, regression)
+    method = REGRESSION_SIGNATURE if regression else CLASSIFICATION_SIGNATURE
     tf.saved_model.save(
         model,
         directory,
@@ -56,8 +64,10 @@ def save_model(directory: str, scale: float = 1.0, regression: bool = False) -> 
             "serving_default": model.serve_examples,
             "serving_raw": model.serve_raw,
             "transform_features": model.transform_features,
+            method: model.serve_inputs,
         },
     )
+    mark_serving_methods(directory)
     return directory
 
 

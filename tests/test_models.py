@@ -1,9 +1,13 @@
 """Model building and the exported serving signatures (save, load, call)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from models import export
 from models.export import (
@@ -104,6 +108,26 @@ def test_exported_signatures_apply_tft_and_agree(tft_output, tmp_path, export_mo
     np.testing.assert_array_equal(transformed["species_xf"].numpy(), labels)
     # The vocabulary tables are initialised after load: ids as the in-memory TFT gave them.
     np.testing.assert_array_equal(transformed["island_xf"].numpy(), features["island_xf"])
+
+    classified = loaded.signatures["classification"](inputs=examples)
+    np.testing.assert_array_equal(classified["scores"].numpy(), by_example["scores"].numpy())
+    _assert_tf_serving_classify_contract(export_dir)
+
+
+def _assert_tf_serving_classify_contract(export_dir):
+    """What TF Serving's Classify checks of a signature before it runs it."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    signatures = saved_model.meta_graphs[0].signature_def
+    classify = signatures["classification"]
+    assert classify.method_name == "tensorflow/serving/classify"
+    assert {k: v.dtype for k, v in classify.inputs.items()} == {"inputs": types_pb2.DT_STRING}
+    assert {k: v.dtype for k, v in classify.outputs.items()} == {
+        "classes": types_pb2.DT_STRING,
+        "scores": types_pb2.DT_FLOAT,
+    }
+    # Everything else stays a Predict signature.
+    assert signatures["serving_default"].method_name == "tensorflow/serving/predict"
 
 
 def test_lean_export_names_the_tft_version_when_its_resources_are_not_found():

@@ -145,6 +145,9 @@ def test_get_model_metadata_lists_signatures(stubs):
     response.metadata["signature_def"].Unpack(signatures)
     assert {"serving_default", "serving_raw", "transform_features"} <= set(signatures.signature_def)
     assert set(signatures.signature_def["serving_raw"].inputs) == {"x", "color"}
+    classification = signatures.signature_def["classification"]
+    assert classification.method_name == "tensorflow/serving/classify"
+    assert set(classification.inputs) == {"inputs"}
     assert response.model_spec.version.value == 1
 
 
