@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
+from tensorflow.core.protobuf import saved_model_pb2
 
 from models.features import LABEL_VOCABULARY, OOV_BUCKETS, FeatureSpec, vocabulary_name
 
@@ -147,8 +148,6 @@ def mark_serving_methods(export_dir: str) -> None:
     Classify and Regress refuse a signature without theirs. The method name is read only
     by servers; `tf.saved_model.load` ignores it.
     """
-    from tensorflow.core.protobuf import saved_model_pb2
-
     path = os.path.join(export_dir, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(path, "rb") as f:
