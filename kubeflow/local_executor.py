@@ -222,7 +222,8 @@ def run_task(
     return TaskResult(name, time.time() - started, output, log_file)
 
 
-def _with_ancestors(spec: pb.PipelineSpec, task: str) -> set[str]:
+def with_ancestors(spec: pb.PipelineSpec, task: str) -> set[str]:
+    """`task` and every task it depends on, directly or not, in the compiled DAG."""
     if task not in spec.root.dag.tasks:
         raise HarnessError(f"no task {task!r}; the pipeline has {sorted(spec.root.dag.tasks)}")
     found, todo = {task}, [task]
@@ -260,7 +261,7 @@ def run_pipeline(
     spec, deployment = load_spec(spec_path)
     env = dict(os.environ if env is None else env)
     results: dict[str, TaskResult] = {}
-    wanted = set(task_order(spec)) if until is None else _with_ancestors(spec, until)
+    wanted = set(task_order(spec)) if until is None else with_ancestors(spec, until)
     for name in [n for n in task_order(spec) if n in wanted]:
         result = run_task(
             name, spec, deployment, {k: r.output for k, r in results.items()}, pipeline_root, env

@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2 as pb
 from kubeflow_testlib import IMAGE, VERTEX, load
 
+from kubeflow.local_executor import with_ancestors
 from pipeline import kubeflow_runner
 from pipeline.cluster_config import GPU_TYPES, TPU_TYPES
 from pipeline.errors import ConfigError
@@ -55,16 +56,6 @@ def _constant(spec, task: str, key: str) -> str:
     )
 
 
-def _ancestors(spec, task: str) -> set[str]:
-    found, todo = set(), [task]
-    while todo:
-        for parent in spec.root.dag.tasks[todo.pop()].dependent_tasks:
-            if parent not in found:
-                found.add(parent)
-                todo.append(parent)
-    return found
-
-
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     return _compile(tmp_path_factory.mktemp("compile"))
@@ -80,8 +71,8 @@ def test_every_component_with_its_dependencies(compiled):
         "ImportSchemaGen",
         "AnomalyGate",
     }
-    assert "Trainer" in _ancestors(spec, "Evaluator")
-    assert {"Trainer", "Evaluator", "Transform"} <= _ancestors(spec, "Pusher")
+    assert "Trainer" in with_ancestors(spec, "Evaluator")
+    assert {"Trainer", "Evaluator", "Transform"} <= with_ancestors(spec, "Pusher")
     producer = tasks["Trainer"].inputs.artifacts["hyperparameters"].task_output_artifact
     assert (producer.producer_task, producer.output_artifact_key) == (
         "Tuner",
