@@ -7,6 +7,7 @@ the key and what was expected.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -35,11 +36,14 @@ class DataConfig:
     """Where the rows come from and how the CSV is read.
 
     `source` is `palmerpenguins` (the CSV bundled with that package) or a path to a
-    CSV file, relative to the config file.
+    CSV file, relative to the config file (`~` is the user's home). `na_values` are
+    the markers read as missing values; an empty field is always missing. `encoding`
+    is the file's text encoding (a UTF-8 byte order mark is dropped).
     """
 
     source: str
     na_values: tuple[str, ...] = ("NA", "NaN", "nan", "null")
+    encoding: str = "utf-8"
     train_buckets: int = 4
     eval_buckets: int = 1
 
@@ -237,10 +241,13 @@ class _Reader:
             raise self.error(key, f"must be >= {minimum}, got {value}")
         return value
 
-    def names(self, key: str, default: Any = dataclasses.MISSING) -> tuple[str, ...]:
+    def names(
+        self, key: str, default: Any = dataclasses.MISSING, allow_empty: bool = False
+    ) -> tuple[str, ...]:
         value = self.get(key, list, default)
-        if not all(isinstance(v, str) and v for v in value):
-            raise self.error(key, "expected a list of non-empty strings")
+        if not all(isinstance(v, str) and (v or allow_empty) for v in value):
+            kind = "strings" if allow_empty else "non-empty strings"
+            raise self.error(key, f"expected a list of {kind}")
         return tuple(value)
 
     def section(self, key: str) -> _Reader:
@@ -274,7 +281,7 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
     outputs.finish()
     schema_file = top.get("schema_file", str, None)
     if schema_file is not None:
-        schema_file = _existing(top, "schema_file", config_dir / schema_file)
+        schema_file = _existing(top, "schema_file", config_dir / Path(schema_file).expanduser())
     config = PipelineConfig(
         source_file=source,
         pipeline_name=_identifier(top, "pipeline_name"),
@@ -338,15 +345,28 @@ def _under(root: Path, path: str) -> str:
 def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     source = reader.get("source", str)
     if source != "palmerpenguins":
-        source = _existing(reader, "source", config_dir / source)
+        source = _existing(reader, "source", config_dir / Path(source).expanduser())
     data = DataConfig(
         source=source,
-        na_values=reader.names("na_values", DataConfig.na_values),
+        # "" is allowed so that `["NA", ""]` reads as written; empty fields are missing anyway.
+        na_values=reader.names("na_values", DataConfig.na_values, allow_empty=True),
+        encoding=_encoding(reader),
         train_buckets=reader.positive("train_buckets", DataConfig.train_buckets),
         eval_buckets=reader.positive("eval_buckets", DataConfig.eval_buckets),
     )
     reader.finish()
     return data
+
+
+def _encoding(reader: _Reader) -> str:
+    encoding = reader.get("encoding", str, DataConfig.encoding)
+    try:
+        codecs.lookup(encoding)
+    except LookupError as err:
+        raise reader.error(
+            "encoding", f"unknown text encoding {encoding!r}; e.g. utf-8, latin-1, cp1252"
+        ) from err
+    return encoding
 
 
 def _int_range(reader: _Reader, default: IntRange) -> IntRange:
@@ -441,7 +461,29 @@ def _evaluation(reader: _Reader, task: str) -> EvaluationConfig:
         raise reader.error("upper_bound", f"{metric} is higher-is-better; use lower_bound")
     if task == "regression" and evaluation.lower_bound is not None:
         raise reader.error("lower_bound", f"{metric} is lower-is-better; use upper_bound")
+    _check_metric_range(reader, evaluation, task)
     return evaluation
+
+
+def _check_metric_range(reader: _Reader, evaluation: EvaluationConfig, task: str) -> None:
+    """Bounds outside what the metric can take would bless everything (or nothing)."""
+    metric = evaluation.metric
+    if task == "classification":
+        # accuracy, precision, recall and AUC all lie in [0, 1].
+        if evaluation.lower_bound is not None and not 0.0 <= evaluation.lower_bound <= 1.0:
+            raise reader.error(
+                "lower_bound", f"{metric} lies in [0, 1], got {evaluation.lower_bound}"
+            )
+        if evaluation.max_regression > 1.0:
+            raise reader.error(
+                "max_regression", f"{metric} lies in [0, 1], got {evaluation.max_regression}"
+            )
+    elif evaluation.upper_bound is not None and evaluation.upper_bound <= 0.0:
+        raise reader.error(
+            "upper_bound",
+            f"{metric} is >= 0 and a model reaches 0 only on a perfect fit;"
+            f" use a positive bound, got {evaluation.upper_bound}",
+        )
 
 
 def _beam(reader: _Reader) -> BeamConfig:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
+import difflib
 import hashlib
 import io
 from importlib import resources
@@ -15,7 +17,8 @@ STAGED_FILE = "data.csv"
 
 
 class DataError(ValueError):
-    """The input file cannot be read as a CSV with a header."""
+    """The input file cannot be used as configured. The message is one line: the file,
+    the line or config key, what is wrong and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,52 +32,167 @@ class StagedData:
     label_values: tuple[str, ...]
 
 
-def read_source(source: str) -> str:
-    """The text of the configured CSV (`palmerpenguins` is the package's bundled file)."""
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """The columns a config reads from the file, with the config key that names each."""
+
+    label: str
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric_label: bool = False
+
+    @classmethod
+    def of(cls, config: PipelineConfig) -> Columns:
+        return cls(
+            config.label,
+            config.numeric_features,
+            config.categorical_features,
+            numeric_label=config.task == "regression",
+        )
+
+    def keys(self) -> dict[str, str]:
+        """Column name -> the config key that asks for it."""
+        named = {name: "features.numeric" for name in self.numeric}
+        named.update({name: "features.categorical" for name in self.categorical})
+        named[self.label] = "label"
+        return named
+
+    def numbers(self) -> tuple[str, ...]:
+        """The columns whose values must parse as numbers."""
+        return self.numeric + ((self.label,) if self.numeric_label else ())
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalised:
+    """The CSV text ExampleGen reads, its number of data rows and the distinct label values."""
+
+    text: str
+    rows: int
+    label_values: tuple[str, ...]
+
+
+def read_source(source: str, encoding: str = "utf-8") -> str:
+    """The text of the configured CSV (`palmerpenguins` is the package's bundled file).
+
+    A UTF-8 byte order mark is dropped, so the first column keeps its name.
+
+    Raises:
+      DataError: the file cannot be read, or its bytes are not text in `encoding`.
+    """
     if source == "palmerpenguins":
         return resources.files("palmerpenguins").joinpath("data", "penguins.csv").read_text()
     try:
-        return Path(source).read_text()
+        data = Path(source).read_bytes()
     except OSError as err:
         raise DataError(f"{source}: cannot read: {err.strerror}") from err
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    try:
+        return data.decode(codec).removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{source}: line {line}: byte 0x{data[err.start]:02x} is not valid {encoding};"
+            " set data.encoding in the config to the file's encoding (e.g. latin-1 or cp1252)"
+            " or save the file as UTF-8"
+        ) from err
 
 
-def normalise(
-    text: str, source: str, na_values: tuple[str, ...], label: str
-) -> tuple[str, int, tuple[str, ...]]:
+def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Columns) -> Normalised:
     """Rewrites missing-value markers (e.g. "NA") as empty fields, which ExampleGen reads as missing.
 
-    Returns:
-      The CSV text, its number of data rows and the distinct label values.
+    Checks, before anything runs, what would otherwise fail deep inside a component:
+    the header names every configured column once, every row has the header's number
+    of fields, numeric columns hold numbers and every row has a label.
 
     Raises:
-      DataError: the file is empty, a row has the wrong number of fields, or there is no label column.
+      DataError: one line naming the file, the line or config key, and what to do.
     """
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or not rows[0]:
-        raise DataError(f"{source}: empty file, expected a header row")
-    header = rows[0]
-    if label not in header:
-        raise DataError(f"{source}: no label column {label!r}; the header has {header}")
-    missing = set(na_values)
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise DataError(
+            f"{source}: the file is empty; expected a header row naming the columns,"
+            " then one row per example"
+        )
+    header = [name.strip() for name in header]
+    _check_header(header, source, columns)
+    numbers = [header.index(name) for name in columns.numbers()]
+    label = header.index(columns.label)
+    missing = set(na_values) | {""}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
-    labels = set()
-    for number, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
+    labels: set[str] = set()
+    rows = 0
+    line = reader.line_num + 1
+    for row in reader:
+        if row:
+            row = ["" if value.strip() in missing else value for value in row]
+            _check_row(row, line, header, numbers, label, source)
+            labels.add(row[label])
+            writer.writerow(row)
+            rows += 1
+        line = reader.line_num + 1
+    if rows == 0:
+        raise DataError(
+            f"{source}: the header is there but no data rows follow; add one row per example"
+        )
+    return Normalised(out.getvalue(), rows, tuple(sorted(labels)))
+
+
+def _check_header(header: list[str], source: str, columns: Columns) -> None:
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise DataError(f"{source}: line 1: column {position} of the header has no name")
+        if header.count(name) > 1:
+            raise DataError(f"{source}: line 1: the header names column {name!r} twice")
+    for name, key in columns.keys().items():
+        if name not in header:
+            close = difflib.get_close_matches(name, header, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise DataError(
-                f"{source}: line {number} has {len(row)} fields, the header has {len(header)}"
+                f"{source}: {key} names {name!r}, which is not a column of the file{hint};"
+                f" the header has {header}"
             )
-        row = ["" if value.strip() in missing else value for value in row]
-        labels.add(row[header.index(label)])
-        writer.writerow(row)
-    data_rows = len(rows) - 1
-    if data_rows == 0:
-        raise DataError(f"{source}: no data rows")
-    return out.getvalue(), data_rows, tuple(sorted(v for v in labels if v))
+
+
+def _check_row(
+    row: list[str], line: int, header: list[str], numbers: list[int], label: int, source: str
+) -> None:
+    if len(row) != len(header):
+        raise DataError(
+            f"{source}: line {line} has {len(row)} fields, the header has {len(header)};"
+            " fix or remove that line (quote fields that contain commas)"
+        )
+    for index in numbers:
+        value = row[index]
+        if value:
+            try:
+                float(value)
+            except ValueError:
+                raise DataError(
+                    f"{source}: line {line}: column {header[index]!r} is numeric but holds"
+                    f" {value!r}; fix the value, or list it in data.na_values if it marks a"
+                    " missing value"
+                ) from None
+    if not row[label]:
+        raise DataError(
+            f"{source}: line {line}: the label {header[label]!r} is missing;"
+            " a row without a label cannot be learned from: fill it or remove the row"
+        )
+
+
+def check_label_values(label_values: tuple[str, ...], rows: int, source: str, label: str) -> None:
+    """A classifier needs at least two classes to tell apart.
+
+    Raises:
+      DataError: the label column holds one value only.
+    """
+    if len(label_values) < 2:
+        raise DataError(
+            f"{source}: the label {label!r} has one value ({label_values[0]!r}) in all {rows}"
+            " rows; classification needs at least two classes"
+        )
 
 
 def stage_schema(schema_file: str, directory: str) -> str:
@@ -99,16 +217,19 @@ def stage(config: PipelineConfig) -> StagedData:
     The file is rewritten only when its content changes, so ExampleGen's input
     fingerprint (and with it the cache) stays put across identical runs.
     """
-    text, rows, labels = normalise(
-        read_source(config.data.source), config.data.source, config.data.na_values, config.label
+    source = config.data.source
+    table = normalise(
+        read_source(source, config.data.encoding), source, config.data.na_values, Columns.of(config)
     )
+    if config.task == "classification":
+        check_label_values(table.label_values, table.rows, source, config.label)
     directory = Path(config.output_root) / "data" / config.pipeline_name
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STAGED_FILE
-    data = text.encode()
+    data = table.text.encode()
     if (
         not path.exists()
         or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest()
     ):
         path.write_bytes(data)
-    return StagedData(str(directory), str(path), len(data), rows, labels)
+    return StagedData(str(directory), str(path), len(data), table.rows, table.label_values)

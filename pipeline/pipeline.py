@@ -197,6 +197,28 @@ def _quantization(config: PipelineConfig, model, transform, examples) -> Quantiz
     )
 
 
+def data_components(
+    config: PipelineConfig, data_root: str
+) -> tuple[tfx.components.CsvExampleGen, tfx.components.StatisticsGen]:
+    """ExampleGen and StatisticsGen: how the pipeline reads the data and describes it.
+
+    The `schema` command infers from these same components, so a schema it writes
+    agrees with what the pipeline validates (an empty CSV field, for instance, is an
+    empty feature in ExampleGen's tf.Examples, not an absent one).
+    """
+    splits = tfx.proto.SplitConfig(
+        splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
+        ]
+    )
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    return example_gen, statistics_gen
+
+
 def create_pipeline(
     config: PipelineConfig,
     *,
@@ -234,16 +256,7 @@ def create_pipeline(
       Transform, Tuner, Trainer, Quantization (unless disabled), latest-blessed-model
       resolver, Evaluator, InfraValidation, Pusher.
     """
-    splits = tfx.proto.SplitConfig(
-        splits=[
-            tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
-            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
-        ]
-    )
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
-    )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    example_gen, statistics_gen = data_components(config, data_root)
     if config.schema_file:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
     else:

@@ -1,21 +1,61 @@
-"""Schema inference for bringing your own data: infer once with TFDV, curate, commit."""
+"""Schema inference for bringing your own data: infer once, curate, commit.
+
+The schema is inferred by the pipeline's own ExampleGen and StatisticsGen (then
+TFX's SchemaGen), not from the raw CSV, so that it describes the tf.Examples the
+pipeline validates: a schema inferred from the raw file disagrees with them on
+missing values and stops the run it was written for.
+"""
 
 from __future__ import annotations
 
+import tempfile
+import time
 from pathlib import Path
 
 import tensorflow_data_validation as tfdv
+from ml_metadata import metadata_store
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
 from pipeline.data import stage
+from pipeline.pipeline import data_components
+from pipeline.progress import capture_progress
 
 
 def infer_schema(config: PipelineConfig) -> schema_pb2.Schema:
-    """Infers a schema from the staged CSV; the label is left out of the SERVING environment."""
+    """Infers a schema from the config's data; the label is left out of the SERVING environment.
+
+    Runs ExampleGen, StatisticsGen and SchemaGen on the staged CSV in a scratch
+    pipeline under the output root, removed afterwards.
+    """
     staged = stage(config)
-    stats = tfdv.generate_statistics_from_csv(staged.path)
-    schema = tfdv.infer_schema(stats, infer_feature_shape=False)
+    logs = Path(config.output_root) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{config.pipeline_name}-schema-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    with tempfile.TemporaryDirectory(prefix="schema-", dir=config.output_root) as scratch:
+        example_gen, statistics_gen = data_components(config, staged.directory)
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
+        )
+        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(Path(scratch) / "metadata.sqlite")
+        )
+        pipeline = tfx.dsl.Pipeline(
+            pipeline_name=f"{config.pipeline_name}-schema",
+            pipeline_root=str(Path(scratch) / "pipeline"),
+            components=[example_gen, statistics_gen, schema_gen],
+            enable_cache=False,
+            metadata_connection_config=metadata,
+            beam_pipeline_args=["--direct_running_mode=in_memory"],
+        )
+        with capture_progress([c.id for c in pipeline.components], str(log_path)):
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+        # The scratch store holds this one run: one Schema artifact.
+        [artifact] = metadata_store.MetadataStore(metadata).get_artifacts_by_type(
+            tfx.types.standard_artifacts.Schema.TYPE_NAME
+        )
+        schema = tfdv.load_schema_text(str(Path(artifact.uri) / "schema.pbtxt"))
     schema.default_environment.extend(["TRAINING", "SERVING"])
     tfdv.get_feature(schema, config.label).not_in_environment.append("SERVING")
     return schema

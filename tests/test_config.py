@@ -105,6 +105,12 @@ def test_output_root_override(repo_root, tmp_path):
         ),
         (lambda c: c["evaluation"].update(metric="f1"), "evaluation.metric", "expected one of"),
         (lambda c: c["data"].update(source="missing.csv"), "data.source", "file not found"),
+        # Bounds outside the metric's range would bless anything (or nothing).
+        (lambda c: c["evaluation"].update(lower_bound=-5), "evaluation.lower_bound", "[0, 1]"),
+        (lambda c: c["evaluation"].update(lower_bound=1.5), "evaluation.lower_bound", "[0, 1]"),
+        (lambda c: c["evaluation"].update(max_regression=2), "evaluation.max_regression", "[0, 1]"),
+        (lambda c: c["data"].update(encoding="utf-9"), "data.encoding", "unknown text encoding"),
+        (lambda c: c["data"].update(na_values=["NA", 3]), "data.na_values", "list of strings"),
         (lambda c: c["beam"].update(mode="spark"), "beam.mode", "expected one of"),
         (lambda c: c["model"].update(family="gbdt"), "model.family", "expected one of"),
         (lambda c: c.update(pipeline_name="my pipeline"), "pipeline_name", "letters, digits"),
@@ -130,6 +136,44 @@ def test_unreadable_and_non_yaml_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
+
+
+def test_readme_config_example_loads(tmp_path, repo_root, monkeypatch):
+    """The bring-your-own-data example in README.md is a valid config as written."""
+    readme = (repo_root / "README.md").read_text()
+    section = readme[readme.index("## Bring your own data") :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") :]
+    text = block[: block.index("```")]
+    raw = yaml.safe_load(text)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    source = Path(raw["data"]["source"].replace("~", str(tmp_path), 1))
+    source.parent.mkdir(parents=True)
+    source.write_text("tenure\n")
+    (tmp_path / raw["schema_file"]).parent.mkdir(parents=True)
+    (tmp_path / raw["schema_file"]).write_text("")
+    path = tmp_path / "churn.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert config.data.na_values == ("NA", "")
+    assert config.data.source == str(source)
+    assert config.label == raw["label"]
+
+
+def test_paths_may_start_at_the_home_directory(penguins, tmp_path, repo_root, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sales.csv").write_text("a\n")
+    penguins["data"]["source"] = "~/sales.csv"
+    config = load_config(_write(tmp_path, penguins, repo_root))
+    assert config.data.source == str(tmp_path / "sales.csv")
+
+
+@pytest.mark.parametrize("bound", [-1.0, 0.0])
+def test_regression_upper_bound_must_be_positive(penguins, tmp_path, repo_root, bound):
+    penguins.update(task="regression", label="body_mass_g", schema_file=None)
+    penguins["features"]["numeric"] = ["bill_length_mm"]
+    penguins["evaluation"] = {"metric": "mae", "upper_bound": bound}
+    with pytest.raises(ConfigError, match="evaluation.upper_bound: mae is >= 0"):
+        load_config(_write(tmp_path, penguins, repo_root))
 
 
 def test_regression_config(penguins, tmp_path, repo_root):
