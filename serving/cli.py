@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from serving import config
 
 REAL_SERVER = "tensorflow_model_server"
 _log = logging.getLogger("serving")
@@ -78,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--enable-batching", action="store_true")
     serve.add_argument("--batching-parameters", help="TF Serving batching_parameters.txt")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="base path poll interval")
+    serve.add_argument(
+        "--max-request-elements",
+        type=_positive_count,
+        default=config.RequestLimits.max_elements,
+        help="most tensor elements (REST: JSON values; Classify/Regress: examples) one request "
+        "may expand to (default: %(default)s; embedded server only)",
+    )
     serve.add_argument("--embedded", action="store_true", help=f"never exec {REAL_SERVER}")
     for pool in ("intra", "inter"):
         serve.add_argument(
@@ -111,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     manifests.add_argument("--max-replicas", type=int, default=8)
     manifests.set_defaults(handler=_manifests)
     return parser
+
+
+def _positive_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, got {count}")
+    return count
 
 
 def _thread_count(text: str) -> int:
@@ -149,8 +166,6 @@ def real_server_command(args: argparse.Namespace, binary: str) -> list[str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.config import ModelConfig, ServingConfigError
-
     if bool(args.models_config) == bool(args.model_name and args.model_base_path):
         raise SystemExit(
             "serve: give either --models-config, or --model-name and --model-base-path"
@@ -160,17 +175,18 @@ def _serve(args: argparse.Namespace) -> int:
     binary = shutil.which(REAL_SERVER)
     if binary and not args.embedded:
         command = real_server_command(args, binary)
+        if args.max_request_elements != config.RequestLimits.max_elements:
+            _log.warning("%s has no --max-request-elements; it is not applied", REAL_SERVER)
         _log.info("exec %s (its gRPC port listens on all interfaces)", " ".join(command))
         os.execv(binary, command)
 
-    from serving import config
     from serving.server import ModelServer, ServerOptions
 
     try:
         models = (
             config.load_models_config(args.models_config)
             if args.models_config
-            else (ModelConfig(args.model_name, _absolute(args.model_base_path)),)
+            else (config.ModelConfig(args.model_name, _absolute(args.model_base_path)),)
         )
         batching = None
         if args.enable_batching:
@@ -179,13 +195,14 @@ def _serve(args: argparse.Namespace) -> int:
                 if args.batching_parameters
                 else config.BatchingConfig()
             )
-    except (OSError, ServingConfigError) as err:
+    except (OSError, config.ServingConfigError) as err:
         raise SystemExit(f"serve: {err}") from err
     options = ServerOptions(
         host=args.host,
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,
         poll_interval_s=args.poll_seconds,
+        limits=config.RequestLimits(max_elements=args.max_request_elements),
     )
     _set_tensorflow_threads(args)
     server = ModelServer(models, options, batching).start()
@@ -231,18 +248,41 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     """Reads rows from a CSV with a header, or a JSON list of objects (or {"instances": [...]}).
 
     Raises:
-      ValueError: the file holds no rows or is neither format.
+      ValueError: the file holds no rows, is neither format, or has a CSV line whose number of
+        fields differs from the header's; the message names the file (and the line).
     """
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text: {err}") from err
     if path.endswith(".json"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON: {err}") from err
         rows = data.get("instances") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f'{path}: expected a JSON list of objects or {{"instances": [...]}}')
     else:
-        rows = list(csv.DictReader(text.splitlines()))
+        rows = _csv_rows(path, text)
     if not rows:
         raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def _csv_rows(path: str, text: str) -> list[dict[str, str]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    rows = []
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise ValueError(
+                f"{path}:{reader.line_num}: {len(fields)} fields, but the header has "
+                f"{len(header)}: {','.join(header)}"
+            )
+        rows.append(dict(zip(header, fields, strict=True)))
     return rows
 
 
@@ -267,17 +307,39 @@ def format_predictions(outputs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import grpc
+
     from serving.client import ServingClient
 
     try:
         rows = read_rows(args.input)
     except (OSError, ValueError) as err:
         raise SystemExit(f"predict: {err}") from err
-    with ServingClient(args.address, timeout_s=args.timeout_s) as client:
-        outputs = client.predict_rows(args.model_name, rows, signature_name=args.signature)
+    try:
+        with ServingClient(args.address, timeout_s=args.timeout_s) as client:
+            outputs = client.predict_rows(args.model_name, rows, signature_name=args.signature)
+    except ValueError as err:
+        raise SystemExit(f"predict: {args.input}: {err}") from err
+    except grpc.RpcError as err:
+        raise SystemExit(f"predict: {_rpc_failure(err, args)}") from err
     for index, result in enumerate(format_predictions(outputs)):
         print(json.dumps({"row": index, **result}))
     return 0
+
+
+def _rpc_failure(err, args: argparse.Namespace) -> str:
+    """One line on why a call to the server failed, and what to do when none is running."""
+    import grpc
+
+    details = " ".join((err.details() or "").split())
+    if err.code() == grpc.StatusCode.UNAVAILABLE:
+        return (
+            f"no model server answered at {args.address} ({details}); "
+            "`make serve` starts one, or pass --address"
+        )
+    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the server at {args.address} did not answer within {args.timeout_s}s"
+    return f"the server at {args.address} refused the request: {err.code().name}: {details}"
 
 
 def _manifests(args: argparse.Namespace) -> int:

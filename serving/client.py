@@ -143,16 +143,13 @@ class ServingClient:
         Each column is cast to the dtype the signature declares, read from GetModelMetadata once.
 
         Raises:
-          ValueError: a row lacks an input of the signature.
+          ValueError: a row lacks an input of the signature, or has a value that is not of the
+            input's type (the message names the row, counted from 0, and the feature).
         """
         signature = self.signature(model_name, signature_name, version=version)
+        _check_features(rows, sorted(signature.inputs), f"signature {signature_name}")
         columns = {}
         for key, info in signature.inputs.items():
-            missing = [i for i, row in enumerate(rows) if key not in row]
-            if missing:
-                raise ValueError(
-                    f"rows {missing[:5]} have no feature {key!r} needed by {signature_name}"
-                )
             dtype = tf.dtypes.as_dtype(info.dtype)
             columns[key] = _column(key, [row[key] for row in rows], dtype)
         return self.predict(
@@ -315,21 +312,52 @@ def _fill_spec(spec, name: str, signature_name: str, version: int | None, label:
         spec.version_label = label
 
 
+def _check_features(rows: Sequence[Mapping[str, Any]], needed: list[str], needer: str) -> None:
+    """Raises ValueError naming the features `needer` needs that rows lack, and the first row."""
+    for index, row in enumerate(rows):
+        missing = [key for key in needed if key not in row]
+        if missing:
+            everywhere = all(key not in other for other in rows for key in missing)
+            where = "any row" if everywhere else f"row {index}"
+            raise ValueError(
+                f"no feature {', '.join(map(repr, missing))} in {where}; {needer} needs "
+                f"{', '.join(needed)}"
+            )
+
+
 def _column(key: str, values: list, dtype: tf.DType):
-    """Returns `values` as a TensorProto of `dtype`; missing numbers ("", None, NA) become NaN."""
+    """Returns `values` as a TensorProto of `dtype`.
+
+    Missing numbers ("", None, NA) become NaN for floats; integers must all be present.
+    """
     if dtype == tf.string:
         return tf.make_tensor_proto(
             [v if isinstance(v, bytes) else str(v).encode() for v in values]
         )
+    if not (dtype.is_floating or dtype.is_integer):
+        raise ValueError(f"feature {key!r} is a {dtype.name} input, which rows cannot fill")
     numbers = []
     for index, value in enumerate(values):
         try:
-            numbers.append(float("nan") if value in _MISSING else float(value))
+            numbers.append(_number(value, dtype))
         except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"row {index}: feature {key!r} must be a number, got {value!r}"
-            ) from err
-    return tf.make_tensor_proto(numbers, dtype=dtype)
+            kind = "a number" if dtype.is_floating else "an integer"
+            raise ValueError(f"row {index}: feature {key!r} must be {kind}, got {value!r}") from err
+    try:
+        return tf.make_tensor_proto(numbers, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"feature {key!r} does not fit {dtype.name}: {err}") from err
+
+
+def _number(value: Any, dtype: tf.DType) -> float | int:
+    if dtype.is_floating:
+        return float("nan") if value in _MISSING else float(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
 
 
 def _examples(rows: Sequence[Mapping[str, Any]], float_features: Iterable[str]) -> list:

@@ -1,6 +1,7 @@
-"""What the server serves: model configs (TF Serving's models.config) and batching parameters.
+"""What the server serves: model configs (TF Serving's models.config), batching parameters, and
+the limits on what one request may cost.
 
-Both are parsed once at the entry point into frozen dataclasses; errors name the file and key.
+They are read once at the entry point into frozen dataclasses; errors name the file and key.
 """
 
 from __future__ import annotations
@@ -56,6 +57,25 @@ class BatchingConfig:
     batch_timeout_micros: int = 0
     num_batch_threads: int = 4
     max_enqueued_batches: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """What one request may make the server hold; over a limit, it is refused before the
+    server allocates anything for it.
+
+    max_bytes: the request on the wire (gRPC message, REST body). TF Serving's gRPC limit is
+      2 GiB; 64 MiB keeps one bad client from exhausting memory.
+    max_elements: the tensor elements (REST: JSON values; Classify/Regress: examples) one
+      request may expand to. 64 MiB holds up to 64 million one-byte elements (bools, small
+      ints, `0,` in JSON), and the tests' two-feature model peaked 1.2 GB above idle on 10
+      million (5 million rows), so max_bytes alone lets one request cost several GB. 10
+      million is a 40 MB float32 batch: 1.6 million rows of penguins' 6 raw features, or 66
+      RGB 224x224 images, more than one online request carries.
+    """
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_elements: int = 10_000_000
 
 
 def parse_models_config(text: str, source: str = "models.config") -> tuple[ModelConfig, ...]:

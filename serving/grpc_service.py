@@ -6,20 +6,40 @@ import functools
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_service_pb2_grpc,
+    predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from serving import inference
-from serving.errors import ServingError, invalid_argument
+from serving.config import RequestLimits
+from serving.errors import ServingError, invalid_argument, log_refusal
 from serving.manager import ModelManager
 from serving.servable import Servable
 
 _log = logging.getLogger(__name__)
 SIGNATURE_DEF_FIELD = "signature_def"
+# Each service's methods and their request protos, as in tensorflow_serving/apis/*_service.proto.
+_REQUESTS = {
+    "tensorflow.serving.PredictionService": {
+        "Classify": classification_pb2.ClassificationRequest,
+        "Regress": regression_pb2.RegressionRequest,
+        "Predict": predict_pb2.PredictRequest,
+        "MultiInference": inference_pb2.MultiInferenceRequest,
+        "GetModelMetadata": get_model_metadata_pb2.GetModelMetadataRequest,
+    },
+    # HandleReloadConfigRequest is not served: gRPC answers UNIMPLEMENTED.
+    "tensorflow.serving.ModelService": {
+        "GetModelStatus": get_model_status_pb2.GetModelStatusRequest
+    },
+}
 
 
 def _answers_with_status(method):
@@ -30,6 +50,7 @@ def _answers_with_status(method):
         try:
             return method(self, request, context)
         except ServingError as err:
+            log_refusal(_log, method.__name__, err)
             context.abort(err.code, err.message)
         except Exception as err:  # noqa: BLE001 - the client must learn why, the server goes on
             _log.exception("%s failed", method.__name__)
@@ -47,27 +68,31 @@ def servable_for(manager: ModelManager, model_spec) -> Servable:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, limits: RequestLimits):
         self._manager = manager
+        self._limits = limits
 
     @_answers_with_status
     def Predict(self, request, context):
-        return inference.predict(servable_for(self._manager, request.model_spec), request)
+        servable = servable_for(self._manager, request.model_spec)
+        return inference.predict(servable, request, self._limits)
 
     @_answers_with_status
     def Classify(self, request, context):
-        return inference.classify(servable_for(self._manager, request.model_spec), request)
+        servable = servable_for(self._manager, request.model_spec)
+        return inference.classify(servable, request, self._limits)
 
     @_answers_with_status
     def Regress(self, request, context):
-        return inference.regress(servable_for(self._manager, request.model_spec), request)
+        servable = servable_for(self._manager, request.model_spec)
+        return inference.regress(servable, request, self._limits)
 
     @_answers_with_status
     def MultiInference(self, request, context):
         if not request.tasks:
             raise invalid_argument("MultiInferenceRequest has no tasks")
         servable = servable_for(self._manager, request.tasks[0].model_spec)
-        return inference.multi_inference(servable, request)
+        return inference.multi_inference(servable, request, self._limits)
 
     @_answers_with_status
     def GetModelMetadata(self, request, context):
@@ -122,9 +147,41 @@ def model_status(
     return response
 
 
-def add_services(server: grpc.Server, manager: ModelManager) -> None:
-    """Registers PredictionService and ModelService for `manager` on `server`."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+def add_services(server: grpc.Server, manager: ModelManager, limits: RequestLimits) -> None:
+    """Registers PredictionService and ModelService for `manager` on `server`.
+
+    Requests reach the servicers as bytes and are parsed there, so that bytes that are not the
+    method's request proto get INVALID_ARGUMENT (gRPC's own parsing answers INTERNAL and logs
+    a traceback for what is the client's error).
+    """
+    servicers = {
+        "tensorflow.serving.PredictionService": PredictionService(manager, limits),
+        "tensorflow.serving.ModelService": ModelService(manager),
+    }
+    for service, servicer in servicers.items():
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                _parsing(getattr(servicer, name), name, request_class),
+                response_serializer=lambda response: response.SerializeToString(),
+            )
+            for name, request_class in _REQUESTS[service].items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+
+
+def _parsing(handler, name: str, request_class):
+    """Wraps `handler` to take its request serialized; bytes that do not parse: INVALID_ARGUMENT."""
+
+    def parse_and_handle(data: bytes, context):
+        try:
+            request = request_class.FromString(data)
+        except DecodeError as err:
+            refusal = invalid_argument(
+                f"the request is not a serialized {request_class.DESCRIPTOR.full_name} "
+                f"({len(data)} bytes): {err}"
+            )
+            log_refusal(_log, name, refusal)
+            context.abort(refusal.code, refusal.message)
+        return handler(request, context)
+
+    return parse_and_handle

@@ -25,7 +25,14 @@ from tensorflow_serving.apis import (
 )
 
 from serving import inference
-from serving.errors import ServingError, invalid_argument, not_found
+from serving.config import RequestLimits
+from serving.errors import (
+    ServingError,
+    invalid_argument,
+    log_refusal,
+    not_found,
+    over_element_limit,
+)
 from serving.examples import make_example
 from serving.grpc_service import SIGNATURE_DEF_FIELD, model_metadata, model_status
 from serving.manager import ModelManager
@@ -36,13 +43,18 @@ _PATH = re.compile(
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?$"
 )
+_DIGITS = re.compile(r"[0-9]+")
+_HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
+# Longest chunk-size or trailer line read, and most trailer lines, of a chunked body.
+_MAX_LINE = 8192
+_MAX_TRAILERS = 32
 
 
 class RestServer:
     """Serves the REST API for `manager` on host:port in background threads."""
 
-    def __init__(self, manager: ModelManager, host: str, port: int, max_request_bytes: int):
-        handler = type("Handler", (_Handler,), {"manager": manager, "max_bytes": max_request_bytes})
+    def __init__(self, manager: ModelManager, host: str, port: int, limits: RequestLimits):
+        handler = type("Handler", (_Handler,), {"manager": manager, "limits": limits})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
@@ -63,9 +75,16 @@ class RestServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One connection. Every answer, the stdlib's own errors included, is a JSON object.
+
+    A request body is read only for POST, and only within `limits.max_bytes`; a body that is
+    refused, malformed or not wanted (GET) is left unread and the connection is closed after
+    the answer, since where the next request would start is unknown.
+    """
+
     protocol_version = "HTTP/1.1"
     manager: ModelManager
-    max_bytes: int
+    limits: RequestLimits
 
     def do_GET(self):  # noqa: N802 - the stdlib's naming
         self._answer(self._get)
@@ -73,31 +92,64 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self._answer(self._post)
 
+    def send_error(self, code, message=None, explain=None):
+        """Answers the stdlib's own errors (bad request line, URI too long, unsupported method,
+        header lines too long) as JSON; like the stdlib, closes the connection after."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # What the stdlib assumes of a request line it cannot read; an HTTP/0.9 answer
+            # has no status line, and no client today would understand it.
+            self.request_version = "HTTP/1.0"
+        self._send_json(code, {"error": message or self.responses.get(code, ("Error",))[0]})
+
+    def handle_expect_100(self):
+        """Refuses a POST body over the limit before the client sends it (`Expect: 100-continue`)."""
+        if self.command != "POST":
+            # Never invite a body that will not be read; the answer comes without it.
+            return True
+        try:
+            length = self._body_length()
+            if length is not None:
+                self._check_size(length)
+        except ServingError as err:
+            log_refusal(_log, f"REST {self.command} {self.path}", err)
+            self._send_json(err.http_status, {"error": err.message})
+            return False
+        return super().handle_expect_100()
+
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         _log.debug("%s %s", self.address_string(), format % args)
 
     def _answer(self, handle) -> None:
         try:
+            body = self._read_body()
             match = _PATH.match(self.path)
             if not match:
                 raise not_found(f"Malformed request: {self.command} {self.path}")
-            status, body = HTTPStatus.OK, handle(match)
+            status, result = HTTPStatus.OK, handle(match, body)
         except ServingError as err:
-            status, body = err.http_status, {"error": err.message}
+            log_refusal(_log, f"REST {self.command} {self.path}", err)
+            status, result = err.http_status, {"error": err.message}
         except Exception as err:  # noqa: BLE001 - answer and keep serving
             _log.exception("REST %s %s failed", self.command, self.path)
-            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(err)}
-        data = json.dumps(body).encode()
+            status, result = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(err)}
+        self._send_json(status, result)
+
+    def _send_json(self, status: int, result: dict) -> None:
+        data = json.dumps(result).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    def _get(self, match: re.Match) -> dict:
+    def _get(self, match: re.Match, body: bytes) -> dict:
         if match["verb"]:
             raise invalid_argument(f"{match['verb']} needs POST")
-        self._drain()
         if match["metadata"]:
             request = get_model_metadata_pb2.GetModelMetadataRequest()
             _fill_spec(request.model_spec, match)
@@ -111,53 +163,118 @@ class _Handler(BaseHTTPRequestHandler):
         _fill_spec(request.model_spec, match)
         return _to_dict(model_status(self.manager, request))
 
-    def _post(self, match: re.Match) -> dict:
-        body = self._json_body()
+    def _post(self, match: re.Match, body: bytes) -> dict:
+        request_json = _json_object(body)
         if not match["verb"]:
             raise invalid_argument("POST needs :predict, :classify or :regress")
         version = int(match["version"]) if match["version"] else None
         servable = self.manager.servable(match["name"], version, match["label"] or "")
         if match["verb"] == "predict":
-            return _predict(servable, body)
+            return _predict(servable, request_json, self.limits.max_elements)
         request_type = (
             classification_pb2.ClassificationRequest
             if match["verb"] == "classify"
             else regression_pb2.RegressionRequest
         )
         request = request_type()
-        request.model_spec.signature_name = body.get("signature_name", "")
-        request.input.CopyFrom(_examples_input(body))
+        request.model_spec.signature_name = _signature_name(request_json)
+        request.input.CopyFrom(_examples_input(request_json, self.limits.max_elements))
         if match["verb"] == "classify":
-            result = inference.classify(servable, request).result
+            result = inference.classify(servable, request, self.limits).result
             return {
                 "results": [
                     [[c.label, c.score] for c in row.classes] for row in result.classifications
                 ]
             }
-        return {
-            "results": [r.value for r in inference.regress(servable, request).result.regressions]
-        }
+        regressions = inference.regress(servable, request, self.limits).result.regressions
+        return {"results": [r.value for r in regressions]}
 
-    def _drain(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+    def _read_body(self) -> bytes:
+        """Returns the body of a POST; any other method's body is left unread."""
+        length = self._body_length()
+        if self.command != "POST":
+            if length != 0:
+                self.close_connection = True
+            return b""
+        if length is None:
+            return self._read_chunked()
+        self._check_size(length)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            raise invalid_argument(f"the body ended after {len(body)} of {length} bytes")
+        return body
 
-    def _json_body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.max_bytes:
+    def _body_length(self) -> int | None:
+        """Returns the declared body length: 0 when none is declared, None when chunked.
+
+        Raises:
+          ServingError: INVALID_ARGUMENT for a malformed Content-Length or one sent together
+            with Transfer-Encoding; UNIMPLEMENTED for a transfer coding other than chunked.
+        """
+        lengths = self.headers.get_all("Content-Length") or []
+        encodings = self.headers.get_all("Transfer-Encoding") or []
+        if encodings:
+            codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+            if codings != ["chunked"]:
+                self.close_connection = True
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"Transfer-Encoding {', '.join(encodings)!r} is not supported; "
+                    "send the body with Content-Length or Transfer-Encoding: chunked",
+                )
+            if lengths:
+                self.close_connection = True
+                raise invalid_argument("send Content-Length or Transfer-Encoding, not both")
+            return None
+        if not lengths:
+            return 0
+        text = lengths[0].strip()
+        if len(lengths) > 1 or not _DIGITS.fullmatch(text):
+            self.close_connection = True
+            raise invalid_argument(
+                f"Content-Length must be one non-negative integer, got {', '.join(lengths)!r}"
+            )
+        # More digits than any real body: keep int() away from a huge string.
+        return int(text) if len(text) <= 18 else 10**18
+
+    def _check_size(self, length: int) -> None:
+        if length > self.limits.max_bytes:
             self.close_connection = True
             raise ServingError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request of {length} bytes exceeds the limit of {self.max_bytes} bytes",
+                f"request of {length} bytes exceeds the limit of {self.limits.max_bytes} bytes",
             )
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except json.JSONDecodeError as err:
-            raise invalid_argument(f"JSON Parse error: {err}") from err
-        if not isinstance(body, dict):
-            raise invalid_argument("the request body must be a JSON object")
-        return body
+
+    def _read_chunked(self) -> bytes:
+        """Reads a chunked body, refusing it as soon as its chunks declare more than the limit."""
+        body = bytearray()
+        while size := self._chunk_size():
+            if len(body) + size > self.limits.max_bytes:
+                self.close_connection = True
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"chunked request body exceeds the limit of {self.limits.max_bytes} bytes",
+                )
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n"):
+                raise self._malformed("a chunk does not end where its size says")
+            body += chunk
+        for _ in range(_MAX_TRAILERS):
+            if self.rfile.readline(_MAX_LINE) in (b"\r\n", b"\n"):
+                return bytes(body)
+        raise self._malformed(f"no end after {_MAX_TRAILERS} trailer lines")
+
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline(_MAX_LINE)
+        size = line.split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not _HEX.fullmatch(size):
+            raise self._malformed(f"bad chunk size line {line[:40]!r}")
+        return int(size, 16)
+
+    def _malformed(self, problem: str) -> ServingError:
+        self.close_connection = True
+        return invalid_argument(f"malformed chunked body: {problem}")
 
 
 def _fill_spec(spec, match: re.Match) -> None:
@@ -174,8 +291,25 @@ def _to_dict(message) -> dict:
     )
 
 
-def _predict(servable, body: Mapping[str, Any]) -> dict:
-    signature = servable.signature(body.get("signature_name", ""))
+def _json_object(body: bytes) -> dict:
+    try:
+        request = json.loads(body or b"{}")
+    except (ValueError, RecursionError) as err:
+        raise invalid_argument(f"JSON Parse error: {err}") from err
+    if not isinstance(request, dict):
+        raise invalid_argument("the request body must be a JSON object")
+    return request
+
+
+def _signature_name(body: Mapping[str, Any]) -> str:
+    name = body.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(f"'signature_name' must be a string, got {name!r}")
+    return name
+
+
+def _predict(servable, body: Mapping[str, Any], max_elements: int) -> dict:
+    signature = servable.signature(_signature_name(body))
     if "instances" in body and "inputs" in body:
         raise invalid_argument("Request contains both 'instances' and 'inputs'; send one")
     if "instances" in body:
@@ -184,6 +318,7 @@ def _predict(servable, body: Mapping[str, Any]) -> dict:
         raw, rows = _columns(body["inputs"], list(signature.inputs)), False
     else:
         raise invalid_argument("Missing 'inputs' or 'instances' key")
+    _check_value_count(raw, max_elements)
     inputs = {
         k: _array(k, v, signature.inputs[k].dtype) for k, v in raw.items() if k in signature.inputs
     }
@@ -196,6 +331,19 @@ def _predict(servable, body: Mapping[str, Any]) -> dict:
         count = len(next(iter(values.values())))
         return {"predictions": [{k: v[i] for k, v in values.items()} for i in range(count)]}
     return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+
+
+def _check_value_count(columns: Mapping[str, Any], max_elements: int) -> None:
+    """Refuses more JSON values in all than `max_elements`, before any array is made."""
+    count, pending = 0, list(columns.values())
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending.extend(value)
+            continue
+        count += 1
+        if count > max_elements:
+            raise over_element_limit(f"more than {max_elements} values", max_elements)
 
 
 def _columns_from_rows(instances: Any, input_names: list[str]) -> dict[str, list]:
@@ -227,7 +375,7 @@ def _array(key: str, value: Any, dtype: tf.DType) -> np.ndarray:
         if dtype == tf.string:
             return np.array(_decode_strings(value), dtype=object)
         return np.array(value, dtype=dtype.as_numpy_dtype)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, RecursionError) as err:
         raise invalid_argument(f"input '{key}' cannot be read as {dtype.name}: {err}") from err
 
 
@@ -258,10 +406,12 @@ def _text(value: bytes) -> Any:
         return {"b64": base64.b64encode(value).decode("ascii")}
 
 
-def _examples_input(body: Mapping[str, Any]) -> input_pb2.Input:
+def _examples_input(body: Mapping[str, Any], max_examples: int) -> input_pb2.Input:
     examples = body.get("examples")
     if not isinstance(examples, list) or not examples:
         raise invalid_argument("'examples' must be a non-empty list of feature objects")
+    if len(examples) > max_examples:
+        raise over_element_limit(f"{len(examples)} examples", max_examples)
     result = input_pb2.Input()
     try:
         built = [make_example(e) for e in examples]

@@ -12,7 +12,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving.errors import ServingError, invalid_argument, not_found, status_code_from_number
+from serving import errors
+from serving.errors import invalid_argument, not_found
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -47,12 +48,13 @@ def run_signature(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dic
     """Calls `signature` on already validated inputs and returns its outputs as numpy arrays.
 
     Raises:
-      ServingError: the model raised (e.g. an unparsable tf.Example), with TF's status code.
+      ServingError: the model raised, with TF's status code (INVALID_ARGUMENT for an input
+        that is not a serialized tf.Example).
     """
     try:
         outputs = signature.call({k: tf.constant(v) for k, v in inputs.items()})
-    except tf.errors.OpError as err:
-        raise ServingError(status_code_from_number(err.error_code), err.message) from err
+    except (tf.errors.OpError, UnicodeDecodeError) as err:
+        raise errors.from_tensorflow(err, signature.name) from err
     return {k: v.numpy() for k, v in outputs.items()}
 
 

@@ -9,7 +9,7 @@ from concurrent import futures
 
 import grpc
 
-from serving.config import BatchingConfig, ModelConfig
+from serving.config import BatchingConfig, ModelConfig, RequestLimits
 from serving.grpc_service import add_services
 from serving.manager import ModelManager
 from serving.rest import RestServer
@@ -24,8 +24,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     grpc_port: int = 8500
     rest_port: int = 8501
-    # TF Serving's gRPC limit is 2 GiB; 64 MiB keeps one bad client from exhausting memory.
-    max_request_bytes: int = 64 * 1024 * 1024
+    limits: RequestLimits = RequestLimits()
     grpc_workers: int = 64
     poll_interval_s: float = 1.0
 
@@ -41,22 +40,20 @@ class ModelServer:
     ):
         self.options = options
         self.manager = ModelManager(models, batching, options.poll_interval_s)
-        limits = [
-            ("grpc.max_receive_message_length", options.max_request_bytes),
-            ("grpc.max_send_message_length", options.max_request_bytes),
+        message_limits = [
+            ("grpc.max_receive_message_length", options.limits.max_bytes),
+            ("grpc.max_send_message_length", options.limits.max_bytes),
         ]
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=options.grpc_workers), options=limits
+            futures.ThreadPoolExecutor(max_workers=options.grpc_workers), options=message_limits
         )
-        add_services(self._grpc, self.manager)
+        add_services(self._grpc, self.manager, options.limits)
         self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.grpc_port}")
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC to {options.host}:{options.grpc_port}")
         self._rest = None
         if options.rest_port:
-            self._rest = RestServer(
-                self.manager, options.host, options.rest_port, options.max_request_bytes
-            )
+            self._rest = RestServer(self.manager, options.host, options.rest_port, options.limits)
         self.rest_port = self._rest.port if self._rest else 0
 
     def start(self) -> ModelServer:

@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.config import ModelConfig
+from serving.config import ModelConfig, RequestLimits
 from serving.server import ModelServer, ServerOptions
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     options = ServerOptions(
         grpc_port=portpicker.pick_unused_port(),
         rest_port=portpicker.pick_unused_port(),
-        max_request_bytes=200_000,
+        limits=RequestLimits(max_bytes=200_000),
         poll_interval_s=0.2,
     )
     models = [ModelConfig("m", str(root / "m")), ModelConfig("r", str(root / "r"))]
