@@ -2,20 +2,23 @@
 
     scripts/in-env python bench/quantization.py [--output-root output] [--runs 200]
 
-Reads the newest Quantization outputs under `<output-root>/pipelines/<pipeline>` (run the
-pipeline first) and measures, in this one process, the float SavedModel (Trainer), the
-int8 SavedModel, and the float and int8 TFLite models on the same eval split.
+Reads the Quantization outputs of the pipeline's latest run, the one named in
+`<output-root>/<pipeline>/summary.json` (run the pipeline first), and measures, in this one
+process, the float SavedModel (Trainer), the int8 SavedModel, and the float and int8 TFLite
+models on the same eval split.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from components.quantization import executor, measure
 from models.features import FeatureSpec
 from pipeline.config import load_config
+from pipeline.local_runner import summary_path
 from pipeline.summary import RunRecord
 
 _MODELS = ("float", "int8", "float_tflite", "int8_tflite")
@@ -24,7 +27,10 @@ _MODELS = ("float", "int8", "float_tflite", "int8_tflite")
 def _paths(record: RunRecord) -> executor.Paths:
     inputs = record.inputs.get("Quantization", {})
     if not inputs:
-        sys.exit("no Quantization run in ML Metadata: run the pipeline first (make run)")
+        sys.exit(
+            f"run {record.run.name if record.run else '?'} has no Quantization in ML Metadata:"
+            " run the pipeline first (make run)"
+        )
     uri = {key: artifacts[-1] for key, artifacts in inputs.items()}
     outputs = {
         key: record.output("Quantization", key).uri for key in ("int8_model", "tflite_model")
@@ -75,7 +81,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.config, output_root=args.output_root)
     metadata = os.path.join(config.output_root, "metadata", config.pipeline_name, "metadata.sqlite")
-    record = RunRecord(_sqlite(metadata), config.pipeline_name)
+    record = RunRecord(_sqlite(metadata), config.pipeline_name, _latest_run_id(config))
     spec = FeatureSpec(
         config.numeric_features, config.categorical_features, config.label, config.task
     )
@@ -104,6 +110,14 @@ def main(argv=None) -> None:
     tflite = models["int8_tflite"]["size_bytes"] / models["float_tflite"]["size_bytes"]
     print(f"int8 / float SavedModel variables: {variables:.2f}x (goal <= 0.35x)")
     print(f"int8 / float TFLite file: {tflite:.2f}x (goal <= 0.3x)")
+
+
+def _latest_run_id(config) -> str:
+    path = summary_path(config)
+    if not os.path.isfile(path):
+        sys.exit(f"no run summary at {path}: run the pipeline first (make run)")
+    with open(path) as f:
+        return json.load(f)["run_id"]
 
 
 def _sqlite(path: str):

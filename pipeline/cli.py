@@ -10,11 +10,28 @@ from pipeline.errors import ConfigError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import local_runner
+    from pipeline import progress
 
     config = load_config(args.config, output_root=args.output_root)
-    summary = local_runner.run(config)
-    return 0 if summary["status"] == "succeeded" else 1
+    run_id = progress.new_run_id()
+    # TensorFlow writes its C++ start-up lines to fd 2 while it is imported, so the
+    # run's log file takes fd 2 before local_runner (and TensorFlow) is imported.
+    with progress.native_stderr_to(progress.log_path(config, run_id)):
+        from pipeline import local_runner
+
+        try:
+            summary = local_runner.run(config, run_id)
+        except local_runner.RunInterrupted as stop:
+            print(f"run {run_id} of {config.pipeline_name} {stop}", file=sys.stderr)
+            return 128 + stop.signum
+        if summary["status"] != "succeeded":
+            print(
+                f"run {run_id} of {config.pipeline_name} failed: {summary['error']}"
+                f" (log: {summary['log_file']})",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -3,27 +3,85 @@
 TFX's LocalDagRunner logs "Component X is running." / "is finished." through absl;
 this handler turns those records into progress lines and per-component timings,
 while the console stays free of TFX's INFO chatter (it goes to the log file).
+
+Nothing here imports TensorFlow: the CLI names the run and its log file, and points
+file descriptor 2 at that file, before TensorFlow's C++ start-up lines are written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from absl import logging as absl_logging
+
+from pipeline.config import PipelineConfig
 
 _RUNNING = "Component %s is running."
 _FINISHED = "Component %s is finished."
 _CACHED = "A cached execution %d is used."
 
 
+def new_run_id() -> str:
+    """A run id: local start time to the millisecond and the process id.
+
+    It names the run's `pipeline_run` context in ML Metadata and its log file, so
+    runs started in the same second (by two processes, or one after the other)
+    never share either.
+    """
+    now = datetime.datetime.now()
+    return f"{now:%Y%m%d-%H%M%S}.{now.microsecond // 1000:03d}-{os.getpid()}"
+
+
+def log_path(config: PipelineConfig, run_id: str) -> str:
+    """`<output_root>/logs/<pipeline>-<run id>.log`: the full TFX/Beam/TensorFlow log of one run."""
+    return str(Path(config.output_root) / "logs" / f"{config.pipeline_name}-{run_id}.log")
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str) -> Iterator[None]:
+    """Points file descriptor 2 at `path`, and Python's `sys.stderr` at the terminal.
+
+    TensorFlow's C++ code (oneDNN, CUDA probing, XLA) writes straight to fd 2, some
+    of it while `tensorflow` is imported: enter this before that import. Messages
+    the user must see (errors, the one-line failure reason) are written by Python
+    to `sys.stderr`, which keeps writing to the original stderr.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    saved = sys.stderr
+    sys.stderr = open(  # noqa: SIM115 - closed below, before fd 2 is restored
+        terminal,
+        "w",
+        buffering=1,
+        encoding=saved.encoding,
+        errors="backslashreplace",
+        closefd=False,
+    )
+    try:
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = saved
+        os.dup2(terminal, 2)
+        os.close(terminal)
+
+
 class ProgressHandler(logging.Handler):
     """Prints progress and records the wall time of each component."""
 
-    def __init__(self, node_ids: Sequence[str], stream: TextIO = sys.stdout):
+    def __init__(self, node_ids: Sequence[str] = (), stream: TextIO = sys.stdout):
         super().__init__(level=logging.INFO)
         self._order = list(node_ids)
         self._stream = stream
@@ -31,6 +89,14 @@ class ProgressHandler(logging.Handler):
         self._started: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
         self.cached: set[str] = set()
+
+    def expect(self, node_ids: Sequence[str]) -> None:
+        """The components of the run, in the order they will run (for "[i/n]")."""
+        self._order = list(node_ids)
+
+    @property
+    def order(self) -> list[str]:
+        return list(self._order)
 
     def _print(self, text: str) -> None:
         self._stream.write(text + "\n")
@@ -57,13 +123,17 @@ class ProgressHandler(logging.Handler):
             self.seconds[self._current] = time.monotonic() - self._started[self._current]
 
     @property
-    def current(self) -> str | None:
-        """The component that started last (the failing one, after a failure)."""
-        return self._current
+    def running(self) -> str | None:
+        """The component that has started and not finished, if any."""
+        return self._current if self._current not in self.seconds else None
 
 
 class capture_progress:
-    """Context manager: installs the progress handler and a log file for the run."""
+    """Context manager: installs the progress handler and a log file for the run.
+
+    `node_ids` may be empty when the capture starts before the pipeline is built;
+    call `expect(node_ids)` on the handler it returns then.
+    """
 
     def __init__(self, node_ids: Sequence[str], log_path: str, stream: TextIO = sys.stdout):
         self.handler = ProgressHandler(node_ids, stream)
@@ -96,9 +166,18 @@ class capture_progress:
         logger.addHandler(self.handler)
         logger.addHandler(self._file_handler)
         tf_logger.addHandler(self._file_handler)
+        # Python warnings (deprecations in TF Lite, TFMA, Beam) are for developers: file only.
+        logging.captureWarnings(True)
+        warnings_logger = logging.getLogger("py.warnings")
+        self._warnings_saved = warnings_logger.propagate, list(warnings_logger.handlers)
+        warnings_logger.propagate = False
+        warnings_logger.handlers = [self._file_handler]
         return self.handler
 
     def __exit__(self, *exc) -> None:
+        logging.captureWarnings(False)
+        warnings_logger = logging.getLogger("py.warnings")
+        warnings_logger.propagate, warnings_logger.handlers = self._warnings_saved
         tf_logger = logging.getLogger("tensorflow")
         tf_logger.propagate, tf_logger.handlers = self._tf_saved
         logger = logging.getLogger("absl")

@@ -85,7 +85,8 @@ def render(summary: Mapping[str, Any]) -> str:
     ]
     if summary.get("error"):
         parts.append(f"<pre>{html.escape(summary['error'])}</pre>")
-    parts.append(f'<img src="data:image/png;base64,{_component_times(summary)}">')
+    if summary["components"]:
+        parts.append(f'<img src="data:image/png;base64,{_component_times(summary)}">')
     tuner = summary.get("tuner")
     if tuner and tuner.get("trial_scores"):
         parts.append("<h2>Tuning</h2>")
@@ -107,9 +108,3 @@ def render(summary: Mapping[str, Any]) -> str:
     )
     style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}td{padding:2px 12px;border-bottom:1px solid #ddd}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(summary['pipeline'])}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
-
-
-def write(summary: Mapping[str, Any], path: str) -> str:
-    with open(path, "w") as f:
-        f.write(render(summary))
-    return path

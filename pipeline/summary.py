@@ -15,22 +15,32 @@ _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "succeeded",
     metadata_store_pb2.Execution.CACHED: "cached",
     metadata_store_pb2.Execution.FAILED: "failed",
-    metadata_store_pb2.Execution.RUNNING: "failed",
-    metadata_store_pb2.Execution.CANCELED: "canceled",
+    # A record is read after its run stopped, so an execution still RUNNING was cut
+    # short by a signal; the next run marks those of a killed run CANCELED.
+    metadata_store_pb2.Execution.RUNNING: "interrupted",
+    metadata_store_pb2.Execution.CANCELED: "interrupted",
 }
 
 
 class RunRecord:
-    """The executions and artifacts of the newest run of a pipeline in ML Metadata."""
+    """The executions and artifacts of one run of a pipeline in ML Metadata.
 
-    def __init__(self, connection_config: metadata_store_pb2.ConnectionConfig, pipeline_name: str):
+    Args:
+      connection_config: the pipeline's ML Metadata.
+      pipeline_name: names the node contexts (`<pipeline>.<node id>`).
+      run_id: the run's id, the name of its `pipeline_run` context. A record is
+        only ever read for the run that this process started: another run of the
+        same pipeline may have started (and finished) since.
+    """
+
+    def __init__(
+        self,
+        connection_config: metadata_store_pb2.ConnectionConfig,
+        pipeline_name: str,
+        run_id: str,
+    ):
         self._store = metadata_store.MetadataStore(connection_config)
-        runs = self._store.get_contexts_by_type("pipeline_run")
-        pipeline = self._store.get_context_by_type_and_name("pipeline", pipeline_name)
-        if pipeline is not None:
-            in_pipeline = {c.id for c in self._store.get_children_contexts_by_context(pipeline.id)}
-            runs = [c for c in runs if c.id in in_pipeline] or runs
-        self.run = max(runs, key=lambda c: c.create_time_since_epoch) if runs else None
+        self.run = self._store.get_context_by_type_and_name("pipeline_run", run_id)
         self.executions: dict[str, metadata_store_pb2.Execution] = {}
         self.outputs: dict[str, dict[str, list[metadata_store_pb2.Artifact]]] = {}
         self.inputs: dict[str, dict[str, list[metadata_store_pb2.Artifact]]] = {}
@@ -211,7 +221,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     ]
     if summary.get("error"):
         lines.append(f"  error: {summary['error']}")
-    lines.append(f"  {'component':<32}{'status':<12}{'seconds':>8}")
+    if summary["components"]:
+        lines.append(f"  {'component':<32}{'status':<12}{'seconds':>8}")
     for name, c in summary["components"].items():
         lines.append(f"  {name:<32}{c['status']:<12}{c['seconds']:>8.1f}")
     tuner = summary.get("tuner")

@@ -1,6 +1,13 @@
-"""The command line: config-driven serve/predict arguments and unknown options."""
+"""The command line: config-driven serve/predict arguments, unknown options, and what a run
+shows on the terminal."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from test_local_runner import malformed_csv, write_config
 
 from pipeline import cli
 
@@ -63,3 +70,31 @@ def test_config_errors_exit_2_with_the_key(tmp_path, capsys):
     bad.write_text("task: ranking\n")
     assert cli.main(["run", "--config", str(bad)]) == 2
     assert "task: expected one of" in capsys.readouterr().err
+
+
+def test_a_failed_run_prints_one_line_and_tensorflow_start_up_lines_go_to_the_log(
+    tmp_path, repo_root
+):
+    config = write_config(tmp_path, repo_root, source=malformed_csv(tmp_path))
+    root = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)]
+        + ["--output-root", str(root)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads((root / "penguins" / "summary.json").read_text())
+    assert json.loads((root / "summary.json").read_text()) == summary
+    assert summary["status"] == "failed" and "line 5" in summary["error"]
+    assert proc.stderr.splitlines() == [
+        f"run {summary['run_id']} of penguins failed: {summary['error']}"
+        f" (log: {summary['log_file']})"
+    ]
+    terminal = (proc.stdout + proc.stderr).lower()
+    log = Path(summary["log_file"]).read_text().lower()
+    assert "onednn" in log or "cuda" in log
+    for start_up in ("onednn", "cuda", "cuinit"):
+        assert start_up not in terminal
