@@ -23,13 +23,25 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class StagedData:
-    """The directory ExampleGen reads, the staged file, its size and its label values."""
+    """The directory ExampleGen reads, the staged file, its size and its label values.
+
+    `unlabelled_lines` are the lines of the source left out for having no label.
+    """
 
     directory: str
     path: str
     size_bytes: int
     rows: int
     label_values: tuple[str, ...]
+    unlabelled_lines: tuple[int, ...] = ()
+
+    def note(self, source: str, label: str) -> str | None:
+        """One line on the rows left out, or None when every row had a label."""
+        lines = self.unlabelled_lines
+        if not lines:
+            return None
+        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        return f"{source}: left out {len(lines)} rows without a label {label!r} (lines {shown})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +76,13 @@ class Columns:
 
 @dataclasses.dataclass(frozen=True)
 class Normalised:
-    """The CSV text ExampleGen reads, its number of data rows and the distinct label values."""
+    """The CSV text ExampleGen reads, its number of data rows, the distinct label values
+    and the lines left out for having no label."""
 
     text: str
     rows: int
     label_values: tuple[str, ...]
+    unlabelled_lines: tuple[int, ...] = ()
 
 
 def read_source(source: str, encoding: str = "utf-8") -> str:
@@ -102,7 +116,8 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Colum
 
     Checks, before anything runs, what would otherwise fail deep inside a component:
     the header names every configured column once, every row has the header's number
-    of fields, numeric columns hold numbers and every row has a label.
+    of fields and numeric columns hold numbers. Rows without a label are left out: there
+    is nothing to learn from them, and Transform would read the label as "" or 0.
 
     Raises:
       DataError: one line naming the file, the line or config key, and what to do.
@@ -123,21 +138,27 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Colum
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     labels: set[str] = set()
+    unlabelled: list[int] = []
     rows = 0
     line = reader.line_num + 1
     for row in reader:
         if row:
             row = ["" if value.strip() in missing else value for value in row]
-            _check_row(row, line, header, numbers, label, source)
-            labels.add(row[label])
-            writer.writerow(row)
-            rows += 1
+            _check_row(row, line, header, numbers, source)
+            if not row[label]:
+                unlabelled.append(line)
+            else:
+                labels.add(row[label])
+                writer.writerow(row)
+                rows += 1
         line = reader.line_num + 1
+    if rows == 0 and unlabelled:
+        raise DataError(f"{source}: no row has a value for the label {columns.label!r}")
     if rows == 0:
         raise DataError(
             f"{source}: the header is there but no data rows follow; add one row per example"
         )
-    return Normalised(out.getvalue(), rows, tuple(sorted(labels)))
+    return Normalised(out.getvalue(), rows, tuple(sorted(labels)), tuple(unlabelled))
 
 
 def _check_header(header: list[str], source: str, columns: Columns) -> None:
@@ -157,7 +178,7 @@ def _check_header(header: list[str], source: str, columns: Columns) -> None:
 
 
 def _check_row(
-    row: list[str], line: int, header: list[str], numbers: list[int], label: int, source: str
+    row: list[str], line: int, header: list[str], numbers: list[int], source: str
 ) -> None:
     if len(row) != len(header):
         raise DataError(
@@ -175,11 +196,6 @@ def _check_row(
                     f" {value!r}; fix the value, or list it in data.na_values if it marks a"
                     " missing value"
                 ) from None
-    if not row[label]:
-        raise DataError(
-            f"{source}: line {line}: the label {header[label]!r} is missing;"
-            " a row without a label cannot be learned from: fill it or remove the row"
-        )
 
 
 def check_label_values(label_values: tuple[str, ...], rows: int, source: str, label: str) -> None:
@@ -232,4 +248,11 @@ def stage(config: PipelineConfig) -> StagedData:
         or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest()
     ):
         path.write_bytes(data)
-    return StagedData(str(directory), str(path), len(data), table.rows, table.label_values)
+    return StagedData(
+        str(directory),
+        str(path),
+        len(data),
+        table.rows,
+        table.label_values,
+        table.unlabelled_lines,
+    )

@@ -370,6 +370,9 @@ def _run_pipeline(
     """Stages the data, builds the pipeline and runs it: (status, one-line error, interruption)."""
     try:
         staged = stage(config)
+        note = staged.note(config.data.source, config.label)
+        if note:
+            print(note, flush=True)
         pipeline = build_local_pipeline(config, staged)
         progress.expect([c.id for c in pipeline.components])
         print(

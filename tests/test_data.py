@@ -29,7 +29,7 @@ def test_missing_value_markers_become_empty_fields():
         # A quoted field spanning lines counts its lines; blank lines count too.
         ('a,b,y\n1,"two\nlines",x\n\n3,4\n', "t.csv: line 5 has 2 fields"),
         ("a,b,y\n1,2,x\nmany,2,x\n", "t.csv: line 3: column 'a' is numeric but holds 'many'"),
-        ("a,b,y\n1,2,x\n1,2,NA\n", "t.csv: line 3: the label 'y' is missing"),
+        ("a,b,y\n1,2,NA\n", "t.csv: no row has a value for the label 'y'"),
         ("a,b,y,b\n1,2,x,3\n", "t.csv: line 1: the header names column 'b' twice"),
         ("a,,y\n1,2,x\n", "t.csv: line 1: column 2 of the header has no name"),
     ],
@@ -49,6 +49,13 @@ def test_a_configured_column_missing_from_the_header_names_the_key():
         "p.csv: features.categorical names 'sexx', which is not a column of the file"
         " (did you mean 'sex'?); the header has ['species', 'island', 'sex']"
     )
+
+
+def test_rows_without_a_label_are_left_out_and_counted():
+    text = "a,b,y\n1,2,x\n3,4,NA\n5,6,z\n7,8,\n"
+    table = normalise(text, "t.csv", ("NA",), COLUMNS)
+    assert table.text == "a,b,y\n1,2,x\n5,6,z\n"
+    assert (table.rows, table.unlabelled_lines) == (2, (3, 5))
 
 
 def test_empty_string_marker_and_spaces_around_header_names():
@@ -101,6 +108,16 @@ def test_a_regression_label_must_be_numeric(repo_root, tmp_path):
     config = dataclasses.replace(config, numeric_features=("bill_length_mm",))
     with pytest.raises(DataError, match="line 2: column 'body_mass_g' is numeric but holds"):
         stage(config)
+
+
+def test_bundled_penguins_without_body_mass_are_left_out_for_regression(repo_root, tmp_path):
+    path = repo_root / "configs" / "penguins_body_mass.yaml"
+    config = load_config(path, output_root=str(tmp_path))
+    staged = stage(config)
+    assert staged.rows == 342
+    assert staged.note("palmerpenguins", "body_mass_g") == (
+        "palmerpenguins: left out 2 rows without a label 'body_mass_g' (lines 5, 273)"
+    )
 
 
 def test_bundled_penguins_are_staged_once(repo_root, tmp_path):
