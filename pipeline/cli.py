@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pipeline.config import load_config
+from pipeline.data import DataError
 from pipeline.errors import ConfigError
 
 
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except DataError as err:
+        print(f"data error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

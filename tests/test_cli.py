@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from test_local_runner import malformed_csv, write_config
 
 from pipeline import cli
@@ -98,3 +99,15 @@ def test_a_failed_run_prints_one_line_and_tensorflow_start_up_lines_go_to_the_lo
     assert "onednn" in log or "cuda" in log
     for start_up in ("onednn", "cuda", "cuinit"):
         assert start_up not in terminal
+
+
+def test_schema_on_a_bad_file_prints_one_line(tmp_path, capsys, repo_root):
+    raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
+    (tmp_path / "p.csv").write_text("species,island\nAdelie,Biscoe\n")
+    raw.update(schema_file=None, data={"source": "p.csv"})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    code = cli.main(["schema", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "s")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"data error: {tmp_path / 'p.csv'}: features.numeric names")
+    assert err.count("\n") == 1
