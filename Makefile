@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test lint format env serve predict manifests bench bench-serving bench-quantization compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -17,8 +17,12 @@ env:
 run:
 	$(IN_ENV) python -m pipeline.cli run --config $(CONFIG)
 
-test:
+test: test-env
 	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+
+# Runs on the host: what is visible inside the environment, several checkouts sharing it.
+test-env:
+	bash tests/test_in_env.sh
 
 lint:
 	$(IN_ENV) ruff check .
