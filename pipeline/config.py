@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import host
 from pipeline.cluster_config import ClusterConfig, parse_cluster
 from pipeline.errors import ConfigError
 
@@ -276,8 +277,13 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
     outputs = top.section("outputs")
     file_root = outputs.get("root", str, "output")
     root = output_root or file_root
-    root_path = Path(root) if Path(root).is_absolute() else repo_root / root
+    root_path = _output_dir(outputs, "root", root, repo_root)
     serving = outputs.get("serving_root", str, "")
+    serving_root = (
+        _output_dir(outputs, "serving_root", serving, root_path.parent)
+        if serving
+        else root_path / "serving"
+    )
     outputs.finish()
     schema_file = top.get("schema_file", str, None)
     if schema_file is not None:
@@ -299,7 +305,7 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
         beam=_beam(top.section("beam")),
         schema_file=schema_file,
         output_root=str(root_path),
-        serving_root=str(root_path / "serving") if not serving else _under(root_path, serving),
+        serving_root=str(serving_root),
         cluster=parse_cluster(top),
         quantization=_quantization(top.section("quantization")),
     )
@@ -333,13 +339,25 @@ def _check_distinct(reader: _Reader, features: tuple[str, ...], label: str) -> N
 
 
 def _existing(reader: _Reader, key: str, path: Path) -> str:
-    if not path.is_file():
-        raise reader.error(key, f"file not found: {path}")
-    return str(path)
+    """The path to read the file at `path` through (see pipeline.host.resolve_input)."""
+    try:
+        found = host.resolve_input(path)
+    except FileNotFoundError:
+        raise reader.error(key, f"file not found: {path}") from None
+    if not found.is_file():
+        raise reader.error(key, f"not a file: {path}")
+    return str(found)
 
 
-def _under(root: Path, path: str) -> str:
-    return path if Path(path).is_absolute() else str(root.parent / path)
+def _output_dir(reader: _Reader, key: str, value: str, base: Path) -> Path:
+    """An output directory (`~` expanded, relative to `base`) whose files reach the host."""
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        host.check_output_root(path)
+    except ValueError as err:
+        raise reader.error(key, str(err)) from None
+    return path
 
 
 def _data(reader: _Reader, config_dir: Path) -> DataConfig:

@@ -167,6 +167,32 @@ def test_paths_may_start_at_the_home_directory(penguins, tmp_path, repo_root, mo
     assert config.data.source == str(tmp_path / "sales.csv")
 
 
+def test_an_output_root_the_host_cannot_see_is_refused(penguins, tmp_path, repo_root, monkeypatch):
+    monkeypatch.setenv("TFXP_SHARED_PATHS", str(tmp_path))
+    penguins["outputs"] = {"root": "/"}
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, penguins, repo_root))
+    assert err.value.key == "outputs.root"
+    assert "outside the directories the environment shares with the host" in str(err.value)
+    penguins["outputs"] = {"root": str(tmp_path / "out"), "serving_root": "/serving"}
+    with pytest.raises(ConfigError, match="outputs.serving_root: /serving is outside"):
+        load_config(_write(tmp_path, penguins, repo_root))
+
+
+def test_a_source_only_the_host_sees_is_read_through_the_host_root(
+    penguins, tmp_path, repo_root, monkeypatch
+):
+    host_file = tmp_path / "host" / "opt" / "sales" / "data.csv"
+    host_file.parent.mkdir(parents=True)
+    host_file.write_text("a\n")
+    monkeypatch.setenv("TFXP_HOST_ROOT", str(tmp_path / "host"))
+    penguins["data"]["source"] = "/opt/sales/data.csv"
+    assert load_config(_write(tmp_path, penguins, repo_root)).data.source == str(host_file)
+    penguins["data"]["source"] = "/opt/sales/other.csv"
+    with pytest.raises(ConfigError, match="data.source: file not found: /opt/sales/other.csv"):
+        load_config(_write(tmp_path, penguins, repo_root))
+
+
 @pytest.mark.parametrize("bound", [-1.0, 0.0])
 def test_regression_upper_bound_must_be_positive(penguins, tmp_path, repo_root, bound):
     penguins.update(task="regression", label="body_mass_g", schema_file=None)
