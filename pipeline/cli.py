@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import load_config
+from pipeline.config import PipelineConfig, load_config
 from pipeline.data import DataError
 from pipeline.errors import ConfigError
 
@@ -36,21 +36,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from pipeline import schema
+    from pipeline import progress
 
-    config = load_config(args.config, output_root=args.output_root)
-    path = schema.write_inferred_schema(config, args.out)
-    print(
-        f"wrote {path}; review it (types, domains, presence) and set schema_file in {args.config}"
-    )
+    # The schema is what this command writes: the config may name it before it exists.
+    config = load_config(args.config, output_root=args.output_root, schema_file_exists=False)
+    out = args.out or config.schema_file
+    if out is None:
+        print(
+            f"schema: give --out, or set schema_file in {args.config} to write there",
+            file=sys.stderr,
+        )
+        return 2
+    log = progress.log_path(config, f"schema-{progress.new_run_id()}")
+    with progress.native_stderr_to(log):
+        from pipeline import schema
+
+        path = schema.write_inferred_schema(config, out, log)
+    hint = "" if out == config.schema_file else f" and set schema_file in {args.config}"
+    print(f"wrote {path}; review it (types, domains, presence){hint}; TFX log: {log}")
     return 0
 
 
-def _serving_args(args: argparse.Namespace) -> list[str]:
+def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]:
     """The serving CLI's arguments for this config's model."""
     from pathlib import Path
 
-    config = load_config(args.config, output_root=args.output_root)
     if args.command == "serve":
         base = str(Path(config.serving_root) / config.model_name)
         return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.extra]
@@ -58,9 +68,23 @@ def _serving_args(args: argparse.Namespace) -> list[str]:
 
 
 def _serving(args: argparse.Namespace) -> int:
-    from serving import cli as serving_cli
+    import contextlib
 
-    return serving_cli.main(_serving_args(args))
+    from pipeline import progress
+
+    config = load_config(args.config, output_root=args.output_root)
+    argv = _serving_args(args, config)
+    quiet = contextlib.nullcontext()
+    if args.command == "predict":
+        # A client's answer (or its one-line error) is all the terminal shows; TensorFlow's
+        # C++ start-up lines go to a log. The server keeps its log on the terminal.
+        quiet = progress.native_stderr_to(
+            progress.log_path(config, f"predict-{progress.new_run_id()}")
+        )
+    with quiet:
+        from serving import cli as serving_cli
+
+        return serving_cli.main(argv)
 
 
 _TARGET_FLAGS = ("image", "pipeline_root", "data_root", "serving_root", "schema_uri")
@@ -141,7 +165,9 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
         cmd.set_defaults(func=func)
         if name == "schema":
-            cmd.add_argument("--out", required=True, help="schema .pbtxt to write")
+            cmd.add_argument(
+                "--out", default=None, help="schema .pbtxt to write (default: schema_file)"
+            )
     serve = sub.add_parser(
         "serve", help="serve the pushed model (tensorflow_model_server or the embedded server)"
     )

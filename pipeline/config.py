@@ -169,12 +169,16 @@ class PipelineConfig:
         return self.numeric_features + self.categorical_features
 
 
-def load_config(path: str | os.PathLike, output_root: str | None = None) -> PipelineConfig:
+def load_config(
+    path: str | os.PathLike, output_root: str | None = None, schema_file_exists: bool = True
+) -> PipelineConfig:
     """Reads and validates a pipeline config file.
 
     Args:
       path: the YAML file.
       output_root: overrides `outputs.root` from the file.
+      schema_file_exists: the schema file must exist (False for the command that
+        writes it).
 
     Returns:
       The validated, frozen config. Relative paths in the file are resolved against
@@ -194,7 +198,7 @@ def load_config(path: str | os.PathLike, output_root: str | None = None) -> Pipe
         raise ConfigError(source, "<file>", f"not valid YAML: {err}") from err
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "<file>", "expected a mapping at the top level")
-    return _parse(raw, source, output_root)
+    return _parse(raw, source, output_root, schema_file_exists)
 
 
 class _Reader:
@@ -261,7 +265,9 @@ class _Reader:
             raise self.error(unknown[0], "unknown key (check its spelling)")
 
 
-def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> PipelineConfig:
+def _parse(
+    raw: Mapping[str, Any], source: str, output_root: str | None, schema_file_exists: bool
+) -> PipelineConfig:
     top = _Reader(raw, source)
     config_dir = Path(source).resolve().parent
     repo_root = Path(__file__).resolve().parent.parent
@@ -287,7 +293,10 @@ def _parse(raw: Mapping[str, Any], source: str, output_root: str | None) -> Pipe
     outputs.finish()
     schema_file = top.get("schema_file", str, None)
     if schema_file is not None:
-        schema_file = _existing(top, "schema_file", config_dir / Path(schema_file).expanduser())
+        schema_file = config_dir / Path(schema_file).expanduser()
+        schema_file = (
+            _existing(top, "schema_file", schema_file) if schema_file_exists else str(schema_file)
+        )
     config = PipelineConfig(
         source_file=source,
         pipeline_name=_identifier(top, "pipeline_name"),

@@ -9,7 +9,6 @@ missing values and stops the run it was written for.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import tensorflow_data_validation as tfdv
@@ -23,16 +22,13 @@ from pipeline.pipeline import data_components
 from pipeline.progress import capture_progress
 
 
-def infer_schema(config: PipelineConfig) -> schema_pb2.Schema:
+def infer_schema(config: PipelineConfig, log_path: str) -> schema_pb2.Schema:
     """Infers a schema from the config's data; the label is left out of the SERVING environment.
 
     Runs ExampleGen, StatisticsGen and SchemaGen on the staged CSV in a scratch
-    pipeline under the output root, removed afterwards.
+    pipeline under the output root, removed afterwards; their logs go to `log_path`.
     """
     staged = stage(config)
-    logs = Path(config.output_root) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{config.pipeline_name}-schema-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with tempfile.TemporaryDirectory(prefix="schema-", dir=config.output_root) as scratch:
         example_gen, statistics_gen = data_components(config, staged.directory)
         schema_gen = tfx.components.SchemaGen(
@@ -49,7 +45,7 @@ def infer_schema(config: PipelineConfig) -> schema_pb2.Schema:
             metadata_connection_config=metadata,
             beam_pipeline_args=["--direct_running_mode=in_memory"],
         )
-        with capture_progress([c.id for c in pipeline.components], str(log_path)):
+        with capture_progress([c.id for c in pipeline.components], log_path):
             tfx.orchestration.LocalDagRunner().run(pipeline)
         # The scratch store holds this one run: one Schema artifact.
         [artifact] = metadata_store.MetadataStore(metadata).get_artifacts_by_type(
@@ -61,9 +57,9 @@ def infer_schema(config: PipelineConfig) -> schema_pb2.Schema:
     return schema
 
 
-def write_inferred_schema(config: PipelineConfig, out: str) -> str:
+def write_inferred_schema(config: PipelineConfig, out: str, log_path: str) -> str:
     """Writes the inferred schema as text proto; returns the path."""
-    schema = infer_schema(config)
+    schema = infer_schema(config, log_path)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, out)
     return out

@@ -24,8 +24,8 @@ def test_inferred_schema_accepts_the_data_it_was_inferred_from(tmp_path, repo_ro
     lines[10] = ",".join(fields)
     (data / "penguins.csv").write_text("\n".join(lines) + "\n")
     raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
-    raw.pop("schema_file")
-    raw.update(pipeline_name="mine", model_name="mine")
+    # As in the README: the config names the schema file that `schema` is about to write.
+    raw.update(pipeline_name="mine", model_name="mine", schema_file="schemas/mine.pbtxt")
     raw["data"].update(source=str(data / "penguins.csv"), na_values=["NA", ""])
     raw["tuner"].update(max_trials=2, epochs=10)
     raw["training"].update(epochs=15)
@@ -41,8 +41,6 @@ def test_inferred_schema_accepts_the_data_it_was_inferred_from(tmp_path, repo_ro
 
     assert code == 0
     assert 'name: "bill_length_mm"' in schema.read_text()
-    raw["schema_file"] = "schemas/mine.pbtxt"
-    config_file.write_text(yaml.safe_dump(raw))
     summary = local_runner.run(load_config(config_file, output_root=out))
     assert summary["status"] == "succeeded", summary["error"]
     assert summary["components"]["ImportSchemaGen"]["status"] == "succeeded"

@@ -11,6 +11,7 @@ import yaml
 from test_local_runner import malformed_csv, write_config
 
 from pipeline import cli
+from pipeline.config import load_config
 
 
 def _args(argv):
@@ -31,7 +32,7 @@ def test_serve_takes_name_and_path_from_the_config_and_passes_other_options_on(r
             "9000",
         ]
     )
-    assert cli._serving_args(args) == [
+    assert cli._serving_args(args, load_config(args.config)) == [
         "serve",
         "--model-name",
         "penguins",
@@ -56,7 +57,12 @@ def test_predict_passes_the_address_on(repo_root):
             "h:1",
         ]
     )
-    assert cli._serving_args(args)[-4:] == ["--input", "rows.csv", "--address", "h:1"]
+    assert cli._serving_args(args, load_config(args.config))[-4:] == [
+        "--input",
+        "rows.csv",
+        "--address",
+        "h:1",
+    ]
 
 
 def test_unknown_options_of_other_commands_are_refused(capsys):
@@ -111,3 +117,35 @@ def test_schema_on_a_bad_file_prints_one_line(tmp_path, capsys, repo_root):
     err = capsys.readouterr().err
     assert err.startswith(f"data error: {tmp_path / 'p.csv'}: features.numeric names")
     assert err.count("\n") == 1
+
+
+def test_predict_without_a_server_is_one_line(tmp_path, repo_root):
+    """TensorFlow's start-up lines go to a log: the terminal shows only the answer."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("island,bill_length_mm\nBiscoe,40\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "predict",
+            "--config",
+            str(repo_root / "configs" / "penguins.yaml"),
+            "--output-root",
+            str(tmp_path),
+            "--input",
+            str(rows),
+            "--",
+            "--address",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("predict: no model server answered at 127.0.0.1:1")
+    assert result.stderr.count("\n") == 1, result.stderr
+    [log] = (tmp_path / "logs").glob("penguins-predict-*.log")
+    assert "oneDNN" in log.read_text() or "cuda" in log.read_text()
