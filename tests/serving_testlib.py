@@ -87,3 +87,26 @@ def example(x: float, color: str) -> bytes:
         "color": tf.train.Feature(bytes_list=tf.train.BytesList(value=[color.encode()])),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def start_server(root, limits):
+    """A ModelServer on free loopback ports serving models `m` and `r` under `root`, both
+    available; the caller stops it."""
+    import portpicker
+
+    from serving.client import ServingClient
+    from serving.config import ModelConfig
+    from serving.server import ModelServer, ServerOptions
+
+    options = ServerOptions(
+        grpc_port=portpicker.pick_unused_port(),
+        rest_port=portpicker.pick_unused_port(),
+        limits=limits,
+        poll_interval_s=0.2,
+    )
+    models = [ModelConfig("m", str(root / "m")), ModelConfig("r", str(root / "r"))]
+    running = ModelServer(models, options).start()
+    with ServingClient(f"127.0.0.1:{running.grpc_port}") as client:
+        client.wait_until_available("m", timeout_s=30)
+        client.wait_until_available("r", timeout_s=30)
+    return running

@@ -17,7 +17,7 @@ import portpicker
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import example, save_version
+from serving_testlib import example, save_version, start_server
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -26,27 +26,10 @@ from tensorflow_serving.apis import (
 )
 
 from serving.cli import _parser, main, read_rows
-from serving.client import ServingClient
-from serving.config import ModelConfig, RequestLimits
-from serving.server import ModelServer, ServerOptions
+from serving.config import RequestLimits
 
 MAX_BYTES = 200_000
 SMALL_MAX_ELEMENTS = 10
-
-
-def _start(root, limits: RequestLimits):
-    options = ServerOptions(
-        grpc_port=portpicker.pick_unused_port(),
-        rest_port=portpicker.pick_unused_port(),
-        limits=limits,
-        poll_interval_s=0.2,
-    )
-    models = [ModelConfig("m", str(root / "m")), ModelConfig("r", str(root / "r"))]
-    running = ModelServer(models, options).start()
-    with ServingClient(f"127.0.0.1:{running.grpc_port}") as client:
-        client.wait_until_available("m", timeout_s=30)
-        client.wait_until_available("r", timeout_s=30)
-    return running
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +43,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(models):
     """The default element limit, a small byte limit."""
-    running = _start(models, RequestLimits(max_bytes=MAX_BYTES))
+    running = start_server(models, RequestLimits(max_bytes=MAX_BYTES))
     yield running
     running.stop()
 
@@ -68,7 +51,9 @@ def server(models):
 @pytest.fixture(scope="module")
 def small_server(models):
     """At most SMALL_MAX_ELEMENTS elements per request."""
-    running = _start(models, RequestLimits(max_bytes=MAX_BYTES, max_elements=SMALL_MAX_ELEMENTS))
+    running = start_server(
+        models, RequestLimits(max_bytes=MAX_BYTES, max_elements=SMALL_MAX_ELEMENTS)
+    )
     yield running
     running.stop()
 

@@ -6,11 +6,10 @@ import json
 
 import grpc
 import numpy as np
-import portpicker
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import CLASS_NAMES, example, save_model, save_version
+from serving_testlib import CLASS_NAMES, example, save_model, save_version, start_server
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -20,8 +19,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.config import ModelConfig, RequestLimits
-from serving.server import ModelServer, ServerOptions
+from serving.config import RequestLimits
 
 State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -31,20 +29,9 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     save_version(str(root / "m"), 1, scale=2.0)
     save_version(str(root / "r"), 3, scale=0.5, regression=True)
-    options = ServerOptions(
-        grpc_port=portpicker.pick_unused_port(),
-        rest_port=portpicker.pick_unused_port(),
-        limits=RequestLimits(max_bytes=200_000),
-        poll_interval_s=0.2,
-    )
-    models = [ModelConfig("m", str(root / "m")), ModelConfig("r", str(root / "r"))]
-    with ModelServer(models, options) as running:
-        from serving.client import ServingClient
-
-        with ServingClient(f"127.0.0.1:{running.grpc_port}") as client:
-            client.wait_until_available("m", timeout_s=30)
-            client.wait_until_available("r", timeout_s=30)
-        yield running
+    running = start_server(root, RequestLimits(max_bytes=200_000))
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
