@@ -16,7 +16,7 @@ from typing import Any
 from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
-from pipeline.data import normalise, read_source
+from pipeline.data import Columns, normalise, read_source
 from pipeline.errors import ConfigError
 from pipeline.local_runner import beam_args, code_version
 from pipeline.pipeline import create_pipeline
@@ -76,7 +76,8 @@ def label_classes(config: PipelineConfig) -> tuple[str, ...]:
     if config.label_classes or config.task != "classification":
         return config.label_classes
     source = config.data.source
-    return normalise(read_source(source), source, config.data.na_values, config.label)[2]
+    text = read_source(source, config.data.encoding)
+    return normalise(text, source, config.data.na_values, Columns.of(config)).label_values
 
 
 def build_kubeflow_pipeline(config: PipelineConfig, target: ClusterTarget) -> tfx.dsl.Pipeline:
