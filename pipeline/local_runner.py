@@ -90,6 +90,7 @@ def _paths(config: PipelineConfig) -> dict[str, str]:
         "metadata": str(root / "metadata" / config.pipeline_name / "metadata.sqlite"),
         "serving_dir": str(Path(config.serving_root) / config.model_name),
         "summary": str(results / "summary.json"),
+        "runs": str(results / "runs"),
         "report": str(results / "report.html"),
         "latest_summary": str(root / "summary.json"),
         "latest_report": str(root / "report.html"),
@@ -217,6 +218,7 @@ def recover_interrupted_runs(config: PipelineConfig) -> list[str]:
         interrupted += [r for r in _cancel_running(store) if r not in interrupted]
         removed = _remove_unfinished_outputs(store, paths["pipeline_root"], config.pipeline_name)
     for run_id in interrupted:
+        _mark_interrupted(paths, run_id)
         message = (
             f"previous run {run_id} of {config.pipeline_name} was interrupted before it finished"
         )
@@ -448,8 +450,9 @@ def summarise(
 
 
 def _publish(summary: dict[str, Any], paths: dict[str, str]) -> None:
-    """Writes the pipeline's summary and report, and the same as the output root's latest."""
-    Path(paths["summary"]).parent.mkdir(parents=True, exist_ok=True)
+    """Writes the pipeline's summary and report, the same as the output root's latest, and
+    the summary as this run's own record (`<pipeline>/runs/<run id>.json`)."""
+    Path(paths["runs"]).mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2, sort_keys=False)
     page = report.render(summary)
     for path, content in (
@@ -457,8 +460,25 @@ def _publish(summary: dict[str, Any], paths: dict[str, str]) -> None:
         (paths["summary"], text),
         (paths["latest_report"], page),
         (paths["latest_summary"], text),
+        (_run_record(paths, summary["run_id"]), text),
     ):
         _write_atomically(path, content)
+
+
+def _run_record(paths: dict[str, str], run_id: str) -> str:
+    return os.path.join(paths["runs"], f"{run_id}.json")
+
+
+def _mark_interrupted(paths: dict[str, str], run_id: str) -> None:
+    """Rewrites a killed run's own record, which still says "running", as interrupted."""
+    path = _run_record(paths, run_id)
+    record = _read_json(path)
+    if record.get("status") == "running":
+        record.update(
+            status="interrupted",
+            error="stopped before it finished (killed, or the machine went down)",
+        )
+        _write_atomically(path, json.dumps(record, indent=2, sort_keys=False))
 
 
 def _write_atomically(path: str, text: str) -> None:

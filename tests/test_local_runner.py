@@ -198,6 +198,9 @@ def test_the_run_after_a_killed_run_reports_it_and_removes_its_partial_outputs(
     assert f"previous run {killed['run_id']} of penguins was interrupted" in out
     assert summary["previous_interrupted_runs"] == [killed["run_id"]]
     assert summary["run_id"] != killed["run_id"] and summary["status"] == "failed"
+    runs = root / "penguins" / "runs"
+    assert json.loads((runs / f"{killed['run_id']}.json").read_text())["status"] == "interrupted"
+    assert json.loads((runs / f"{summary['run_id']}.json").read_text())["status"] == "failed"
     assert not any(os.path.exists(p) for p in partial)
     store = _store(root / "metadata" / "penguins" / "metadata.sqlite")
     assert {e.last_known_state for e in store.get_executions()} == {
