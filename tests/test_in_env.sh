@@ -39,6 +39,18 @@ say "a file written inside to $home_dir/written.txt appears on the host"
   "$home_dir/written.txt" || true
 expect "host's $home_dir/written.txt" "$(cat "$home_dir/written.txt" 2>/dev/null)" "from inside"
 
+# --- (b2) Debian's Fashion-MNIST files are readable inside -------------------------------
+fashion_mnist=/usr/share/datasets/fashion-mnist
+labels=$fashion_mnist/t10k-labels-idx1-ubyte.gz
+if [ -r "$labels" ]; then
+  say "the Fashion-MNIST files ($fashion_mnist) are readable inside the environment"
+  got=$("$repo/scripts/in-env" sh -c 'ls "$1" && cksum <"$2"' sh "$fashion_mnist" "$labels") || true
+  expect "listing and reading $fashion_mnist inside" "$got" "$(ls "$fashion_mnist" && cksum <"$labels")"
+else
+  # in-env installs it when run as root; otherwise it is the user's choice.
+  say "skipped: $fashion_mnist is not on this host (sudo apt-get install dataset-fashion-mnist)"
+fi
+
 # --- (c) two checkouts, one environment, each its own code -----------------------------
 # The clone gets this working tree's in-env and hash inputs, so that it checks the script
 # as it is now, committed or not.
