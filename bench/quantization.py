@@ -16,9 +16,9 @@ import os
 import sys
 
 from components.quantization import executor, measure
-from models.features import FeatureSpec
 from pipeline.config import load_config
 from pipeline.local_runner import summary_path
+from pipeline.pipeline import feature_spec
 from pipeline.summary import RunRecord
 
 _MODELS = ("float", "int8", "float_tflite", "int8_tflite")
@@ -82,9 +82,7 @@ def main(argv=None) -> None:
     config = load_config(args.config, output_root=args.output_root)
     metadata = os.path.join(config.output_root, "metadata", config.pipeline_name, "metadata.sqlite")
     record = RunRecord(_sqlite(metadata), config.pipeline_name, _latest_run_id(config))
-    spec = FeatureSpec(
-        config.numeric_features, config.categorical_features, config.label, config.task
-    )
+    spec = feature_spec(config)
     settings = executor.Settings(spec=spec, metric=config.evaluation.metric, latency_runs=args.runs)
     models = measure_all(_paths(record), settings)
     metric = settings.metric

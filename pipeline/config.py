@@ -21,7 +21,10 @@ from pipeline.cluster_config import ClusterConfig, parse_cluster
 from pipeline.errors import ConfigError
 
 TASKS = ("classification", "regression")
-MODEL_FAMILIES = ("mlp",)
+MODEL_FAMILIES = ("mlp", "cnn")
+DATA_FORMATS = ("csv", "image_folder")
+# `data.source` for format image_folder that reads the Debian package's IDX files.
+FASHION_MNIST = "fashion-mnist"
 TUNER_ALGORITHMS = ("bayesian",)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 BEAM_MODES = ("auto", "in_memory", "multi_processing")
@@ -43,10 +46,19 @@ class DataConfig:
     """
 
     source: str
+    format: str = "csv"
     na_values: tuple[str, ...] = ("NA", "NaN", "nan", "null")
     encoding: str = "utf-8"
     train_buckets: int = 4
     eval_buckets: int = 1
+    # image_folder: a seeded, class-stratified sample per split (None: every image).
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+    @property
+    def eval_fraction(self) -> float:
+        """The share of the data that hash splitting puts in the eval split."""
+        return self.eval_buckets / (self.train_buckets + self.eval_buckets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +85,27 @@ class SearchSpace:
     dropout: FloatRange = FloatRange(0.0, 0.3, "linear")
     l2: FloatRange = FloatRange(1e-6, 1e-3, "log")
     optimizer: tuple[str, ...] = ("adam", "rmsprop")
+    # The cnn family's image encoder: blocks of two convolutions and a pooling.
+    conv_blocks: IntRange = IntRange(1, 3, 1)
+    filters: IntRange = IntRange(16, 64, 16)
+    kernel_size: tuple[int, ...] = (3,)
+    batch_norm: tuple[bool, ...] = (True,)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationConfig:
+    """Random image transformations in training only (Keras preprocessing layers that
+    are inactive at inference): never in Transform, never at serving."""
+
+    flip: bool = True
+    translate: float = 0.1
+    zoom: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str = "mlp"
+    augmentation: AugmentationConfig = AugmentationConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +184,7 @@ class PipelineConfig:
     numeric_features: tuple[str, ...]
     categorical_features: tuple[str, ...]
     label: str
-    model_family: str
+    model: ModelConfig
     tuner: TunerConfig
     training: TrainingConfig
     evaluation: EvaluationConfig
@@ -160,13 +193,19 @@ class PipelineConfig:
     output_root: str
     serving_root: str
     label_classes: tuple[str, ...] = ()
+    image_features: tuple[str, ...] = ()
+    image_shape: tuple[int, ...] = ()
     # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
     cluster: ClusterConfig = ClusterConfig()
     quantization: QuantizationConfig = QuantizationConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric_features + self.categorical_features
+        return self.numeric_features + self.categorical_features + self.image_features
+
+    @property
+    def model_family(self) -> str:
+        return self.model.family
 
 
 def load_config(
@@ -242,7 +281,7 @@ class _Reader:
 
     def positive(self, key: str, default: Any = dataclasses.MISSING, minimum: int = 1) -> int:
         value = self.get(key, int, default)
-        if value < minimum:
+        if value is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, got {value}")
         return value
 
@@ -275,11 +314,15 @@ def _parse(
     features = top.section("features")
     numeric = features.names("numeric", ())
     categorical = features.names("categorical", ())
+    image = features.names("image", ())
+    image_shape = _image_shape(features, image)
     features.finish()
-    if not numeric and not categorical:
-        raise top.error("features", "name at least one numeric or categorical feature")
+    if not numeric and not categorical and not image:
+        raise top.error("features", "name at least one numeric, categorical or image feature")
     label = top.get("label", str)
-    _check_distinct(top, numeric + categorical, label)
+    _check_distinct(top, numeric + categorical + image, label)
+    data = _data(top.section("data"), config_dir)
+    _check_format(top, data, numeric + categorical, image)
     outputs = top.section("outputs")
     file_root = outputs.get("root", str, "output")
     root = output_root or file_root
@@ -302,12 +345,14 @@ def _parse(
         pipeline_name=_identifier(top, "pipeline_name"),
         model_name=_identifier(top, "model_name"),
         task=task,
-        data=_data(top.section("data"), config_dir),
+        data=data,
         numeric_features=numeric,
         categorical_features=categorical,
+        image_features=image,
+        image_shape=image_shape,
         label=label,
         label_classes=top.names("label_classes", ()),
-        model_family=_model_family(top.section("model")),
+        model=_model(top.section("model")),
         tuner=_tuner(top.section("tuner")),
         training=_training(top.section("training")),
         evaluation=_evaluation(top.section("evaluation"), task),
@@ -324,10 +369,64 @@ def _parse(
     return config
 
 
-def _model_family(reader: _Reader) -> str:
-    family = reader.choice("family", MODEL_FAMILIES, "mlp")
+def _model(reader: _Reader) -> ModelConfig:
+    family = reader.choice("family", MODEL_FAMILIES, ModelConfig.family)
+    augmentation = reader.section("augmentation")
+    d = AugmentationConfig()
+    model = ModelConfig(
+        family=family,
+        augmentation=AugmentationConfig(
+            flip=augmentation.get("flip", bool, d.flip),
+            translate=_fraction(augmentation, "translate", d.translate),
+            zoom=_fraction(augmentation, "zoom", d.zoom),
+        ),
+    )
+    augmentation.finish()
     reader.finish()
-    return family
+    return model
+
+
+def _fraction(reader: _Reader, key: str, default: float) -> float:
+    value = reader.get(key, float, default)
+    if not 0.0 <= value < 1.0:
+        raise reader.error(key, f"must be in [0, 1), got {value}")
+    return value
+
+
+def _image_shape(reader: _Reader, image: tuple[str, ...]) -> tuple[int, ...]:
+    """`features.image_shape`: [height, width, channels], required with image features."""
+    if not image:
+        if reader.get("image_shape", list, None) is not None:
+            raise reader.error("image_shape", "only applies with features.image")
+        return ()
+    shape = reader.get("image_shape", list)
+    if (
+        len(shape) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        or shape[2] not in (1, 3, 4)
+    ):
+        raise reader.error(
+            "image_shape",
+            f"expected [height, width, channels] with 1, 3 or 4 channels, got {shape}",
+        )
+    if len(image) > 1:
+        raise reader.error("image", f"one image feature per dataset for now, got {list(image)}")
+    return tuple(shape)
+
+
+def _check_format(
+    reader: _Reader, data: DataConfig, tabular: tuple[str, ...], image: tuple[str, ...]
+) -> None:
+    """What each data format can hold: a CSV has columns, an image folder one image each."""
+    if data.format == "image_folder":
+        if not image or tabular:
+            raise reader.error(
+                "features",
+                "data.format image_folder holds one image per example: name it in"
+                " features.image and no numeric or categorical features",
+            )
+    elif image:
+        raise reader.error("features.image", "image features need data.format: image_folder")
 
 
 def _identifier(reader: _Reader, key: str) -> str:
@@ -370,19 +469,39 @@ def _output_dir(reader: _Reader, key: str, value: str, base: Path) -> Path:
 
 
 def _data(reader: _Reader, config_dir: Path) -> DataConfig:
+    data_format = reader.choice("format", DATA_FORMATS, DataConfig.format)
     source = reader.get("source", str)
-    if source != "palmerpenguins":
+    if data_format == "csv" and source != "palmerpenguins":
         source = _existing(reader, "source", config_dir / Path(source).expanduser())
+    elif data_format == "image_folder" and source != FASHION_MNIST:
+        source = _existing_directory(reader, "source", config_dir / Path(source).expanduser())
+    limits = reader.section("max_examples")
     data = DataConfig(
         source=source,
+        format=data_format,
         # "" is allowed so that `["NA", ""]` reads as written; empty fields are missing anyway.
         na_values=reader.names("na_values", DataConfig.na_values, allow_empty=True),
         encoding=_encoding(reader),
         train_buckets=reader.positive("train_buckets", DataConfig.train_buckets),
         eval_buckets=reader.positive("eval_buckets", DataConfig.eval_buckets),
+        max_train_examples=limits.positive("train", None),
+        max_eval_examples=limits.positive("eval", None),
     )
+    limits.finish()
     reader.finish()
+    if data_format == "csv" and (data.max_train_examples or data.max_eval_examples):
+        raise reader.error("max_examples", "only applies to data.format image_folder")
     return data
+
+
+def _existing_directory(reader: _Reader, key: str, path: Path) -> str:
+    try:
+        found = host.resolve_input(path)
+    except FileNotFoundError:
+        raise reader.error(key, f"directory not found: {path}") from None
+    if not found.is_dir():
+        raise reader.error(key, f"not a directory: {path}")
+    return str(found)
 
 
 def _encoding(reader: _Reader) -> str:
@@ -439,9 +558,23 @@ def _search_space(reader: _Reader) -> SearchSpace:
         dropout=_float_range(reader.section("dropout"), d.dropout, 1.0),
         l2=_float_range(reader.section("l2"), d.l2),
         optimizer=optimizers,
+        conv_blocks=_int_range(reader.section("conv_blocks"), d.conv_blocks),
+        filters=_int_range(reader.section("filters"), d.filters),
+        kernel_size=_choices(reader, "kernel_size", int, d.kernel_size),
+        batch_norm=_choices(reader, "batch_norm", bool, d.batch_norm),
     )
     reader.finish()
     return space
+
+
+def _choices(reader: _Reader, key: str, kind: type, default: tuple) -> tuple:
+    """A non-empty list of values of one type for the tuner to choose from."""
+    values = reader.get(key, list, list(default))
+    if not values or not all(
+        isinstance(v, kind) and (kind is bool or not isinstance(v, bool)) for v in values
+    ):
+        raise reader.error(key, f"expected a non-empty list of {kind.__name__} values")
+    return tuple(values)
 
 
 def _tuner(reader: _Reader) -> TunerConfig:

@@ -34,9 +34,10 @@ from pipeline import progress as progress_lib
 from pipeline import report
 from pipeline import summary as summary_lib
 from pipeline.config import PipelineConfig
-from pipeline.data import StagedData, stage, stage_schema
+from pipeline.data import StagedData, stage_schema
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import ProgressHandler, capture_progress
+from pipeline.sources import stage
 
 
 def code_version() -> str:

@@ -16,7 +16,9 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.infra_validation import InfraValidation
 from components.quantization import Quantization
+from models import registry
 from models.features import FeatureSpec
+from pipeline import sources
 from pipeline.baseline import PreviousBlessedModelStrategy
 from pipeline.config import PipelineConfig
 from pipeline.platform import ComponentPlatform
@@ -39,27 +41,51 @@ _REGRESSION_METRICS = {
 }
 
 
+def feature_spec(config: PipelineConfig) -> FeatureSpec:
+    """The features and task of a config, as models/ knows them."""
+    return FeatureSpec(
+        config.numeric_features,
+        config.categorical_features,
+        config.label,
+        config.task,
+        image=config.image_features,
+        image_shape=config.image_shape,
+    )
+
+
+def search_space(config: PipelineConfig) -> dict[str, Any]:
+    """The hyperparameters of the configured model family: ranges and choices for the
+    tuner, and fixed values (augmentation) as plain scalars."""
+    space = config.tuner.search_space
+    augmentation = config.model.augmentation
+    every = {
+        "units": vars(space.units),
+        "layers": vars(space.layers),
+        "learning_rate": vars(space.learning_rate),
+        "dropout": vars(space.dropout),
+        "l2": vars(space.l2),
+        "optimizer": list(space.optimizer),
+        "conv_blocks": vars(space.conv_blocks),
+        "filters": vars(space.filters),
+        "kernel_size": list(space.kernel_size),
+        "batch_norm": list(space.batch_norm),
+        "augment_flip": augmentation.flip,
+        "augment_translate": augmentation.translate,
+        "augment_zoom": augmentation.zoom,
+    }
+    return {key: every[key] for key in registry.SEARCH_KEYS[config.model_family]}
+
+
 def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
     """What Transform, Tuner and Trainer receive as `custom_config`.
 
     `code_version` fingerprints the model code: the functions are referenced by
     import path, so without it TFX's cache would not notice a change in them.
     """
-    spec = FeatureSpec(
-        config.numeric_features, config.categorical_features, config.label, config.task
-    )
-    space = config.tuner.search_space
     return {
-        "features": spec.to_dict(),
+        "features": feature_spec(config).to_dict(),
         "model_family": config.model_family,
-        "search_space": {
-            "units": vars(space.units),
-            "layers": vars(space.layers),
-            "learning_rate": vars(space.learning_rate),
-            "dropout": vars(space.dropout),
-            "l2": vars(space.l2),
-            "optimizer": list(space.optimizer),
-        },
+        "search_space": search_space(config),
         "tuner": {
             "max_trials": config.tuner.max_trials,
             "epochs": config.tuner.epochs,
@@ -182,9 +208,7 @@ def _quantization(config: PipelineConfig, model, transform, examples) -> Quantiz
         transform_graph=transform.outputs["transform_graph"],
         transformed_examples=transform.outputs["transformed_examples"],
         examples=examples,
-        spec=FeatureSpec(
-            config.numeric_features, config.categorical_features, config.label, config.task
-        ),
+        spec=feature_spec(config),
         method=quantization.method,
         metric=config.evaluation.metric,
         max_metric_drop=quantization.max_metric_drop,
@@ -197,24 +221,15 @@ def _quantization(config: PipelineConfig, model, transform, examples) -> Quantiz
     )
 
 
-def data_components(
-    config: PipelineConfig, data_root: str
-) -> tuple[tfx.components.CsvExampleGen, tfx.components.StatisticsGen]:
+def data_components(config: PipelineConfig, data_root: str) -> tuple[Any, Any]:
     """ExampleGen and StatisticsGen: how the pipeline reads the data and describes it.
 
-    The `schema` command infers from these same components, so a schema it writes
-    agrees with what the pipeline validates (an empty CSV field, for instance, is an
-    empty feature in ExampleGen's tf.Examples, not an absent one).
+    The ExampleGen is the data format's (pipeline/sources.py). The `schema` command
+    infers from these same components, so a schema it writes agrees with what the
+    pipeline validates (an empty CSV field, for instance, is an empty feature in
+    ExampleGen's tf.Examples, not an absent one).
     """
-    splits = tfx.proto.SplitConfig(
-        splits=[
-            tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
-            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
-        ]
-    )
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
-    )
+    example_gen = sources.source_of(config).example_gen(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     return example_gen, statistics_gen
 

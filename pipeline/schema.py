@@ -17,9 +17,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
-from pipeline.data import stage
 from pipeline.pipeline import data_components
 from pipeline.progress import capture_progress
+from pipeline.sources import stage
 
 
 def infer_schema(config: PipelineConfig, log_path: str) -> schema_pb2.Schema:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -133,6 +134,32 @@ def build(
     return build_model(hparams, settings.spec, data.vocab_sizes, num_classes)
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch once epochs take long enough to make a silent terminal look hung.
+
+    Fast epochs (tabular data) print nothing, so a 60-epoch MLP stays quiet; slow ones
+    (images) print at most one line every `every_s` seconds, and the last epoch always
+    does once anything was printed.
+    """
+
+    def __init__(self, epochs: int, prefix: str = "epoch", every_s: float = 5.0):
+        super().__init__()
+        self._epochs = epochs
+        self._prefix = prefix
+        self._every_s = every_s
+        self._last = time.monotonic()
+        self._printed = False
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        now = time.monotonic()
+        last = epoch + 1 == self._epochs or self.model.stop_training
+        if now - self._last < self._every_s and not (last and self._printed):
+            return
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))
+        print(f"      {self._prefix} {epoch + 1}/{self._epochs}: {shown}", flush=True)
+        self._last, self._printed = now, True
+
+
 def fit(
     model: keras.Model, data: TrainingData, epochs: int, patience: int, callbacks=()
 ) -> keras.callbacks.History:
@@ -144,7 +171,7 @@ def fit(
         data.train,
         validation_data=data.eval,
         epochs=epochs,
-        callbacks=[stop, *callbacks],
+        callbacks=[stop, *callbacks, EpochProgress(epochs)],
         verbose=0,
     )
 

@@ -89,9 +89,9 @@ def example(x: float, color: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def start_server(root, limits):
-    """A ModelServer on free loopback ports serving models `m` and `r` under `root`, both
-    available; the caller stops it."""
+def start_server(root, limits, names=("m", "r")):
+    """A ModelServer on free loopback ports serving the models `names` (base paths under
+    `root`), all available; the caller stops it."""
     import portpicker
 
     from serving.client import ServingClient
@@ -104,9 +104,8 @@ def start_server(root, limits):
         limits=limits,
         poll_interval_s=0.2,
     )
-    models = [ModelConfig("m", str(root / "m")), ModelConfig("r", str(root / "r"))]
-    running = ModelServer(models, options).start()
+    running = ModelServer([ModelConfig(n, str(root / n)) for n in names], options).start()
     with ServingClient(f"127.0.0.1:{running.grpc_port}") as client:
-        client.wait_until_available("m", timeout_s=30)
-        client.wait_until_available("r", timeout_s=30)
+        for name in names:
+            client.wait_until_available(name, timeout_s=30)
     return running

@@ -210,3 +210,73 @@ def test_regression_config(penguins, tmp_path, repo_root):
     assert config.task == "regression"
     assert config.evaluation.metric == "mae"
     assert config.schema_file is None
+
+
+@pytest.fixture
+def fashion(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "configs" / "fashion_mnist.yaml").read_text())
+
+
+def test_fashion_mnist_config_loads(repo_root):
+    config = load_config(repo_root / "configs" / "fashion_mnist.yaml")
+    assert (config.data.format, config.data.source) == ("image_folder", "fashion-mnist")
+    assert (config.data.max_train_examples, config.data.max_eval_examples) == (12000, 2000)
+    assert config.image_features == ("image",) and config.image_shape == (28, 28, 1)
+    assert config.features == ("image",)
+    assert config.model_family == "cnn"
+    assert config.model.augmentation.flip is True
+    assert config.tuner.search_space.kernel_size == (3,)
+    assert config.tuner.search_space.batch_norm == (True,)
+
+
+@pytest.mark.parametrize(
+    "change, key, message",
+    [
+        (lambda c: c["features"].pop("image_shape"), "features.image_shape", "is required"),
+        (
+            lambda c: c["features"].update(image_shape=[28, 28, 2]),
+            "features.image_shape",
+            "1, 3 or 4 channels",
+        ),
+        (lambda c: c["features"].update(image_shape=[28, 28]), "features.image_shape", "[height"),
+        (
+            lambda c: c["features"].update(numeric=["x"]),
+            "features",
+            "one image per example",
+        ),
+        (lambda c: c["data"].update(format="parquet"), "data.format", "expected one of"),
+        (lambda c: c["data"].update(source="no/such/folder"), "data.source", "directory not found"),
+        (
+            lambda c: c["model"]["augmentation"].update(translate=1.5),
+            "model.augmentation.translate",
+            "must be in [0, 1)",
+        ),
+        (
+            lambda c: c["tuner"]["search_space"].update(kernel_size=[]),
+            "tuner.search_space.kernel_size",
+            "non-empty list of int",
+        ),
+        (
+            lambda c: c["tuner"]["search_space"].update(batch_norm=["yes"]),
+            "tuner.search_space.batch_norm",
+            "non-empty list of bool",
+        ),
+    ],
+)
+def test_bad_image_values_name_the_key(fashion, tmp_path, repo_root, change, key, message):
+    change(fashion)
+    path = _write(tmp_path, fashion, repo_root)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == key
+    assert message in str(err.value)
+
+
+def test_image_features_need_the_image_folder_format(penguins, tmp_path, repo_root):
+    penguins["features"].update(image=["photo"], image_shape=[8, 8, 3])
+    with pytest.raises(ConfigError, match="features.image: image features need data.format"):
+        load_config(_write(tmp_path, penguins, repo_root))
+    penguins["features"] = {"numeric": ["bill_length_mm"]}
+    penguins["data"]["max_examples"] = {"train": 10}
+    with pytest.raises(ConfigError, match="data.max_examples: only applies to data.format"):
+        load_config(_write(tmp_path, penguins, repo_root))

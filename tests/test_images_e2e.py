@@ -1,0 +1,80 @@
+"""Images end to end: Fashion-MNIST (a stratified subset) to a pushed CNN served over gRPC."""
+
+import gzip
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from serving_testlib import start_server
+
+from pipeline import local_runner
+from pipeline.config import load_config
+from serving.client import ServingClient
+from serving.config import RequestLimits
+
+pytestmark = pytest.mark.e2e
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def _test_image(index: int) -> tuple[bytes, int]:
+    """One image of the official test set as PNG bytes, and its class id."""
+    with gzip.open(f"{FASHION_MNIST}/t10k-images-idx3-ubyte.gz") as f:
+        pixels = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+    with gzip.open(f"{FASHION_MNIST}/t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return tf.io.encode_png(pixels[index]).numpy(), int(labels[index])
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory, repo_root):
+    root = tmp_path_factory.mktemp("images")
+    raw = yaml.safe_load((repo_root / "configs" / "fashion_mnist.yaml").read_text())
+    raw["data"]["max_examples"] = {"train": 2000, "eval": 500}
+    raw["tuner"].update(max_trials=1, epochs=2)
+    raw["training"].update(epochs=4)
+    raw["evaluation"]["lower_bound"] = 0.6
+    path = root / "fashion.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return local_runner.run(load_config(path, output_root=str(root / "out")))
+
+
+def test_a_cnn_is_trained_blessed_and_pushed(summary):
+    assert summary["status"] == "succeeded", summary["error"]
+    assert summary["components"]["ImportExampleGen"]["status"] == "succeeded"
+    assert summary["tuner"]["trials"] == 1
+    assert {"conv_blocks", "filters", "kernel_size"} <= set(
+        summary["tuner"]["best_hyperparameters"]
+    )
+    assert summary["evaluation"]["metrics"]["example_count"] == 500
+    assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] >= 0.6
+    assert summary["evaluation"]["blessed"] is True
+    assert summary["infra_validation"]["blessed"] is True
+    assert summary["pushed"] is not None
+
+
+def test_the_served_model_answers_grpc_predict_with_png_bytes(summary, tmp_path):
+    model_dir = summary["pushed"]["model_dir"]
+    base = tmp_path / "m"
+    base.mkdir()
+    (base / "1").symlink_to(model_dir)
+    png, _ = _test_image(0)
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png]))}
+        )
+    ).SerializeToString()
+    server = start_server(tmp_path, RequestLimits(), names=("m",))
+    try:
+        with ServingClient(f"127.0.0.1:{server.grpc_port}") as client:
+            from_examples = client.predict("m", {"examples": np.array([example])})
+            raw = client.predict(
+                "m", {"image": np.array([png], dtype=object)}, signature_name="serving_raw"
+            )
+    finally:
+        server.stop()
+    assert from_examples["scores"].shape == (1, 10)
+    np.testing.assert_allclose(from_examples["scores"], raw["scores"], rtol=1e-5)
+    assert from_examples["scores"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert set(from_examples["classes"][0].astype(str)) >= {"Trouser", "Bag", "Ankle boot"}
