@@ -6,7 +6,9 @@ there is no training/serving skew:
 - `serving_default`: serialized `tf.Example`s (raw features) in; `scores` and
   `classes` (classification) or `outputs` (regression) out.
 - `serving_raw`: raw features as named [batch] tensors (numeric as float32, NaN
-  for a missing value; categorical as string, "" for a missing value).
+  for a missing value; categorical as string, "" for a missing value; an image as
+  the string of its encoded file's bytes, which TF Serving's REST API takes as
+  `{"b64": ...}`).
 - `transform_features`: serialized examples in, transformed features out (used by
   TFMA to get the transformed label).
 - `classification` (or `regression`): serialized examples in as `inputs`, the same
@@ -63,7 +65,8 @@ def _dense_to_raw(value: tf.Tensor, feature: tf.io.VarLenFeature | tf.io.FixedLe
         present = tf.logical_not(tf.math.is_nan(value))
         value = tf.cast(value, feature.dtype)
     if isinstance(feature, tf.io.FixedLenFeature):
-        return tf.reshape(value, [-1, 1])
+        # As parse_example gives it: [batch] for shape [], [batch, 1] for shape [1].
+        return tf.reshape(value, [-1, *feature.shape])
     rows = tf.cast(tf.where(present)[:, 0], tf.int64)
     indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
     batch = tf.shape(value, out_type=tf.int64)[0]

@@ -8,6 +8,8 @@ from typing import Any
 
 LABEL_VOCABULARY = "label"
 OOV_BUCKETS = 1
+# What tf.io.decode_image can produce: grey, RGB, RGBA.
+IMAGE_CHANNELS = (1, 3, 4)
 
 
 def transformed_name(key: str) -> str:
@@ -26,12 +28,41 @@ class FeatureSpec:
 
     It travels through TFX as the `custom_config` of Transform, Tuner and Trainer,
     so it converts to and from a plain JSON-able dict.
+
+    Attributes:
+      numeric: numeric columns (float or int).
+      categorical: string columns mapped to vocabulary ids.
+      label: the label column.
+      task: "classification" or "regression".
+      image: image columns, each one encoded image file (PNG, JPEG, ...) as bytes.
+      image_shape: (height, width, channels) that every image decodes to; required
+        with image features.
+
+    Raises:
+      ValueError: image features without a valid `image_shape`.
     """
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     label: str
     task: str
+    image: tuple[str, ...] = ()
+    image_shape: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.image:
+            return
+        shape = tuple(self.image_shape)
+        valid = (
+            len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+            and shape[2] in IMAGE_CHANNELS
+        )
+        if not valid:
+            raise ValueError(
+                f"image features {list(self.image)} need image_shape (height, width, channels) "
+                f"with positive sizes and channels in {IMAGE_CHANNELS}, got {self.image_shape!r}"
+            )
 
     @property
     def is_classification(self) -> bool:
@@ -39,7 +70,7 @@ class FeatureSpec:
 
     @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + self.image
 
     @property
     def label_xf(self) -> str:
@@ -51,13 +82,18 @@ class FeatureSpec:
             "categorical": list(self.categorical),
             "label": self.label,
             "task": self.task,
+            "image": list(self.image),
+            "image_shape": list(self.image_shape),
         }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FeatureSpec:
+        """The inverse of `to_dict`; a dict written before images existed has none."""
         return cls(
             numeric=tuple(raw["numeric"]),
             categorical=tuple(raw["categorical"]),
             label=raw["label"],
             task=raw["task"],
+            image=tuple(raw.get("image", ())),
+            image_shape=tuple(raw.get("image_shape", ())),
         )

@@ -7,34 +7,13 @@ from typing import Any
 
 import tf_keras as keras
 
-from models.features import FeatureSpec, transformed_name
+from models.combiner import concat_combiner
+from models.encoders import tabular_inputs
+from models.features import FeatureSpec
+from models.heads import compiled_model
 
-
-def _inputs(spec: FeatureSpec, vocab_sizes: Mapping[str, int]) -> tuple[dict, list]:
-    """Keras inputs for the transformed features, and the tensors to concatenate."""
-    inputs, parts = {}, []
-    for key in spec.numeric:
-        name = transformed_name(key)
-        inputs[name] = keras.Input(shape=(), name=name, dtype="float32")
-        parts.append(keras.layers.Reshape((1,))(inputs[name]))
-    for key in spec.categorical:
-        name = transformed_name(key)
-        inputs[name] = keras.Input(shape=(), name=name, dtype="int64")
-        parts.append(
-            keras.layers.CategoryEncoding(vocab_sizes[key], output_mode="one_hot")(inputs[name])
-        )
-    return inputs, parts
-
-
-def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    optimizers = {
-        "adam": keras.optimizers.Adam,
-        "rmsprop": keras.optimizers.RMSprop,
-        "sgd": keras.optimizers.SGD,
-    }
-    if name not in optimizers:
-        raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(optimizers)}")
-    return optimizers[name](learning_rate=learning_rate)
+# The hyperparameters build_model reads: the tuner searches these and no others.
+HPARAMS = ("units", "layers", "learning_rate", "dropout", "l2", "optimizer")
 
 
 def build_model(
@@ -54,32 +33,15 @@ def build_model(
     Returns:
       A compiled tf_keras model taking the transformed features, giving class
       probabilities [batch, num_classes] or a regression value [batch, 1].
+
+    Raises:
+      ValueError: image features (use the cnn family), fewer than two classes for
+        classification, or an unknown optimizer.
     """
-    inputs, parts = _inputs(spec, vocab_sizes)
-    x = keras.layers.Concatenate()(parts) if len(parts) > 1 else parts[0]
-    regularizer = keras.regularizers.l2(hparams["l2"])
-    for i in range(int(hparams["layers"])):
-        x = keras.layers.Dense(
-            int(hparams["units"]),
-            activation="relu",
-            kernel_regularizer=regularizer,
-            name=f"dense_{i}",
-        )(x)
-        x = keras.layers.Dropout(hparams["dropout"])(x)
-    if spec.is_classification:
-        if not num_classes or num_classes < 2:
-            raise ValueError(f"classification needs num_classes >= 2, got {num_classes}")
-        outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    else:
-        outputs = keras.layers.Dense(1, name="outputs")(x)
-        loss = keras.losses.MeanSquaredError()
-        metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
-    model = keras.Model(inputs=inputs, outputs=outputs)
-    model.compile(
-        optimizer=_optimizer(hparams["optimizer"], hparams["learning_rate"]),
-        loss=loss,
-        metrics=metrics,
-    )
-    return model
+    if spec.image:
+        raise ValueError(
+            f"the mlp family takes numeric and categorical features, not images "
+            f"{list(spec.image)}; use model family cnn"
+        )
+    inputs, parts = tabular_inputs(spec, vocab_sizes)
+    return compiled_model(inputs, concat_combiner(parts, hparams), hparams, spec, num_classes)

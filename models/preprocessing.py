@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -49,6 +49,48 @@ def _categorical(x: tf.Tensor | tf.SparseTensor, key: str) -> tf.Tensor:
     )
 
 
+def _after(check: tf.Operation, x: tf.Tensor) -> tf.Tensor:
+    """`x`, computed only once `check` has passed."""
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+def _image(x: tf.Tensor | tf.SparseTensor, key: str, shape: Sequence[int]) -> tf.Tensor:
+    """Decodes encoded image files to float32 [batch, height, width, channels] in [0, 1].
+
+    Only decoding and scaling: augmentation belongs to training (models/encoders.py),
+    since this graph is also materialised by Transform and runs at serving.
+    """
+    height, width, channels = shape
+
+    def decode(encoded: tf.Tensor) -> tf.Tensor:
+        present = tf.debugging.assert_greater(
+            tf.strings.length(encoded), 0, message=f"image feature {key}: an example has none"
+        )
+        image = tf.io.decode_image(
+            _after(present, encoded), channels=channels, expand_animations=False
+        )
+        sized = tf.debugging.assert_equal(
+            tf.shape(image)[:2],
+            tf.constant([height, width]),
+            message=f"image feature {key}: an image is not {height}x{width} "
+            "(FeatureSpec.image_shape); resize the images or set image_shape to their size",
+        )
+        image = _after(sized, image)
+        # A static shape once the check passed, not tf.ensure_shape: inside a
+        # tf.function (TensorFlow 2.21) EnsureShape failed ahead of the check despite
+        # the control dependency, with an error naming neither feature nor image_shape.
+        image.set_shape([height, width, channels])
+        return image
+
+    images = tf.map_fn(
+        decode,
+        _to_dense(x, ""),
+        fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8),
+    )
+    return tf.cast(images, tf.float32) / 255.0
+
+
 def preprocessing_fn(
     inputs: Mapping[str, tf.Tensor | tf.SparseTensor], custom_config: Mapping[str, Any]
 ) -> dict[str, tf.Tensor]:
@@ -59,14 +101,17 @@ def preprocessing_fn(
       custom_config: `{"features": FeatureSpec.to_dict()}`.
 
     Returns:
-      Numeric features as float z-scores, categorical ones as int64 ids, and the label
-      as an int64 class id (classification) or a float (regression), each of shape
-      [batch] and keyed by `transformed_name`.
+      Numeric features as float z-scores and categorical ones as int64 ids, each of
+      shape [batch]; images as float32 [batch, height, width, channels] in [0, 1]; the
+      label as an int64 class id (classification) or a float (regression), [batch].
+      All keyed by `transformed_name`.
     """
     spec = FeatureSpec.from_dict(custom_config["features"])
     outputs = {transformed_name(k): _numeric(inputs[k]) for k in spec.numeric}
     for key in spec.categorical:
         outputs[transformed_name(key)] = _categorical(inputs[key], key)
+    for key in spec.image:
+        outputs[transformed_name(key)] = _image(inputs[key], key, spec.image_shape)
     if spec.label in inputs:
         label = inputs[spec.label]
         if spec.is_classification:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models import mlp
+from models import cnn, mlp
 
-BUILDERS: dict[str, Callable] = {"mlp": mlp.build_model}
+BUILDERS: dict[str, Callable] = {"mlp": mlp.build_model, "cnn": cnn.build_model}
+
+# The hyperparameters each family's build_model reads, in search order: the tuner
+# gets exactly these from the config's search space.
+SEARCH_KEYS: dict[str, tuple[str, ...]] = {"mlp": mlp.HPARAMS, "cnn": cnn.HPARAMS}
 
 
 def builder(family: str) -> Callable:

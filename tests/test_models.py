@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +10,7 @@ import tf_keras as keras
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from models import export
+from models import export, registry
 from models.export import (
     class_names_of,
     export_lean_serving_model,
@@ -18,6 +19,7 @@ from models.export import (
 )
 from models.features import FeatureSpec
 from models.mlp import build_model
+from models.search_space import hyperparameters
 from tests.tftlib import ROWS, SPEC, analyze_and_transform, serialize
 
 TINY = {
@@ -27,6 +29,16 @@ TINY = {
     "l2": 1e-6,
     "learning_rate": 0.01,
     "optimizer": "adam",
+}
+# What the cnn family reads besides TINY's.
+TINY_CNN = {
+    "conv_blocks": 1,
+    "filters": 2,
+    "kernel_size": 3,
+    "batch_norm": False,
+    "augment_flip": True,
+    "augment_translate": 0.1,
+    "augment_zoom": 0.1,
 }
 
 
@@ -145,3 +157,104 @@ def test_exported_model_reloads_as_tf_keras(tft_output, tmp_path):
     reloaded = keras.models.load_model(export_dir)
     features, _ = _batch(rows)
     np.testing.assert_allclose(reloaded(features).numpy(), model(features).numpy(), rtol=1e-5)
+
+
+def test_feature_spec_round_trips_images_and_reads_dicts_from_before_them():
+    spec = FeatureSpec(
+        ("a",), ("c",), "y", "classification", image=("img",), image_shape=(28, 28, 1)
+    )
+    assert spec.features == ("a", "c", "img")
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    old = {"numeric": ["a"], "categorical": ["c"], "label": "y", "task": "classification"}
+    assert FeatureSpec.from_dict(old) == FeatureSpec(("a",), ("c",), "y", "classification")
+
+
+@pytest.mark.parametrize("shape", [(), (28, 28), (28, 28, 2), (28, 0, 1)])
+def test_image_features_need_an_image_shape(shape):
+    with pytest.raises(ValueError, match=r"image features \['img'\] need image_shape"):
+        FeatureSpec((), (), "y", "classification", image=("img",), image_shape=shape)
+
+
+def test_mlp_refuses_image_features():
+    spec = FeatureSpec(("a",), (), "y", "regression", image=("img",), image_shape=(8, 8, 1))
+    with pytest.raises(ValueError, match="use model family cnn"):
+        build_model(TINY, spec, {})
+
+
+MLP_SPACE = {
+    "units": {"min": 8, "max": 64, "step": 8},
+    "layers": {"min": 1, "max": 3, "step": 1},
+    "learning_rate": {"min": 0.001, "max": 0.03, "sampling": "log"},
+    "dropout": {"min": 0.0, "max": 0.3, "sampling": "linear"},
+    "l2": {"min": 1e-4, "max": 1e-4, "sampling": "log"},
+    "optimizer": ["adam", "rmsprop"],
+}
+
+
+def test_mlp_search_space_is_declared_as_before():
+    expected = keras_tuner.HyperParameters()
+    expected.Int("units", 8, 64, step=8)
+    expected.Int("layers", 1, 3, step=1)
+    expected.Float("learning_rate", 0.001, 0.03, sampling="log")
+    expected.Float("dropout", 0.0, 0.3, sampling="linear")
+    expected.Fixed("l2", 1e-4)
+    expected.Choice("optimizer", ["adam", "rmsprop"])
+    assert hyperparameters(MLP_SPACE).get_config() == expected.get_config()
+
+
+def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
+    space = {
+        "conv_blocks": {"min": 2, "max": 2, "step": 1},
+        "filters": {"min": 16, "max": 32, "step": 16},
+        "kernel_size": [3, 5],
+        "batch_norm": [True, False],
+        "units": {"min": 64, "max": 128, "step": 64},
+        "layers": {"min": 1, "max": 1, "step": 1},
+        "dropout": {"min": 0.1, "max": 0.3, "sampling": "linear"},
+        "l2": {"min": 1e-6, "max": 1e-4, "sampling": "log"},
+        "learning_rate": {"min": 0.001, "max": 0.001, "sampling": "log"},
+        "optimizer": ["adam"],
+        "augment_flip": True,
+        "augment_translate": 0.1,
+        "augment_zoom": 0.0,
+    }
+    hp = hyperparameters(space)
+    assert list(hp.values) == list(space) == list(registry.SEARCH_KEYS["cnn"])
+    kinds = {p.name: type(p).__name__ for p in hp.space}
+    assert kinds["kernel_size"] == "Choice" and hp.get("kernel_size") == 3
+    assert hp.space[2].values == [3, 5]
+    # A Choice would store the booleans as 0/1; a Boolean keeps them booleans.
+    assert kinds["batch_norm"] == "Boolean" and hp.get("batch_norm") is True
+    assert kinds["learning_rate"] == "Fixed" and hp.get("learning_rate") == 0.001
+    assert {k: kinds[k] for k in ("augment_flip", "augment_translate", "augment_zoom")} == {
+        "augment_flip": "Fixed",
+        "augment_translate": "Fixed",
+        "augment_zoom": "Fixed",
+    }
+    assert (hp.get("augment_flip"), hp.get("augment_translate")) == (True, 0.1)
+    assert hyperparameters({"batch_norm": [False]}).values == {"batch_norm": False}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"min": 1, "max": 4}, "'units': a range has keys min, max and step"),
+        ([], "'units': an empty list"),
+        (None, "'units': expected a range dict, a list or a scalar"),
+    ],
+)
+def test_search_space_names_the_key_of_a_bad_value(value, message):
+    with pytest.raises(ValueError, match=message):
+        hyperparameters({"units": value})
+
+
+def test_each_family_builds_from_exactly_its_search_keys():
+    """The pipeline hands the tuner only SEARCH_KEYS[family]: build_model needs no other."""
+    mlp_hparams = hyperparameters(MLP_SPACE).values
+    assert list(mlp_hparams) == list(registry.SEARCH_KEYS["mlp"])
+    spec = FeatureSpec(("a",), (), "y", "regression")
+    registry.builder("mlp")(mlp_hparams, spec, {})
+    cnn_hparams = {k: v for k, v in (TINY | TINY_CNN).items() if k in registry.SEARCH_KEYS["cnn"]}
+    assert set(cnn_hparams) == set(registry.SEARCH_KEYS["cnn"])
+    image_spec = FeatureSpec((), (), "y", "regression", image=("img",), image_shape=(8, 8, 1))
+    registry.builder("cnn")(cnn_hparams, image_spec, {})

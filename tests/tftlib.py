@@ -1,10 +1,14 @@
-"""Test helper: a real TF Transform output made from a handful of in-memory penguin rows."""
+"""Test helper: a real TF Transform output made from a handful of in-memory rows.
+
+Penguin rows by default; `image_rows` makes rows with generated PNG images.
+"""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
@@ -75,18 +79,32 @@ ROWS = [
 ]
 
 
-def analyze_and_transform(output_dir: str | Path, rows=ROWS, spec: FeatureSpec = SPEC):
+def analyze_and_transform(
+    output_dir: str | Path,
+    rows=ROWS,
+    spec: FeatureSpec = SPEC,
+    raw_feature_spec: dict | None = None,
+):
     """Runs TFT on `rows` with the project's preprocessing_fn.
+
+    Args:
+      output_dir: where the transform graph and the raw schema are written.
+      rows: feature name -> list of values (empty for a missing value).
+      spec: the features and task.
+      raw_feature_spec: the raw schema as a feature spec (RAW_FEATURE_SPEC by default);
+        a FixedLenFeature of shape [] takes a row's single value.
 
     Returns:
       (transformed rows, TFTransformOutput written under output_dir).
     """
+    raw_feature_spec = RAW_FEATURE_SPEC if raw_feature_spec is None else raw_feature_spec
     metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC)
+        schema_utils.schema_from_feature_spec(raw_feature_spec)
     )
+    dataset = ([_instance(row, raw_feature_spec) for row in rows], metadata)
     config = {"features": spec.to_dict()}
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir)):
-        (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+        (transformed, _), transform_fn = dataset | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, config)
         )
         _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
@@ -95,6 +113,34 @@ def analyze_and_transform(output_dir: str | Path, rows=ROWS, spec: FeatureSpec =
         metadata, str(Path(output_dir) / tft.TFTransformOutput.RAW_METADATA_DIR)
     )
     return transformed, tft.TFTransformOutput(str(output_dir))
+
+
+def _instance(row: dict, raw_feature_spec: dict) -> dict:
+    """A row as TFT's instance dicts hold it: scalars for FixedLenFeatures of shape []."""
+
+    def scalar(key: str) -> bool:
+        feature = raw_feature_spec.get(key)
+        return isinstance(feature, tf.io.FixedLenFeature) and not feature.shape
+
+    return {k: v[0] if scalar(k) else v for k, v in row.items()}
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """A uint8 [height, width, channels] array as PNG file bytes."""
+    return tf.io.encode_png(pixels).numpy()
+
+
+def image_rows(
+    count: int, shape: tuple[int, int, int], classes=(b"coat", b"shirt"), seed: int = 0
+) -> tuple[list[dict], np.ndarray]:
+    """Rows with a random PNG image ("image") and a class name ("label").
+
+    Returns:
+      (rows, their uint8 pixels [count, height, width, channels]).
+    """
+    pixels = np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
+    rows = [{"image": [png(p)], "label": [classes[i % len(classes)]]} for i, p in enumerate(pixels)]
+    return rows, pixels
 
 
 def serialize(row: dict) -> bytes:

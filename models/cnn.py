@@ -1,0 +1,75 @@
+"""A convolutional network for image features, with tabular features alongside.
+
+Encoders per feature (models/encoders.py: a conv net with training-only augmentation
+per image, the MLP's encoding for numeric and categorical features), a combiner that
+concatenates them and applies Dense layers, and the task head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import tf_keras as keras
+
+from models.combiner import concat_combiner
+from models.encoders import image_encoder, tabular_inputs
+from models.features import FeatureSpec, transformed_name
+from models.heads import compiled_model
+
+# The hyperparameters build_model reads: the tuner searches these and no others.
+HPARAMS = (
+    "conv_blocks",
+    "filters",
+    "kernel_size",
+    "batch_norm",
+    "units",
+    "layers",
+    "dropout",
+    "l2",
+    "learning_rate",
+    "optimizer",
+    "augment_flip",
+    "augment_translate",
+    "augment_zoom",
+)
+
+
+def build_model(
+    hparams: Mapping[str, Any],
+    spec: FeatureSpec,
+    vocab_sizes: Mapping[str, int],
+    num_classes: int | None = None,
+) -> keras.Model:
+    """Builds and compiles the CNN.
+
+    Call the model with training=False outside `fit` (`predict`, `evaluate` and the
+    serving signatures do): a bare `model(x)` runs the augmentation in tf_keras.
+
+    Args:
+      hparams: the image encoder's `conv_blocks`, `filters`, `kernel_size`,
+        `batch_norm`, `augment_flip`, `augment_translate`, `augment_zoom`; the
+        combiner's `units`, `layers`, `dropout` (also after each conv block), `l2`;
+        `learning_rate`, `optimizer`.
+      spec: the features (at least one image) and the task.
+      vocab_sizes: ids per categorical feature, OOV buckets included.
+      num_classes: number of classes, for classification.
+
+    Returns:
+      A compiled tf_keras model taking the transformed features (images as float32
+      [batch, height, width, channels]), giving class probabilities
+      [batch, num_classes] or a regression value [batch, 1].
+
+    Raises:
+      ValueError: no image feature, fewer than two classes for classification, or an
+        unknown optimizer.
+    """
+    if not spec.image:
+        raise ValueError("the cnn family needs an image feature (features.image); use mlp")
+    inputs, parts = tabular_inputs(spec, vocab_sizes)
+    for key in spec.image:
+        name = transformed_name(key)
+        inputs[name] = keras.Input(shape=spec.image_shape, name=name, dtype="float32")
+        encoder = image_encoder(hparams, spec.image_shape, name=f"{key}_encoder")
+        parts.append(encoder(inputs[name]))
+    return compiled_model(inputs, concat_combiner(parts, hparams), hparams, spec, num_classes)

@@ -1,0 +1,105 @@
+"""Encoders per feature type: transformed features in, vectors for the combiner out.
+
+Tabular features (numeric z-scores, categorical ids) enter as they are or one-hot;
+an image goes through a small convolutional network, with random augmentation in
+front that Keras runs only in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tf_keras as keras
+
+from models.features import FeatureSpec, transformed_name
+
+
+def tabular_inputs(spec: FeatureSpec, vocab_sizes: Mapping[str, int]) -> tuple[dict, list]:
+    """Keras inputs for the numeric and categorical features, and their encodings.
+
+    Args:
+      spec: the features; its image features are left out.
+      vocab_sizes: ids per categorical feature, OOV buckets included.
+
+    Returns:
+      (transformed name -> keras.Input, one [batch, n] tensor per feature to concatenate).
+    """
+    inputs, parts = {}, []
+    for key in spec.numeric:
+        name = transformed_name(key)
+        inputs[name] = keras.Input(shape=(), name=name, dtype="float32")
+        parts.append(keras.layers.Reshape((1,))(inputs[name]))
+    for key in spec.categorical:
+        name = transformed_name(key)
+        inputs[name] = keras.Input(shape=(), name=name, dtype="int64")
+        parts.append(
+            keras.layers.CategoryEncoding(vocab_sizes[key], output_mode="one_hot")(inputs[name])
+        )
+    return inputs, parts
+
+
+def augmentation_layers(hparams: Mapping[str, Any]) -> list[keras.layers.Layer]:
+    """Random flips, shifts and zooms, from `augment_flip`, `augment_translate`, `augment_zoom`.
+
+    Keras applies them only when the model is called with training=True (`fit` does;
+    `predict`, `evaluate` and the serving signatures pass training=False), so the
+    served model sees images as Transform made them. A bare `model(x)` counts as
+    training for these tf_keras layers: pass training=False outside `fit`.
+    """
+    layers = []
+    if hparams["augment_flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal"))
+    # Zeros fill what a shift or zoom-out uncovers, as in pad-and-crop augmentation;
+    # reflecting would mirror parts of an object on a plain background.
+    if hparams["augment_translate"] > 0:
+        factor = float(hparams["augment_translate"])
+        layers.append(keras.layers.RandomTranslation(factor, factor, fill_mode="constant"))
+    if hparams["augment_zoom"] > 0:
+        layers.append(keras.layers.RandomZoom(float(hparams["augment_zoom"]), fill_mode="constant"))
+    return layers
+
+
+def _conv_block(filters: int, kernel_size: int, batch_norm: bool, dropout: float) -> list:
+    """Two convolutions (each with batch normalisation if asked, then ReLU), a pooling."""
+    layers = []
+    for _ in range(2):
+        # Batch normalisation has its own shift, so the convolution needs no bias.
+        layers.append(
+            keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm)
+        )
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization())
+        layers.append(keras.layers.ReLU())
+    # "same" keeps a 1x1 map 1x1, so more blocks than halvings still build.
+    layers.append(keras.layers.MaxPool2D(padding="same"))
+    layers.append(keras.layers.Dropout(dropout))
+    return layers
+
+
+def image_encoder(
+    hparams: Mapping[str, Any], image_shape: Sequence[int], name: str
+) -> keras.Sequential:
+    """A convolutional encoder for one image feature: augmentation, conv blocks, pooling.
+
+    Args:
+      hparams: `conv_blocks`, `filters` (of the first block; each next block doubles
+        them), `kernel_size`, `batch_norm`, `dropout` and the augmentation's
+        (`augmentation_layers`).
+      image_shape: (height, width, channels) of the transformed image.
+      name: the encoder's layer name.
+
+    Returns:
+      A model from float32 [batch, height, width, channels] to [batch, filters of the
+      last block] (global average pooling).
+    """
+    layers = [keras.Input(shape=tuple(image_shape), dtype="float32"), *augmentation_layers(hparams)]
+    for i in range(int(hparams["conv_blocks"])):
+        layers += _conv_block(
+            int(hparams["filters"]) * 2**i,
+            int(hparams["kernel_size"]),
+            bool(hparams["batch_norm"]),
+            float(hparams["dropout"]),
+        )
+    layers.append(keras.layers.GlobalAveragePooling2D())
+    return keras.Sequential(layers, name=name)
