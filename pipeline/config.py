@@ -364,6 +364,7 @@ def _parse(
         quantization=_quantization(top.section("quantization")),
     )
     top.finish()
+    _check_family(top, config)
     if task == "regression" and config.label_classes:
         raise top.error("label_classes", "only applies to classification")
     return config
@@ -384,6 +385,20 @@ def _model(reader: _Reader) -> ModelConfig:
     augmentation.finish()
     reader.finish()
     return model
+
+
+def _check_family(reader: _Reader, config: PipelineConfig) -> None:
+    """The model family must have an encoder for the features: cnn for images, mlp without."""
+    family = config.model_family
+    if config.image_features and family != "cnn":
+        raise reader.error("model.family", f"image features need family cnn, got {family!r}")
+    if family == "cnn" and not config.image_features:
+        raise reader.error("model.family", "cnn needs an image feature (features.image)")
+    if family == "cnn" and config.quantization.enabled:
+        raise reader.error(
+            "quantization.enabled",
+            "int8 quantization of convolutions is not there yet: set it to false for cnn",
+        )
 
 
 def _fraction(reader: _Reader, key: str, default: float) -> float:

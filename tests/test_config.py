@@ -272,6 +272,25 @@ def test_bad_image_values_name_the_key(fashion, tmp_path, repo_root, change, key
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["model"].update(family="mlp"), "model.family: image features need family cnn"),
+        (lambda c: c["quantization"].update(enabled=True), "quantization.enabled: int8"),
+    ],
+)
+def test_the_family_must_fit_the_features(fashion, tmp_path, repo_root, change, message):
+    change(fashion)
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, fashion, repo_root))
+
+
+def test_cnn_needs_an_image(penguins, tmp_path, repo_root):
+    penguins["model"]["family"] = "cnn"
+    with pytest.raises(ConfigError, match="model.family: cnn needs an image feature"):
+        load_config(_write(tmp_path, penguins, repo_root))
+
+
 def test_image_features_need_the_image_folder_format(penguins, tmp_path, repo_root):
     penguins["features"].update(image=["photo"], image_shape=[8, 8, 3])
     with pytest.raises(ConfigError, match="features.image: image features need data.format"):
