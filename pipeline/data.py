@@ -25,7 +25,8 @@ class DataError(ValueError):
 class StagedData:
     """The directory ExampleGen reads, the staged file, its size and its label values.
 
-    `unlabelled_lines` are the lines of the source left out for having no label.
+    `notes` are lines for the user about what staging left out (rows without a label,
+    files that are not images).
     """
 
     directory: str
@@ -33,15 +34,15 @@ class StagedData:
     size_bytes: int
     rows: int
     label_values: tuple[str, ...]
-    unlabelled_lines: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
 
-    def note(self, source: str, label: str) -> str | None:
-        """One line on the rows left out, or None when every row had a label."""
-        lines = self.unlabelled_lines
-        if not lines:
-            return None
-        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
-        return f"{source}: left out {len(lines)} rows without a label {label!r} (lines {shown})"
+
+def _unlabelled_note(lines: tuple[int, ...], source: str, label: str) -> tuple[str, ...]:
+    """One line on the rows left out for having no label, if any were."""
+    if not lines:
+        return ()
+    shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+    return (f"{source}: left out {len(lines)} rows without a label {label!r} (lines {shown})",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,5 +255,5 @@ def stage(config: PipelineConfig) -> StagedData:
         len(data),
         table.rows,
         table.label_values,
-        table.unlabelled_lines,
+        _unlabelled_note(table.unlabelled_lines, source, config.label),
     )

@@ -373,8 +373,7 @@ def _run_pipeline(
     """Stages the data, builds the pipeline and runs it: (status, one-line error, interruption)."""
     try:
         staged = stage(config)
-        note = staged.note(config.data.source, config.label)
-        if note:
+        for note in staged.notes:
             print(note, flush=True)
         pipeline = build_local_pipeline(config, staged)
         progress.expect([c.id for c in pipeline.components])

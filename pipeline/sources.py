@@ -67,6 +67,7 @@ class ImageFolderSource:
             size_bytes=staged.size_bytes,
             rows=sum(staged.rows.values()),
             label_values=staged.label_values,
+            notes=tuple(filter(None, [staged.note(config.data.source)])),
         )
 
     def example_gen(

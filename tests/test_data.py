@@ -115,8 +115,8 @@ def test_bundled_penguins_without_body_mass_are_left_out_for_regression(repo_roo
     config = load_config(path, output_root=str(tmp_path))
     staged = stage(config)
     assert staged.rows == 342
-    assert staged.note("palmerpenguins", "body_mass_g") == (
-        "palmerpenguins: left out 2 rows without a label 'body_mass_g' (lines 5, 273)"
+    assert staged.notes == (
+        "palmerpenguins: left out 2 rows without a label 'body_mass_g' (lines 5, 273)",
     )
 
 
