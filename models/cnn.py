@@ -23,6 +23,7 @@ HPARAMS = (
     "filters",
     "kernel_size",
     "batch_norm",
+    "pooling",
     "units",
     "layers",
     "dropout",

@@ -69,12 +69,21 @@ def _conv_block(filters: int, kernel_size: int, batch_norm: bool, dropout: float
             keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm)
         )
         if batch_norm:
-            layers.append(keras.layers.BatchNormalization())
+            # Momentum 0.9, not Keras' 0.99: the moving statistics that inference uses
+            # must settle within a few hundred steps (a short run on a few thousand
+            # images), or evaluation sees chance accuracy while training learns.
+            layers.append(keras.layers.BatchNormalization(momentum=0.9))
         layers.append(keras.layers.ReLU())
     # "same" keeps a 1x1 map 1x1, so more blocks than halvings still build.
     layers.append(keras.layers.MaxPool2D(padding="same"))
     layers.append(keras.layers.Dropout(dropout))
     return layers
+
+
+POOLINGS = {
+    "global_average": keras.layers.GlobalAveragePooling2D,
+    "flatten": keras.layers.Flatten,
+}
 
 
 def image_encoder(
@@ -90,8 +99,9 @@ def image_encoder(
       name: the encoder's layer name.
 
     Returns:
-      A model from float32 [batch, height, width, channels] to [batch, filters of the
-      last block] (global average pooling).
+      A model from float32 [batch, height, width, channels] to a [batch, n] encoding:
+      the last block's filters (`pooling` global_average, the default) or all its
+      positions (flatten).
     """
     layers = [keras.Input(shape=tuple(image_shape), dtype="float32"), *augmentation_layers(hparams)]
     for i in range(int(hparams["conv_blocks"])):
@@ -101,5 +111,10 @@ def image_encoder(
             bool(hparams["batch_norm"]),
             float(hparams["dropout"]),
         )
-    layers.append(keras.layers.GlobalAveragePooling2D())
+    # Global average pooling keeps the encoder small and size-independent; flattening
+    # keeps where a feature was, which small images (28x28) often need.
+    pooling = hparams["pooling"]
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; use one of {list(POOLINGS)}")
+    layers.append(POOLINGS[pooling]())
     return keras.Sequential(layers, name=name)

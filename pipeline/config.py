@@ -23,6 +23,7 @@ from pipeline.errors import ConfigError
 TASKS = ("classification", "regression")
 MODEL_FAMILIES = ("mlp", "cnn")
 DATA_FORMATS = ("csv", "image_folder")
+POOLINGS = ("global_average", "flatten")
 # `data.source` for format image_folder that reads the Debian package's IDX files.
 FASHION_MNIST = "fashion-mnist"
 TUNER_ALGORITHMS = ("bayesian",)
@@ -90,6 +91,7 @@ class SearchSpace:
     filters: IntRange = IntRange(16, 64, 16)
     kernel_size: tuple[int, ...] = (3,)
     batch_norm: tuple[bool, ...] = (True,)
+    pooling: tuple[str, ...] = ("global_average",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,7 +579,11 @@ def _search_space(reader: _Reader) -> SearchSpace:
         filters=_int_range(reader.section("filters"), d.filters),
         kernel_size=_choices(reader, "kernel_size", int, d.kernel_size),
         batch_norm=_choices(reader, "batch_norm", bool, d.batch_norm),
+        pooling=_choices(reader, "pooling", str, d.pooling),
     )
+    for name in space.pooling:
+        if name not in POOLINGS:
+            raise reader.error("pooling", f"unknown pooling {name!r}; use {list(POOLINGS)}")
     reader.finish()
     return space
 

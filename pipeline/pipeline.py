@@ -69,6 +69,7 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         "filters": vars(space.filters),
         "kernel_size": list(space.kernel_size),
         "batch_norm": list(space.batch_norm),
+        "pooling": list(space.pooling),
         "augment_flip": augmentation.flip,
         "augment_translate": augmentation.translate,
         "augment_zoom": augmentation.zoom,

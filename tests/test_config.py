@@ -227,6 +227,7 @@ def test_fashion_mnist_config_loads(repo_root):
     assert config.model.augmentation.flip is True
     assert config.tuner.search_space.kernel_size == (3,)
     assert config.tuner.search_space.batch_norm == (True,)
+    assert config.tuner.search_space.pooling == ("flatten",)
 
 
 @pytest.mark.parametrize(
@@ -255,6 +256,11 @@ def test_fashion_mnist_config_loads(repo_root):
             lambda c: c["tuner"]["search_space"].update(kernel_size=[]),
             "tuner.search_space.kernel_size",
             "non-empty list of int",
+        ),
+        (
+            lambda c: c["tuner"]["search_space"].update(pooling=["max"]),
+            "tuner.search_space.pooling",
+            "unknown pooling 'max'",
         ),
         (
             lambda c: c["tuner"]["search_space"].update(batch_norm=["yes"]),

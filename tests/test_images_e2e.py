@@ -33,7 +33,7 @@ def summary(tmp_path_factory, repo_root):
     raw = yaml.safe_load((repo_root / "configs" / "fashion_mnist.yaml").read_text())
     raw["data"]["max_examples"] = {"train": 2000, "eval": 500}
     raw["tuner"].update(max_trials=1, epochs=2)
-    raw["training"].update(epochs=4)
+    raw["training"].update(epochs=6)
     raw["evaluation"]["lower_bound"] = 0.6
     path = root / "fashion.yaml"
     path.write_text(yaml.safe_dump(raw))

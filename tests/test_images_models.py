@@ -20,6 +20,7 @@ TINY = {
     "filters": 4,
     "kernel_size": 3,
     "batch_norm": True,
+    "pooling": "global_average",
     "units": 8,
     "layers": 1,
     "dropout": 0.0,
@@ -47,9 +48,10 @@ def _images(count, shape):
     return np.random.default_rng(1).random((count, *shape)).astype(np.float32)
 
 
-def test_cnn_on_images_alone_gives_class_probabilities_and_trains():
+@pytest.mark.parametrize("pooling", ["global_average", "flatten"])
+def test_cnn_on_images_alone_gives_class_probabilities_and_trains(pooling):
     spec = FeatureSpec((), (), "label", "classification", image=("image",), image_shape=(28, 28, 1))
-    model = cnn.build_model(TINY | {"conv_blocks": 2}, spec, {}, num_classes=10)
+    model = cnn.build_model(TINY | {"conv_blocks": 2, "pooling": pooling}, spec, {}, num_classes=10)
     assert model.input_names == ["image_xf"]
     features = {"image_xf": _images(4, (28, 28, 1))}
     scores = model(features, training=False).numpy()

@@ -36,6 +36,7 @@ TINY_CNN = {
     "filters": 2,
     "kernel_size": 3,
     "batch_norm": False,
+    "pooling": "global_average",
     "augment_flip": True,
     "augment_translate": 0.1,
     "augment_zoom": 0.1,
@@ -208,6 +209,7 @@ def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
         "filters": {"min": 16, "max": 32, "step": 16},
         "kernel_size": [3, 5],
         "batch_norm": [True, False],
+        "pooling": ["flatten", "global_average"],
         "units": {"min": 64, "max": 128, "step": 64},
         "layers": {"min": 1, "max": 1, "step": 1},
         "dropout": {"min": 0.1, "max": 0.3, "sampling": "linear"},
@@ -226,6 +228,7 @@ def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
     # A Choice would store the booleans as 0/1; a Boolean keeps them booleans.
     assert kinds["batch_norm"] == "Boolean" and hp.get("batch_norm") is True
     assert kinds["learning_rate"] == "Fixed" and hp.get("learning_rate") == 0.001
+    assert kinds["pooling"] == "Choice" and hp.get("pooling") == "flatten"
     assert {k: kinds[k] for k in ("augment_flip", "augment_translate", "augment_zoom")} == {
         "augment_flip": "Fixed",
         "augment_translate": "Fixed",
