@@ -49,7 +49,7 @@ def build_model(
 
     Args:
       hparams: the image encoder's `conv_blocks`, `filters`, `kernel_size`,
-        `batch_norm`, `augment_flip`, `augment_translate`, `augment_zoom`; the
+        `batch_norm`, `pooling`, `augment_flip`, `augment_translate`, `augment_zoom`; the
         combiner's `units`, `layers`, `dropout` (also after each conv block), `l2`;
         `learning_rate`, `optimizer`.
       spec: the features (at least one image) and the task.
