@@ -218,6 +218,28 @@ def _check_arguments(
 # --- image folders ---------------------------------------------------------------------
 
 
+def class_names(source: str) -> tuple[str, ...]:
+    """The classes of an image source, sorted, without reading any image.
+
+    Args:
+      source: `fashion-mnist` or a folder of class folders (under `train/` or not).
+
+    Raises:
+      DataError: the folder does not exist or holds no class folder.
+    """
+    if source == FASHION_MNIST:
+        return tuple(sorted(FASHION_MNIST_CLASSES))
+    root = Path(source)
+    if not root.is_dir():
+        raise DataError(f"{source}: no such directory; {_LAYOUT}")
+    if (root / "train").is_dir():
+        root = root / "train"
+    names = sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
+    if not names:
+        raise DataError(f"{source}: no class folders; {_LAYOUT}")
+    return tuple(names)
+
+
 def _list_folders(source: Path, eval_fraction: float, shape: tuple[int, ...]) -> _Listing:
     """The images of a folder of class folders, split into train and eval."""
     if not source.exists():

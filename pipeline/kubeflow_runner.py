@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from tfx import v1 as tfx
 
+from pipeline import sources
 from pipeline.config import PipelineConfig
-from pipeline.data import Columns, normalise, read_source
 from pipeline.errors import ConfigError
 from pipeline.local_runner import beam_args, code_version
 from pipeline.pipeline import create_pipeline
@@ -75,9 +76,7 @@ def label_classes(config: PipelineConfig) -> tuple[str, ...]:
     """The label's classes: from the config, else read from the configured data."""
     if config.label_classes or config.task != "classification":
         return config.label_classes
-    source = config.data.source
-    text = read_source(source, config.data.encoding)
-    return normalise(text, source, config.data.na_values, Columns.of(config)).label_values
+    return sources.label_values(config)
 
 
 def build_kubeflow_pipeline(config: PipelineConfig, target: ClusterTarget) -> tfx.dsl.Pipeline:
@@ -107,7 +106,17 @@ def compile_pipeline(config: PipelineConfig, target: ClusterTarget, output: str)
     Every task runs TFX's Kubeflow V2 entrypoint
     (`python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor`)
     in `target.image`.
+
+    Raises:
+      ConfigError: the pipeline name is not one Kubeflow/Vertex accepts.
     """
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", config.pipeline_name):
+        raise ConfigError(
+            config.source_file,
+            "pipeline_name",
+            f"Kubeflow and Vertex AI take lower-case letters, digits and '-' only,"
+            f" got {config.pipeline_name!r}",
+        )
     pipeline = build_kubeflow_pipeline(config, target)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image=target.image

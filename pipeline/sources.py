@@ -23,12 +23,21 @@ class DataSource(Protocol):
 
     def example_gen(self, config: PipelineConfig, data_root: str): ...
 
+    def label_values(self, config: PipelineConfig) -> tuple[str, ...]: ...
+
 
 class CsvSource:
     """A CSV file with a header (`data.format: csv`), split into train/eval by hash."""
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
         return data.stage(config)
+
+    def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
+        source = config.data.source
+        text = data.read_source(source, config.data.encoding)
+        return data.normalise(
+            text, source, config.data.na_values, data.Columns.of(config)
+        ).label_values
 
     def example_gen(self, config: PipelineConfig, data_root: str) -> tfx.components.CsvExampleGen:
         splits = tfx.proto.SplitConfig(
@@ -70,6 +79,9 @@ class ImageFolderSource:
             notes=tuple(filter(None, [staged.note(config.data.source)])),
         )
 
+    def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
+        return images.class_names(config.data.source)
+
     def example_gen(
         self, config: PipelineConfig, data_root: str
     ) -> tfx.components.ImportExampleGen:
@@ -101,3 +113,8 @@ def source_of(config: PipelineConfig) -> DataSource:
 def stage(config: PipelineConfig) -> data.StagedData:
     """Checks and stages the config's data for its ExampleGen."""
     return source_of(config).stage(config)
+
+
+def label_values(config: PipelineConfig) -> tuple[str, ...]:
+    """The label's classes in the config's data, read without staging it."""
+    return source_of(config).label_values(config)

@@ -35,11 +35,11 @@ FAST = {
 }
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     result = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
+            result[key] = merge(result[key], value)
         else:
             result[key] = copy.deepcopy(value)
     return result
@@ -51,7 +51,7 @@ def write_config(tmp_path: Path, *overrides: Mapping[str, Any], name: str = "con
     raw["schema_file"] = str(PENGUINS.parent / raw["schema_file"])
     raw["outputs"] = {"root": str(tmp_path / "output")}
     for extra in overrides:
-        raw = _merge(raw, extra)
+        raw = merge(raw, extra)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

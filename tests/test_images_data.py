@@ -346,3 +346,15 @@ def test_fashion_mnist_without_the_package_says_what_to_install(tmp_path, monkey
         images.stage_images(
             images.FASHION_MNIST, str(tmp_path), feature="image", label="label", shape=(28, 28, 1)
         )
+
+
+def test_class_names_are_read_without_staging(tmp_path):
+    _make(tmp_path / "a" / "train", {"shirt": 1, "bag": 1})
+    _make(tmp_path / "b", {"coat": 1, "boot": 1})
+    (tmp_path / "b" / "notes.txt").write_text("not a class")
+    assert images.class_names(str(tmp_path / "a")) == ("bag", "shirt")
+    assert images.class_names(str(tmp_path / "b")) == ("boot", "coat")
+    assert images.class_names(images.FASHION_MNIST)[:2] == ("Ankle boot", "Bag")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no class folders"):
+        images.class_names(str(tmp_path / "empty"))

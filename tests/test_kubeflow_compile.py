@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2 as pb
-from kubeflow_testlib import IMAGE, VERTEX, load
+from kubeflow_testlib import IMAGE, REPO, VERTEX, load, merge
 
 from kubeflow.local_executor import with_ancestors
-from pipeline import kubeflow_runner
+from pipeline import kubeflow_runner, sources
 from pipeline.cluster_config import GPU_TYPES, TPU_TYPES
+from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.images import FASHION_MNIST_CLASSES
 
 ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 COMPONENTS = {
@@ -221,3 +224,25 @@ def test_accelerator_names_are_vertex_ones():
     from google.cloud.aiplatform_v1.types import AcceleratorType
 
     assert set(GPU_TYPES + TPU_TYPES) <= {a.name for a in AcceleratorType}
+
+
+def test_an_image_config_compiles_with_its_classes_and_import_example_gen(tmp_path):
+    raw = yaml.safe_load((REPO / "configs" / "fashion_mnist.yaml").read_text())
+    raw["outputs"] = {"root": str(tmp_path / "output")}
+    path = tmp_path / "fashion.yaml"
+    path.write_text(yaml.safe_dump(merge(raw, VERTEX)))
+    config = load_config(path)
+    out = tmp_path / "pipeline.json"
+    kubeflow_runner.compile_from_flags(config, str(out), {})
+    spec = pb.PipelineSpec()
+    json_format.ParseDict(json.loads(out.read_text())["pipelineSpec"], spec)
+    assert {"ImportExampleGen", "SchemaGen", "Transform", "Trainer"} <= set(spec.root.dag.tasks)
+    assert "CsvExampleGen" not in spec.root.dag.tasks
+    # The Evaluator's per-class metrics come from the classes, read without staging.
+    assert sources.label_values(config) == tuple(sorted(FASHION_MNIST_CLASSES))
+
+
+def test_a_pipeline_name_kubeflow_refuses_is_a_config_error(tmp_path):
+    config = load(tmp_path, VERTEX, {"pipeline_name": "my_pipeline"})
+    with pytest.raises(ConfigError, match="pipeline_name: Kubeflow and Vertex AI take lower-case"):
+        kubeflow_runner.compile_from_flags(config, str(tmp_path / "p.json"), {})
