@@ -64,7 +64,11 @@ def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]
     if args.command == "serve":
         base = str(Path(config.serving_root) / config.model_name)
         return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.extra]
-    return ["predict", "--model-name", config.model_name, "--input", args.input, *args.extra]
+    predict = ["predict", "--model-name", config.model_name, "--input", args.input]
+    if len(config.image_features) == 1:
+        # Image files (or a folder of them) as INPUT become rows of this feature.
+        predict += ["--image-feature", config.image_features[0]]
+    return [*predict, *args.extra]
 
 
 def _serving(args: argparse.Namespace) -> int:

@@ -28,6 +28,12 @@ from typing import Any
 from serving import config
 
 REAL_SERVER = "tensorflow_model_server"
+# What `predict --image-feature` reads from a folder, in any case; other files are skipped.
+# The same as pipeline.images.IMAGE_EXTENSIONS (a test holds them equal): serving/ runs
+# without the pipeline package.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Images per Predict call: a few MB of PNGs/JPEGs, far below gRPC's message limit.
+IMAGE_BATCH = 64
 _log = logging.getLogger("serving")
 
 
@@ -97,14 +103,26 @@ def _parser() -> argparse.ArgumentParser:
         )
     serve.set_defaults(handler=_serve)
 
-    predict = commands.add_parser("predict", help="send rows from a CSV or JSON file")
+    predict = commands.add_parser(
+        "predict", help="send rows from a CSV or JSON file, or image files"
+    )
     predict.add_argument("--model-name", required=True)
     predict.add_argument(
-        "--input", required=True, help="CSV with a header, or a JSON list of objects"
+        "--input",
+        required=True,
+        help="CSV with a header, a JSON list of objects, or (with --image-feature) an image "
+        "file or a folder of them",
+    )
+    predict.add_argument(
+        "--image-feature",
+        metavar="NAME",
+        help="the model's image feature: each image file becomes one row {NAME: its bytes}",
     )
     predict.add_argument("--address", default="127.0.0.1:8500")
     predict.add_argument(
-        "--signature", default="serving_raw", help="a signature taking raw features"
+        "--signature",
+        help="a signature taking raw features (default: serving_raw for rows, "
+        "serving_default, which takes tf.Examples, for images)",
     )
     predict.add_argument("--timeout-s", type=float, default=10.0)
     predict.set_defaults(handler=_predict)
@@ -306,25 +324,96 @@ def format_predictions(outputs: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
+def image_files(path: str) -> list[Path]:
+    """Returns `path` if it is an image file, else the image files under it, recursively, sorted.
+
+    Image files are those named .png, .jpg or .jpeg (in any case); others are skipped.
+
+    Raises:
+      ValueError: `path` is a folder with no image file in it or its sub-folders.
+    """
+    if not Path(path).is_dir():
+        return [Path(path)]
+    found = sorted(
+        p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+    )
+    if not found:
+        raise ValueError(
+            f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders"
+        )
+    return found
+
+
+def _is_image_input(path: str) -> bool:
+    return Path(path).is_dir() or Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _read_images(paths: Sequence[Path], feature: str) -> list[dict[str, bytes]]:
+    """One row {feature: the file's bytes, unchanged} per file."""
+    rows = []
+    for path in paths:
+        try:
+            rows.append({feature: path.read_bytes()})
+        except OSError as err:
+            raise OSError(f"{path}: cannot read it: {err.strerror or err}") from err
+    return rows
+
+
 def _predict(args: argparse.Namespace) -> int:
     import grpc
 
-    from serving.client import ServingClient
+    from serving import client as serving_client
 
+    images = _is_image_input(args.input)
+    if images and not args.image_feature:
+        kind = "a folder" if Path(args.input).is_dir() else "an image"
+        raise SystemExit(
+            f"predict: {args.input} is {kind}, but no --image-feature was given: the config "
+            "has no (single) image feature, so the model takes other inputs; give a CSV or "
+            "JSON file of rows"
+        )
     try:
-        rows = read_rows(args.input)
+        paths = image_files(args.input) if images else []
+        rows = _read_images(paths, args.image_feature) if images else read_rows(args.input)
     except (OSError, ValueError) as err:
         raise SystemExit(f"predict: {err}") from err
     try:
-        with ServingClient(args.address, timeout_s=args.timeout_s) as client:
-            outputs = client.predict_rows(args.model_name, rows, signature_name=args.signature)
+        with serving_client.ServingClient(args.address, timeout_s=args.timeout_s) as client:
+            if images:
+                signature = args.signature or serving_client.DEFAULT_SIGNATURE
+                outputs = _predict_in_batches(client, args.model_name, rows, signature)
+            else:
+                signature = args.signature or serving_client.RAW_SIGNATURE
+                outputs = client.predict_rows(args.model_name, rows, signature_name=signature)
     except ValueError as err:
         raise SystemExit(f"predict: {args.input}: {err}") from err
     except grpc.RpcError as err:
         raise SystemExit(f"predict: {_rpc_failure(err, args)}") from err
     for index, result in enumerate(format_predictions(outputs)):
-        print(json.dumps({"row": index, **result}))
+        if images:
+            print(json.dumps(_image_result(paths[index], result)))
+        else:
+            print(json.dumps({"row": index, **result}))
     return 0
+
+
+def _image_result(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """The file, then (for a classifier) its top class, that class's score and all scores."""
+    if "class" not in result:
+        return {"file": str(path), **result}
+    top = result["class"]
+    return {"file": str(path), "class": top, "score": result["scores"][top], **result}
+
+
+def _predict_in_batches(client, model_name: str, rows: list, signature: str) -> dict[str, Any]:
+    """Predicts IMAGE_BATCH rows per call (one call's message stays small); joins the outputs."""
+    import numpy as np
+
+    parts = [
+        client.predict_examples(model_name, rows[i : i + IMAGE_BATCH], signature_name=signature)
+        for i in range(0, len(rows), IMAGE_BATCH)
+    ]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def _rpc_failure(err, args: argparse.Namespace) -> str:

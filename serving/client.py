@@ -156,6 +156,39 @@ class ServingClient:
             model_name, columns, signature_name=signature_name, version=version, timeout_s=timeout_s
         )
 
+    def predict_examples(
+        self,
+        model_name: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        signature_name: str = DEFAULT_SIGNATURE,
+        version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Predicts on raw feature rows sent as serialized tf.Examples (serving_default).
+
+        Values map as `make_example` maps them: bytes (an image file's) go to bytes_list.
+
+        Raises:
+          ValueError: the signature does not take one string tensor, or a row has a value with
+            no tf.Example encoding.
+        """
+        signature = self.signature(model_name, signature_name, version=version)
+        inputs = list(signature.inputs.items())
+        if len(inputs) != 1 or inputs[0][1].dtype != tf.string.as_datatype_enum:
+            raise ValueError(
+                f"signature {signature_name} takes {', '.join(sorted(signature.inputs))}, "
+                "not one tensor of serialized tf.Examples"
+            )
+        serialized = [example.SerializeToString() for example in _examples(rows, ())]
+        return self.predict(
+            model_name,
+            {inputs[0][0]: tf.make_tensor_proto(serialized, dtype=tf.string)},
+            signature_name=signature_name,
+            version=version,
+            timeout_s=timeout_s,
+        )
+
     def classify(
         self,
         model_name: str,

@@ -65,6 +65,22 @@ def test_predict_passes_the_address_on(repo_root):
     ]
 
 
+def test_predict_names_the_image_feature_of_an_image_config(repo_root):
+    config = str(repo_root / "configs/fashion_mnist.yaml")
+    args = _args(["predict", "--config", config, "--input", "shirts/", "--", "--address", "h:1"])
+    assert cli._serving_args(args, load_config(args.config)) == [
+        "predict",
+        "--model-name",
+        "fashion_mnist",
+        "--input",
+        "shirts/",
+        "--image-feature",
+        "image",
+        "--address",
+        "h:1",
+    ]
+
+
 def test_unknown_options_of_other_commands_are_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["run", "--bogus"])

@@ -13,24 +13,9 @@ from models.export import (
     vocab_sizes_of,
 )
 from models.features import FeatureSpec
-from tests.tftlib import analyze_and_transform, image_rows, png, serialize
+from tests.tftlib import TINY_CNN_HPARAMS, analyze_and_transform, image_rows, png, serialize
 
-TINY = {
-    "conv_blocks": 1,
-    "filters": 4,
-    "kernel_size": 3,
-    "batch_norm": True,
-    "pooling": "global_average",
-    "units": 8,
-    "layers": 1,
-    "dropout": 0.0,
-    "l2": 1e-6,
-    "learning_rate": 0.01,
-    "optimizer": "adam",
-    "augment_flip": True,
-    "augment_translate": 0.2,
-    "augment_zoom": 0.2,
-}
+TINY = TINY_CNN_HPARAMS
 NO_AUGMENTATION = {"augment_flip": False, "augment_translate": 0.0, "augment_zoom": 0.0}
 
 SHAPE = (8, 8, 1)

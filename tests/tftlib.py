@@ -24,6 +24,24 @@ SPEC = FeatureSpec(
     task="classification",
 )
 
+# A cnn small enough to build and train a batch in a test.
+TINY_CNN_HPARAMS = {
+    "conv_blocks": 1,
+    "filters": 4,
+    "kernel_size": 3,
+    "batch_norm": True,
+    "pooling": "global_average",
+    "units": 8,
+    "layers": 1,
+    "dropout": 0.0,
+    "l2": 1e-6,
+    "learning_rate": 0.01,
+    "optimizer": "adam",
+    "augment_flip": True,
+    "augment_translate": 0.2,
+    "augment_zoom": 0.2,
+}
+
 RAW_FEATURE_SPEC = {
     "bill_length_mm": tf.io.VarLenFeature(tf.float32),
     "flipper_length_mm": tf.io.VarLenFeature(tf.int64),
