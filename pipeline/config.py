@@ -117,6 +117,9 @@ class TunerConfig:
     epochs: int = 40
     seed: int = 42
     search_space: SearchSpace = SearchSpace()
+    # Each trial trains on about this many training examples (a different random
+    # subset each epoch); None: all. The Trainer always trains the best on everything.
+    max_train_examples: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -606,6 +609,7 @@ def _tuner(reader: _Reader) -> TunerConfig:
         epochs=reader.positive("epochs", d.epochs),
         seed=reader.get("seed", int, d.seed),
         search_space=_search_space(reader.section("search_space")),
+        max_train_examples=reader.positive("max_train_examples", None),
     )
     reader.finish()
     return tuner

@@ -91,6 +91,7 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "max_trials": config.tuner.max_trials,
             "epochs": config.tuner.epochs,
             "seed": config.tuner.seed,
+            "max_train_examples": config.tuner.max_train_examples,
         },
         "training": {
             "epochs": config.training.epochs,

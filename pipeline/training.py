@@ -50,6 +50,7 @@ class TrainingSettings:
     search_space: Mapping[str, Any]
     epochs: int
     tuner_epochs: int
+    tuner_examples: int | None
     batch_size: int
     patience: int
     seed: int
@@ -62,6 +63,7 @@ class TrainingSettings:
             search_space=config["search_space"],
             epochs=config["training"]["epochs"],
             tuner_epochs=config["tuner"]["epochs"],
+            tuner_examples=config["tuner"].get("max_train_examples"),
             batch_size=config["training"]["batch_size"],
             patience=config["training"]["early_stopping_patience"],
             seed=config["tuner"]["seed"],
@@ -123,6 +125,17 @@ def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
         class_names=class_names_of(transform_output, settings.spec),
         transform_output=transform_output,
     )
+
+
+def trial_data(data: TrainingData, examples: int | None, batch_size: int) -> TrainingData:
+    """The training data of one tuner trial: about `examples` of the training examples.
+
+    The training split is shuffled again every epoch, so each epoch of a trial sees a
+    different random subset; the eval split stays whole, so trials compare fairly.
+    """
+    if examples is None:
+        return data
+    return dataclasses.replace(data, train=data.train.take(max(1, examples // batch_size)))
 
 
 def build(
@@ -233,7 +246,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     data = load_training_data(fn_args, settings)
     tuner = TfKerasBayesianTuner(
         build_fn=lambda hp: build(settings, data, hp),
-        data=data,
+        data=trial_data(data, settings.tuner_examples, settings.batch_size),
         epochs=settings.tuner_epochs,
         patience=settings.patience,
         objective=keras_tuner.Objective("val_loss", direction="min"),

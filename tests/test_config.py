@@ -228,6 +228,7 @@ def test_fashion_mnist_config_loads(repo_root):
     assert config.tuner.search_space.kernel_size == (3,)
     assert config.tuner.search_space.batch_norm == (True,)
     assert config.tuner.search_space.pooling == ("flatten",)
+    assert config.tuner.max_train_examples == 4000
 
 
 @pytest.mark.parametrize(
@@ -257,6 +258,7 @@ def test_fashion_mnist_config_loads(repo_root):
             "tuner.search_space.kernel_size",
             "non-empty list of int",
         ),
+        (lambda c: c["tuner"].update(max_train_examples=0), "tuner.max_train_examples", ">= 1"),
         (
             lambda c: c["tuner"]["search_space"].update(pooling=["max"]),
             "tuner.search_space.pooling",

@@ -9,6 +9,7 @@ import tf_keras as keras
 from models.export import class_names_of, vocab_sizes_of
 from models.search_space import hyperparameters
 from pipeline.training import (
+    EpochProgress,
     TfKerasBayesianTuner,
     TrainingData,
     TrainingSettings,
@@ -16,6 +17,7 @@ from pipeline.training import (
     build,
     check_keras_2,
     fit,
+    trial_data,
 )
 from tests.tftlib import SPEC, analyze_and_transform
 
@@ -51,6 +53,7 @@ def settings():
         search_space=SPACE,
         epochs=5,
         tuner_epochs=3,
+        tuner_examples=None,
         batch_size=4,
         patience=2,
         seed=1,
@@ -107,3 +110,27 @@ def test_fit_writes_tensorboard_logs_and_reports_best_epoch(tmp_path, data, sett
     metrics = best_epoch_metrics(history)
     assert metrics["val_loss"] == min(history.history["val_loss"])
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
+
+
+def test_a_trial_trains_on_a_subset_and_is_evaluated_on_everything(data):
+    batches = sum(1 for _ in data.train)
+    assert batches >= 2
+    subset = trial_data(data, 4, batch_size=4)
+    assert sum(1 for _ in subset.train) == 1 < batches
+    assert subset.eval is data.eval
+    assert trial_data(data, None, batch_size=4) is data
+
+
+def test_slow_epochs_print_a_progress_line_and_fast_ones_do_not(capsys):
+    progress = EpochProgress(epochs=3, every_s=3600.0)
+    progress.set_model(keras.Sequential())
+    progress.on_epoch_end(0, {"loss": 1.0})
+    assert capsys.readouterr().out == ""
+    progress = EpochProgress(epochs=3, every_s=0.0)
+    progress.set_model(keras.Sequential())
+    progress.on_epoch_end(0, {"loss": 1.0, "val_loss": 2.0})
+    progress.on_epoch_end(2, {"loss": 0.5})
+    assert capsys.readouterr().out.splitlines() == [
+        "      epoch 1/3: loss 1.0000, val_loss 2.0000",
+        "      epoch 3/3: loss 0.5000",
+    ]
