@@ -156,6 +156,8 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
             )
             for name in ("precision", "recall", "auc")
         ]
+        # Reported per class and macro-averaged; not a blessing metric (yet).
+        per_class.append(tfma.MetricConfig(class_name="F1Score"))
         metrics_specs = [
             tfma.MetricsSpec(metrics=[accuracy, tfma.MetricConfig(class_name="ExampleCount")]),
             tfma.MetricsSpec(

@@ -109,9 +109,12 @@ def tuner_section(record: RunRecord) -> dict[str, Any] | None:
 
 
 def _metric_name(name: str, sub_key: str) -> str:
-    """`precision` for the macro average, `precision/classId:0` for one class."""
+    """`f1_score` for the macro average, `f1_score/classId:0` for one class.
+
+    TFMA names a macro average after its aggregation options: "macro_average: true\n_f1_score".
+    """
     if "macro_average" in name:
-        return name.rsplit("_", 1)[-1]
+        return name.split("\n_", 1)[-1]
     return f"{name}/{sub_key}" if sub_key else name
 
 

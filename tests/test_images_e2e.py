@@ -49,6 +49,8 @@ def test_a_cnn_is_trained_blessed_and_pushed(summary):
     )
     assert summary["evaluation"]["metrics"]["example_count"] == 500
     assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] >= 0.6
+    assert {f"f1_score/classId:{i}" for i in range(10)} <= set(summary["evaluation"]["metrics"])
+    assert 0.0 < summary["evaluation"]["metrics"]["f1_score"] <= 1.0
     assert summary["evaluation"]["blessed"] is True
     assert summary["infra_validation"]["blessed"] is True
     assert summary["pushed"] is not None

@@ -75,6 +75,9 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
     }
     assert summary["evaluation"]["blessed"] is True
     assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] >= 0.9
+    metrics = summary["evaluation"]["metrics"]
+    assert metrics["f1_score"] >= 0.85  # macro average over the three species
+    assert {f"f1_score/classId:{i}" for i in range(3)} <= set(metrics)
     assert summary["infra_validation"]["blessed"] is True
     pushed = summary["pushed"]
     assert os.path.isfile(os.path.join(pushed["model_dir"], "saved_model.pb"))
