@@ -466,14 +466,15 @@ def _check_distinct(reader: _Reader, features: tuple[str, ...], label: str) -> N
         raise reader.error("label", f"{label!r} is also listed as a feature")
 
 
-def _existing(reader: _Reader, key: str, path: Path) -> str:
-    """The path to read the file at `path` through (see pipeline.host.resolve_input)."""
+def _existing(reader: _Reader, key: str, path: Path, kind: str = "file") -> str:
+    """The path to read the file (or `kind="directory"`) at `path` through (see
+    pipeline.host.resolve_input)."""
     try:
         found = host.resolve_input(path)
     except FileNotFoundError:
-        raise reader.error(key, f"file not found: {path}") from None
-    if not found.is_file():
-        raise reader.error(key, f"not a file: {path}")
+        raise reader.error(key, f"{kind} not found: {path}") from None
+    if not (found.is_dir() if kind == "directory" else found.is_file()):
+        raise reader.error(key, f"not a {kind}: {path}")
     return str(found)
 
 
@@ -494,7 +495,7 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     if data_format == "csv" and source != "palmerpenguins":
         source = _existing(reader, "source", config_dir / Path(source).expanduser())
     elif data_format == "image_folder" and source != FASHION_MNIST:
-        source = _existing_directory(reader, "source", config_dir / Path(source).expanduser())
+        source = _existing(reader, "source", config_dir / Path(source).expanduser(), "directory")
     limits = reader.section("max_examples")
     data = DataConfig(
         source=source,
@@ -512,16 +513,6 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     if data_format == "csv" and (data.max_train_examples or data.max_eval_examples):
         raise reader.error("max_examples", "only applies to data.format image_folder")
     return data
-
-
-def _existing_directory(reader: _Reader, key: str, path: Path) -> str:
-    try:
-        found = host.resolve_input(path)
-    except FileNotFoundError:
-        raise reader.error(key, f"directory not found: {path}") from None
-    if not found.is_dir():
-        raise reader.error(key, f"not a directory: {path}")
-    return str(found)
 
 
 def _encoding(reader: _Reader) -> str:
