@@ -250,12 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Reads a chunked body, refusing it as soon as its chunks declare more than the limit."""
         body = bytearray()
         while size := self._chunk_size():
-            if len(body) + size > self.limits.max_bytes:
-                self.close_connection = True
-                raise ServingError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"chunked request body exceeds the limit of {self.limits.max_bytes} bytes",
-                )
+            # Checked against what the chunks declare, before the chunk is read.
+            self._check_size(len(body) + size)
             chunk = self.rfile.read(size)
             if len(chunk) < size or self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n"):
                 raise self._malformed("a chunk does not end where its size says")
