@@ -229,11 +229,9 @@ def class_names(source: str) -> tuple[str, ...]:
     """
     if source == FASHION_MNIST:
         return tuple(sorted(FASHION_MNIST_CLASSES))
-    root = Path(source)
-    if not root.is_dir():
+    if not Path(source).is_dir():
         raise DataError(f"{source}: no such directory; {_LAYOUT}")
-    if (root / "train").is_dir():
-        root = root / "train"
+    root, _ = _roots(Path(source))
     names = sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
     if not names:
         raise DataError(f"{source}: no class folders; {_LAYOUT}")
@@ -246,11 +244,7 @@ def _list_folders(source: Path, eval_fraction: float, shape: tuple[int, ...]) ->
         raise DataError(f"{source}: no such directory; {_LAYOUT}")
     if not source.is_dir():
         raise DataError(f"{source}: is a file, not a directory; {_LAYOUT}")
-    train_root, test_root = source / "train", source / "test"
-    if not train_root.is_dir():
-        train_root, test_root = source, None
-    elif not test_root.is_dir():
-        test_root = None
+    train_root, test_root = _roots(source)
     skipped: list[str] = []
     train = _class_files(train_root, source, skipped)
     _check_classes(train, train_root, source)
@@ -273,6 +267,14 @@ def _list_folders(source: Path, eval_fraction: float, shape: tuple[int, ...]) ->
         lambda images: (_checked_image(source / image.name, shape) for image in images),
         tuple(skipped),
     )
+
+
+def _roots(source: Path) -> tuple[Path, Path | None]:
+    """The folders of the training classes and of the test classes (None without test/)."""
+    train_root, test_root = source / "train", source / "test"
+    if not train_root.is_dir():
+        return source, None
+    return train_root, test_root if test_root.is_dir() else None
 
 
 def _class_files(root: Path, source: Path, skipped: list[str]) -> dict[str, list[str]]:
