@@ -1,4 +1,5 @@
-"""The task head on the combiner's output, and the compiled model around it."""
+"""The task head on the combiner's output, the optimizer and its learning-rate schedule,
+and the compiled model around them."""
 
 from __future__ import annotations
 
@@ -15,17 +16,96 @@ _OPTIMIZERS = {
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": keras.optimizers.SGD,
 }
+LR_SCHEDULES = ("constant", "cosine", "exponential")
 
 
-def optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """The named optimizer.
+def learning_rate(
+    hparams: Mapping[str, Any],
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+    factor: float = 1.0,
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The optimizer's learning rate: `learning_rate` × `factor`, decayed per `lr_schedule`.
+
+    - constant (also when hparams name no schedule): the rate itself;
+    - cosine: `CosineDecay` from the rate to 0 over `epochs` × `steps_per_epoch` steps;
+    - exponential: `ExponentialDecay`, multiplied by `lr_decay_rate` every epoch
+      (continuously, step by step).
+
+    Args:
+      hparams: `learning_rate`, optionally `lr_schedule`, and `lr_decay_rate` for exponential.
+      steps_per_epoch: optimizer steps (batches) per epoch; decaying schedules need it.
+      epochs: the epochs the schedule runs for; cosine needs it.
+      factor: scales the initial rate (fine-tuning runs at a fraction of it).
+
+    Raises:
+      ValueError: an unknown schedule, or a decaying one without the steps it needs.
+    """
+    initial = float(hparams["learning_rate"]) * factor
+    # Hyperparameters from before schedules existed name none: they trained at a constant rate.
+    schedule = hparams.get("lr_schedule", "constant")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}; use one of {list(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return initial
+    if not steps_per_epoch or (schedule == "cosine" and not epochs):
+        raise ValueError(
+            f"lr_schedule {schedule!r} decays over the training run: build the model with "
+            f"steps_per_epoch and epochs (got {steps_per_epoch} and {epochs})"
+        )
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps_per_epoch * epochs)
+    return keras.optimizers.schedules.ExponentialDecay(
+        initial, decay_steps=steps_per_epoch, decay_rate=float(hparams["lr_decay_rate"])
+    )
+
+
+def optimizer(
+    name: str, rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
+    """The named optimizer at a learning rate or schedule.
 
     Raises:
       ValueError: an unknown name.
     """
     if name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(_OPTIMIZERS)}")
-    return _OPTIMIZERS[name](learning_rate=learning_rate)
+    return _OPTIMIZERS[name](learning_rate=rate)
+
+
+def compile_model(
+    model: keras.Model,
+    hparams: Mapping[str, Any],
+    spec: FeatureSpec,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+    learning_rate_factor: float = 1.0,
+) -> None:
+    """Compiles (or recompiles, after layers were frozen or unfrozen) a model of the task.
+
+    Classification: sparse categorical cross-entropy, accuracy. Regression: mean squared
+    error, mean absolute error. A fresh optimizer, whose schedule starts at step 0.
+
+    Args:
+      model: the model, its output the task head's.
+      hparams: `optimizer`, `learning_rate`, `lr_schedule`, `lr_decay_rate`.
+      spec: the task.
+      steps_per_epoch: optimizer steps per epoch, for a decaying schedule.
+      epochs: how many epochs this compilation trains for, for a decaying schedule.
+      learning_rate_factor: scales the learning rate (fine-tuning).
+
+    Raises:
+      ValueError: an unknown optimizer or schedule, or a decaying one without the steps.
+    """
+    if spec.is_classification:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.MeanSquaredError()
+        metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
+    rate = learning_rate(hparams, steps_per_epoch, epochs, learning_rate_factor)
+    model.compile(optimizer=optimizer(hparams["optimizer"], rate), loss=loss, metrics=metrics)
 
 
 def compiled_model(
@@ -34,37 +114,34 @@ def compiled_model(
     hparams: Mapping[str, Any],
     spec: FeatureSpec,
     num_classes: int | None,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
 ) -> keras.Model:
-    """Puts the task head on `combined` and compiles the model.
+    """Puts the task head on `combined` and compiles the model (`compile_model`).
 
-    Classification: a softmax layer "scores" [batch, num_classes], sparse categorical
-    cross-entropy, accuracy. Regression: a linear layer "outputs" [batch, 1], mean
-    squared error, mean absolute error.
+    Classification: a softmax layer "scores" [batch, num_classes]. Regression: a linear
+    layer "outputs" [batch, 1].
 
     Args:
       inputs: the model's keras.Inputs by transformed feature name.
       combined: the combiner's output.
-      hparams: `optimizer`, `learning_rate`.
+      hparams: `optimizer`, `learning_rate`, `lr_schedule`, `lr_decay_rate`.
       spec: the task.
       num_classes: number of classes, for classification.
+      steps_per_epoch: optimizer steps per epoch, for a decaying schedule.
+      epochs: epochs of training, for a decaying schedule.
 
     Raises:
-      ValueError: classification with fewer than two classes, or an unknown optimizer.
+      ValueError: classification with fewer than two classes, an unknown optimizer or
+        schedule, or a decaying schedule without the steps.
     """
     if spec.is_classification:
         if not num_classes or num_classes < 2:
             raise ValueError(f"classification needs num_classes >= 2, got {num_classes}")
         outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(combined)
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
         outputs = keras.layers.Dense(1, name="outputs")(combined)
-        loss = keras.losses.MeanSquaredError()
-        metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
     model = keras.Model(inputs=dict(inputs), outputs=outputs)
-    model.compile(
-        optimizer=optimizer(hparams["optimizer"], hparams["learning_rate"]),
-        loss=loss,
-        metrics=metrics,
-    )
+    compile_model(model, hparams, spec, steps_per_epoch=steps_per_epoch, epochs=epochs)
     return model

@@ -13,7 +13,16 @@ from models.features import FeatureSpec
 from models.heads import compiled_model
 
 # The hyperparameters build_model reads: the tuner searches these and no others.
-HPARAMS = ("units", "layers", "learning_rate", "dropout", "l2", "optimizer")
+HPARAMS = (
+    "units",
+    "layers",
+    "learning_rate",
+    "dropout",
+    "l2",
+    "optimizer",
+    "lr_schedule",
+    "lr_decay_rate",
+)
 
 
 def build_model(
@@ -21,14 +30,20 @@ def build_model(
     spec: FeatureSpec,
     vocab_sizes: Mapping[str, int],
     num_classes: int | None = None,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
 ) -> keras.Model:
     """Builds and compiles the MLP.
 
     Args:
-      hparams: `units`, `layers`, `dropout`, `l2`, `learning_rate`, `optimizer`.
+      hparams: `units`, `layers`, `dropout`, `l2`, `learning_rate`, `optimizer`,
+        `lr_schedule` (constant when absent), `lr_decay_rate` (exponential schedule).
       spec: the features and the task.
       vocab_sizes: ids per categorical feature, OOV buckets included.
       num_classes: number of classes, for classification.
+      steps_per_epoch: batches per epoch, which a decaying `lr_schedule` needs.
+      epochs: epochs of training, which the cosine schedule decays over.
 
     Returns:
       A compiled tf_keras model taking the transformed features, giving class
@@ -36,7 +51,8 @@ def build_model(
 
     Raises:
       ValueError: image features (use the cnn family), fewer than two classes for
-        classification, or an unknown optimizer.
+        classification, an unknown optimizer or schedule, or a decaying schedule without
+        `steps_per_epoch` and `epochs`.
     """
     if spec.image:
         raise ValueError(
@@ -44,4 +60,12 @@ def build_model(
             f"{list(spec.image)}; use model family cnn"
         )
     inputs, parts = tabular_inputs(spec, vocab_sizes)
-    return compiled_model(inputs, concat_combiner(parts, hparams), hparams, spec, num_classes)
+    return compiled_model(
+        inputs,
+        concat_combiner(parts, hparams),
+        hparams,
+        spec,
+        num_classes,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+    )

@@ -12,9 +12,16 @@ BUILDERS: dict[str, Callable] = {"mlp": mlp.build_model, "cnn": cnn.build_model}
 # gets exactly these from the config's search space.
 SEARCH_KEYS: dict[str, tuple[str, ...]] = {"mlp": mlp.HPARAMS, "cnn": cnn.HPARAMS}
 
+# The hyperparameters a backbone fixes (transfer learning): the tuner leaves them out.
+BACKBONE_KEYS: dict[str, tuple[str, ...]] = {"mlp": (), "cnn": cnn.ENCODER_HPARAMS}
+
 
 def builder(family: str) -> Callable:
-    """Returns `build_model(hparams, spec, vocab_sizes, num_classes)` for a family."""
+    """Returns `build_model(hparams, spec, vocab_sizes, num_classes, **keywords)` for a family.
+
+    Every family takes the keywords `steps_per_epoch` and `epochs` (a decaying learning
+    rate needs them); cnn also takes `backbone`.
+    """
     if family not in BUILDERS:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[family]

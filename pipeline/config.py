@@ -28,6 +28,7 @@ POOLINGS = ("global_average", "flatten")
 FASHION_MNIST = "fashion-mnist"
 TUNER_ALGORITHMS = ("bayesian",)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
 BEAM_MODES = ("auto", "in_memory", "multi_processing")
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
 REGRESSION_METRICS = ("mse", "mae", "rmse")
@@ -86,6 +87,10 @@ class SearchSpace:
     dropout: FloatRange = FloatRange(0.0, 0.3, "linear")
     l2: FloatRange = FloatRange(1e-6, 1e-3, "log")
     optimizer: tuple[str, ...] = ("adam", "rmsprop")
+    # constant: the learning rate throughout; cosine: to 0 over the run; exponential:
+    # times lr_decay_rate every epoch.
+    lr_schedule: tuple[str, ...] = ("constant",)
+    lr_decay_rate: FloatRange = FloatRange(0.9, 0.9, "linear")
     # The cnn family's image encoder: blocks of two convolutions and a pooling.
     conv_blocks: IntRange = IntRange(1, 3, 1)
     filters: IntRange = IntRange(16, 64, 16)
@@ -105,9 +110,28 @@ class AugmentationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FineTuneConfig:
+    """Transfer learning's schedule: the reused encoder is frozen for `frozen_epochs`
+    (the new head learns), then trained at `learning_rate_factor` x the learning rate."""
+
+    frozen_epochs: int = 3
+    learning_rate_factor: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """The model family and, for transfer learning, the backbone to reuse.
+
+    `base_model` is the path the backbone is read from: a `.keras` file (the Trainer's
+    `<model>/Format-Keras/model.keras`), a SavedModel directory, or a directory of
+    versions as Pusher writes them (`<serving_root>/<model_name>`), resolved to its
+    newest version when the config is loaded.
+    """
+
     family: str = "mlp"
     augmentation: AugmentationConfig = AugmentationConfig()
+    base_model: str | None = None
+    fine_tune: FineTuneConfig = FineTuneConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +381,7 @@ def _parse(
         image_shape=image_shape,
         label=label,
         label_classes=top.names("label_classes", ()),
-        model=_model(top.section("model")),
+        model=_model(top.section("model"), config_dir),
         tuner=_tuner(top.section("tuner")),
         training=_training(top.section("training")),
         evaluation=_evaluation(top.section("evaluation"), task),
@@ -370,15 +394,19 @@ def _parse(
     )
     top.finish()
     _check_family(top, config)
+    _check_transfer(top, config)
     if task == "regression" and config.label_classes:
         raise top.error("label_classes", "only applies to classification")
     return config
 
 
-def _model(reader: _Reader) -> ModelConfig:
+def _model(reader: _Reader, config_dir: Path) -> ModelConfig:
     family = reader.choice("family", MODEL_FAMILIES, ModelConfig.family)
     augmentation = reader.section("augmentation")
     d = AugmentationConfig()
+    base_model = _base_model(reader, config_dir)
+    if base_model is None and reader.get("fine_tune", Mapping, None) is not None:
+        raise reader.error("fine_tune", "only applies with model.base_model")
     model = ModelConfig(
         family=family,
         augmentation=AugmentationConfig(
@@ -386,10 +414,69 @@ def _model(reader: _Reader) -> ModelConfig:
             translate=_fraction(augmentation, "translate", d.translate),
             zoom=_fraction(augmentation, "zoom", d.zoom),
         ),
+        base_model=base_model,
+        fine_tune=_fine_tune(reader.section("fine_tune")),
     )
     augmentation.finish()
     reader.finish()
     return model
+
+
+def _base_model(reader: _Reader, config_dir: Path) -> str | None:
+    """`model.base_model`: the backbone's .keras file or SavedModel directory, a directory
+    of pushed versions resolved to its newest (relative to the config file, `~` expanded)."""
+    value = reader.get("base_model", str, None)
+    if value is None:
+        return None
+    path = config_dir / Path(value).expanduser()
+    if path.suffix == ".keras":
+        return _existing(reader, "base_model", path)
+    found = Path(_existing(reader, "base_model", path, "directory"))
+    if (found / "saved_model.pb").is_file():
+        return str(found)
+    # Pusher names versions by their push time in seconds: the newest is the largest.
+    versions = [p for p in found.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    if not versions:
+        raise reader.error(
+            "base_model",
+            f"{path} holds no saved_model.pb, nor versions <number>/saved_model.pb; expected "
+            "a .keras file, a SavedModel directory or a serving directory Pusher writes to "
+            "(<serving_root>/<model_name>)",
+        )
+    return str(max(versions, key=lambda p: int(p.name)))
+
+
+def _fine_tune(reader: _Reader) -> FineTuneConfig:
+    d = FineTuneConfig()
+    fine_tune = FineTuneConfig(
+        frozen_epochs=reader.positive("frozen_epochs", d.frozen_epochs, minimum=0),
+        learning_rate_factor=reader.get("learning_rate_factor", float, d.learning_rate_factor),
+    )
+    reader.finish()
+    if not 0.0 < fine_tune.learning_rate_factor <= 1.0:
+        raise reader.error(
+            "learning_rate_factor", f"must be in (0, 1], got {fine_tune.learning_rate_factor}"
+        )
+    return fine_tune
+
+
+def _check_transfer(reader: _Reader, config: PipelineConfig) -> None:
+    """A backbone lends an image encoder, so it needs family cnn; freezing must leave the
+    Trainer epochs (or none, to train only the new layers)."""
+    if config.model.base_model is None:
+        return
+    if config.model_family != "cnn":
+        raise reader.error(
+            "model.base_model",
+            f"transfer learning reuses a convolutional image encoder: it needs family cnn, "
+            f"got {config.model_family!r}",
+        )
+    frozen = config.model.fine_tune.frozen_epochs
+    if frozen > config.training.epochs:
+        raise reader.error(
+            "model.fine_tune.frozen_epochs",
+            f"must be <= training.epochs ({config.training.epochs}), got {frozen}",
+        )
 
 
 def _check_family(reader: _Reader, config: PipelineConfig) -> None:
@@ -569,6 +656,8 @@ def _search_space(reader: _Reader) -> SearchSpace:
         dropout=_float_range(reader.section("dropout"), d.dropout, 1.0),
         l2=_float_range(reader.section("l2"), d.l2),
         optimizer=optimizers,
+        lr_schedule=_choices(reader, "lr_schedule", str, d.lr_schedule),
+        lr_decay_rate=_float_range(reader.section("lr_decay_rate"), d.lr_decay_rate, 1.0),
         conv_blocks=_int_range(reader.section("conv_blocks"), d.conv_blocks),
         filters=_int_range(reader.section("filters"), d.filters),
         kernel_size=_choices(reader, "kernel_size", int, d.kernel_size),
@@ -578,6 +667,15 @@ def _search_space(reader: _Reader) -> SearchSpace:
     for name in space.pooling:
         if name not in POOLINGS:
             raise reader.error("pooling", f"unknown pooling {name!r}; use {list(POOLINGS)}")
+    for name in space.lr_schedule:
+        if name not in LR_SCHEDULES:
+            raise reader.error(
+                "lr_schedule", f"unknown schedule {name!r}; use {list(LR_SCHEDULES)}"
+            )
+    if space.lr_decay_rate.min <= 0.0:
+        raise reader.error(
+            "lr_decay_rate.min", f"a decay rate must be > 0, got {space.lr_decay_rate.min}"
+        )
     reader.finish()
     return space
 

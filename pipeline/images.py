@@ -501,6 +501,26 @@ def _idx_images(path: Path):
     return np.frombuffer(data, np.uint8).reshape(count, height, width, 1)
 
 
+def fashion_mnist_arrays(split: str, root: str | os.PathLike = FASHION_MNIST_DIR):
+    """One split of Fashion-MNIST as arrays, for experiments outside the pipeline.
+
+    Args:
+      split: "train" (60,000 images) or "eval" (the official 10,000 test images).
+      root: the directory of the IDX files.
+
+    Returns:
+      (images uint8 [n, 28, 28, 1], class indices uint8 [n] into FASHION_MNIST_CLASSES).
+
+    Raises:
+      DataError: a file is missing or malformed.
+    """
+    import numpy as np
+
+    images, labels = (Path(root) / name for name in _FASHION_MNIST_FILES[split])
+    pixels = _idx_images(images)
+    return pixels, np.frombuffer(_idx_labels(labels, len(pixels)), np.uint8)
+
+
 # --- sampling, fingerprint, writing ----------------------------------------------------
 
 

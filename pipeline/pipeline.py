@@ -55,7 +55,8 @@ def feature_spec(config: PipelineConfig) -> FeatureSpec:
 
 def search_space(config: PipelineConfig) -> dict[str, Any]:
     """The hyperparameters of the configured model family: ranges and choices for the
-    tuner, and fixed values (augmentation) as plain scalars."""
+    tuner, and fixed values (augmentation) as plain scalars. With a base model, those its
+    image encoder fixes (registry.BACKBONE_KEYS) are left out."""
     space = config.tuner.search_space
     augmentation = config.model.augmentation
     every = {
@@ -65,6 +66,8 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         "dropout": vars(space.dropout),
         "l2": vars(space.l2),
         "optimizer": list(space.optimizer),
+        "lr_schedule": list(space.lr_schedule),
+        "lr_decay_rate": vars(space.lr_decay_rate),
         "conv_blocks": vars(space.conv_blocks),
         "filters": vars(space.filters),
         "kernel_size": list(space.kernel_size),
@@ -74,7 +77,9 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         "augment_translate": augmentation.translate,
         "augment_zoom": augmentation.zoom,
     }
-    return {key: every[key] for key in registry.SEARCH_KEYS[config.model_family]}
+    family = config.model_family
+    fixed = registry.BACKBONE_KEYS[family] if config.model.base_model else ()
+    return {key: every[key] for key in registry.SEARCH_KEYS[family] if key not in fixed}
 
 
 def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
@@ -98,7 +103,20 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "batch_size": config.training.batch_size,
             "early_stopping_patience": config.training.early_stopping_patience,
         },
+        "fine_tune": _fine_tune(config),
         "code_version": code_version,
+    }
+
+
+def _fine_tune(config: PipelineConfig) -> dict[str, Any] | None:
+    """Transfer learning for Tuner and Trainer (pipeline/training.py), or None."""
+    if config.model.base_model is None:
+        return None
+    fine_tune = config.model.fine_tune
+    return {
+        "base_model": config.model.base_model,
+        "frozen_epochs": fine_tune.frozen_epochs,
+        "learning_rate_factor": fine_tune.learning_rate_factor,
     }
 
 

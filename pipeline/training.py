@@ -5,6 +5,11 @@ TF_USE_LEGACY_KERAS=1), so our models are tf_keras models. keras-tuner 1.4.8 bui
 models with Keras 3 and rejects anything else (FatalTypeError), so the tuner below
 keeps keras_tuner's Bayesian optimisation (oracle, trials, search space) and runs
 each trial itself with tf_keras.
+
+Transfer learning (custom_config `fine_tune`): the backbone is loaded once per Tuner or
+Trainer, every model reuses its image encoder (models/transfer.py), and `train` fits in
+two phases: the encoder frozen for `frozen_epochs`, then unfrozen and recompiled at
+`learning_rate_factor` x the learning rate for the remaining epochs.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import registry
+from models import registry, transfer
 from models.export import class_names_of, export_serving_model, vocab_sizes_of
 from models.features import FeatureSpec
+from models.heads import compile_model
 from models.search_space import hyperparameters
 from pipeline import distribution
 
 KERAS_MODEL_DIR = "Format-Keras"
+# The config key that names the backbone, for errors found only when it is loaded.
+BASE_MODEL_KEY = "model.base_model"
 _SHUFFLE_BUFFER = 10_000
 
 
@@ -39,6 +47,16 @@ def check_keras_2() -> None:
             "tf.keras is Keras 3 but this pipeline needs Keras 2: set TF_USE_LEGACY_KERAS=1 "
             "before TensorFlow is imported (scripts/in-env and the Docker image do this)."
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """Transfer learning: the backbone's path, epochs with its encoder frozen, and the
+    fraction of the learning rate it is then fine-tuned at."""
+
+    base_model: str
+    frozen_epochs: int
+    learning_rate_factor: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +72,11 @@ class TrainingSettings:
     batch_size: int
     patience: int
     seed: int
+    fine_tuning: FineTuning | None = None
 
     @classmethod
     def from_custom_config(cls, config: Mapping[str, Any]) -> TrainingSettings:
+        fine_tune = config.get("fine_tune")
         return cls(
             spec=FeatureSpec.from_dict(config["features"]),
             family=config["model_family"],
@@ -67,6 +87,7 @@ class TrainingSettings:
             batch_size=config["training"]["batch_size"],
             patience=config["training"]["early_stopping_patience"],
             seed=config["tuner"]["seed"],
+            fine_tuning=FineTuning(**fine_tune) if fine_tune else None,
         )
 
 
@@ -79,6 +100,8 @@ class TrainingData:
     vocab_sizes: Mapping[str, int]
     class_names: list[str]
     transform_output: tft.TFTransformOutput
+    # Batches in an epoch of `train`; None: not counted yet (see `steps_per_epoch`).
+    train_steps: int | None = None
 
 
 def _dataset(files, data_accessor, transform_output, label_key: str, batch_size: int, shuffle_seed):
@@ -118,13 +141,25 @@ def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
         settings.batch_size,
         None,
     )
-    return TrainingData(
+    data = TrainingData(
         train=train,
         eval=evaluation,
         vocab_sizes=vocab_sizes_of(transform_output, settings.spec),
         class_names=class_names_of(transform_output, settings.spec),
         transform_output=transform_output,
     )
+    return dataclasses.replace(data, train_steps=steps_per_epoch(data))
+
+
+def steps_per_epoch(data: TrainingData) -> int:
+    """Batches in an epoch of the training data (what a decaying learning rate counts).
+
+    Counting reads the data once; the cache in `_dataset` then holds it, so the first
+    epoch reads it from memory instead.
+    """
+    if data.train_steps is not None:
+        return data.train_steps
+    return int(data.train.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
 def trial_data(data: TrainingData, examples: int | None, batch_size: int) -> TrainingData:
@@ -135,16 +170,116 @@ def trial_data(data: TrainingData, examples: int | None, batch_size: int) -> Tra
     """
     if examples is None:
         return data
-    return dataclasses.replace(data, train=data.train.take(max(1, examples // batch_size)))
+    batches = max(1, examples // batch_size)
+    return dataclasses.replace(
+        data, train=data.train.take(batches), train_steps=min(batches, steps_per_epoch(data))
+    )
+
+
+def load_base_model(path: str) -> keras.Model:
+    """The backbone of transfer learning, as `model.base_model` names it (resolved).
+
+    Raises:
+      ValueError: the path does not hold a tf_keras model; the message names the key.
+    """
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"{BASE_MODEL_KEY} {path}: cannot be loaded as a tf_keras model ({err}); name a "
+            "model a cnn pipeline trained: its .keras file, its SavedModel or its serving "
+            "directory"
+        ) from err
 
 
 def build(
-    settings: TrainingSettings, data: TrainingData, hparams: Mapping[str, Any]
+    settings: TrainingSettings,
+    data: TrainingData,
+    hparams: Mapping[str, Any],
+    epochs: int | None = None,
+    backbone: keras.Model | None = None,
 ) -> keras.Model:
-    """Builds the configured model family for these hyperparameters."""
+    """Builds the configured model family for these hyperparameters.
+
+    Args:
+      settings: the family and features.
+      data: the vocabularies, classes and batches per epoch.
+      hparams: the model's hyperparameters.
+      epochs: the epochs a decaying learning rate decays over (default: the Trainer's).
+      backbone: a model whose image encoder is reused, frozen (transfer learning).
+
+    Raises:
+      ValueError: the model cannot be built; with a backbone that has no encoder for the
+        images, the message names the config key.
+    """
     build_model = registry.builder(settings.family)
     num_classes = len(data.class_names) or None
-    return build_model(hparams, settings.spec, data.vocab_sizes, num_classes)
+    keywords = {"backbone": backbone} if backbone is not None else {}
+    try:
+        return build_model(
+            hparams,
+            settings.spec,
+            data.vocab_sizes,
+            num_classes,
+            steps_per_epoch=steps_per_epoch(data),
+            epochs=settings.epochs if epochs is None else epochs,
+            **keywords,
+        )
+    except ValueError as err:
+        if backbone is None:
+            raise
+        path = settings.fine_tuning.base_model if settings.fine_tuning else backbone.name
+        raise ValueError(f"{BASE_MODEL_KEY} {path}: {err}") from err
+
+
+def train(
+    settings: TrainingSettings,
+    data: TrainingData,
+    hparams: Mapping[str, Any],
+    epochs: int,
+    callbacks=(),
+    backbone: keras.Model | None = None,
+) -> tuple[keras.Model, keras.callbacks.History]:
+    """Builds a model and fits it for `epochs`, fine-tuning a backbone's encoder if given.
+
+    With a backbone (and `settings.fine_tuning`): `frozen_epochs` with the reused encoder
+    frozen, then the rest unfrozen, recompiled at `learning_rate_factor` x the learning
+    rate with a fresh schedule over those epochs. Early stopping spans both phases: the
+    weights kept are those of the best epoch of either.
+
+    Returns:
+      The model with its best epoch's weights, and the history of every epoch.
+    """
+    if backbone is None or settings.fine_tuning is None:
+        model = build(settings, data, hparams, epochs)
+        return model, fit(model, data, epochs, settings.patience, callbacks)
+    tuning = settings.fine_tuning
+    frozen = min(tuning.frozen_epochs, epochs)
+    # With no frozen epochs this first compilation is never trained; its schedule is moot.
+    model = build(settings, data, hparams, max(frozen, 1), backbone)
+    if frozen == 0:
+        history = None
+    else:
+        history = fit(model, data, frozen, settings.patience, callbacks, total_epochs=epochs)
+        if frozen == epochs:
+            return model, history
+    transfer.unfreeze(model, settings.spec)
+    compile_model(
+        model,
+        hparams,
+        settings.spec,
+        steps_per_epoch=steps_per_epoch(data),
+        epochs=epochs - frozen,
+        learning_rate_factor=tuning.learning_rate_factor,
+    )
+    best = min(history.history["val_loss"]) if history else None
+    tuned = fit(model, data, epochs, settings.patience, callbacks, initial_epoch=frozen, best=best)
+    if history is None:
+        return model, tuned
+    for key, values in tuned.history.items():
+        history.history.setdefault(key, []).extend(values)
+    history.epoch += tuned.epoch
+    return model, history
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -173,18 +308,53 @@ class EpochProgress(keras.callbacks.Callback):
         self._last, self._printed = now, True
 
 
+class _EarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on val_loss that keeps the best epoch's weights, and can continue an
+    earlier fit: given that fit's best val_loss, the weights the model starts with count
+    as that epoch's, and are kept unless an epoch of this fit beats them."""
+
+    def __init__(self, patience: int, best: float | None = None):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self._best_before = best
+
+    def on_train_begin(self, logs=None) -> None:
+        super().on_train_begin(logs)
+        if self._best_before is not None:
+            self.best = self._best_before
+            self.best_weights = self.model.get_weights()
+
+
 def fit(
-    model: keras.Model, data: TrainingData, epochs: int, patience: int, callbacks=()
+    model: keras.Model,
+    data: TrainingData,
+    epochs: int,
+    patience: int,
+    callbacks=(),
+    *,
+    initial_epoch: int = 0,
+    total_epochs: int | None = None,
+    best: float | None = None,
 ) -> keras.callbacks.History:
-    """Fits with early stopping on the eval split, keeping the best epoch's weights."""
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
-    )
+    """Fits with early stopping on the eval split, keeping the best epoch's weights.
+
+    Args:
+      model: a compiled model.
+      data: the train and eval splits.
+      epochs: the epoch to stop at (as Keras' `fit` counts, from `initial_epoch`).
+      patience: epochs without a better val_loss before stopping.
+      callbacks: more Keras callbacks.
+      initial_epoch: the epoch to start at, when this fit continues another.
+      total_epochs: epochs of the whole run, for the progress lines (default `epochs`).
+      best: the val_loss of the weights the model starts with, when this fit continues
+        another; they are kept unless an epoch beats them.
+    """
+    stop = _EarlyStopping(patience, best)
     return model.fit(
         data.train,
         validation_data=data.eval,
         epochs=epochs,
-        callbacks=[stop, *callbacks, EpochProgress(epochs)],
+        initial_epoch=initial_epoch,
+        callbacks=[stop, *callbacks, EpochProgress(total_epochs or epochs)],
         verbose=0,
     )
 
@@ -201,22 +371,19 @@ class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
 
     def __init__(
         self,
-        build_fn: Callable[[dict], keras.Model],
-        data: TrainingData,
-        epochs: int,
-        patience: int,
+        train_fn: Callable[[dict], tuple[keras.Model, keras.callbacks.History]],
         **kwargs,
     ):
+        """Args:
+        train_fn: builds and fits a model for a trial's hyperparameters (`train`).
+        **kwargs: keras_tuner.BayesianOptimization's (objective, max_trials, ...).
+        """
         super().__init__(hypermodel=None, **kwargs)
-        self._build_fn = build_fn
-        self._data = data
-        self._epochs = epochs
-        self._patience = patience
+        self._train_fn = train_fn
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         keras.utils.set_random_seed(self.oracle.seed or 0)
-        model = self._build_fn(trial.hyperparameters.values)
-        history = fit(model, self._data, self._epochs, self._patience)
+        _, history = self._train_fn(trial.hyperparameters.values)
         metrics = best_epoch_metrics(history)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         print(
@@ -243,12 +410,12 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """TFX Tuner entry point: Bayesian search over the configured space."""
     check_keras_2()
     settings = TrainingSettings.from_custom_config(fn_args.custom_config)
-    data = load_training_data(fn_args, settings)
+    data = trial_data(
+        load_training_data(fn_args, settings), settings.tuner_examples, settings.batch_size
+    )
+    backbone = _backbone(settings)
     tuner = TfKerasBayesianTuner(
-        build_fn=lambda hp: build(settings, data, hp),
-        data=trial_data(data, settings.tuner_examples, settings.batch_size),
-        epochs=settings.tuner_epochs,
-        patience=settings.patience,
+        train_fn=lambda hp: train(settings, data, hp, settings.tuner_epochs, (), backbone),
         objective=keras_tuner.Objective("val_loss", direction="min"),
         max_trials=fn_args.custom_config["tuner"]["max_trials"],
         hyperparameters=hyperparameters(settings.search_space),
@@ -267,6 +434,12 @@ def _hparams(fn_args, settings: TrainingSettings) -> dict[str, Any]:
     return hyperparameters(settings.search_space).values
 
 
+def _backbone(settings: TrainingSettings) -> keras.Model | None:
+    if settings.fine_tuning is None:
+        return None
+    return load_base_model(settings.fine_tuning.base_model)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: trains with the best hyperparameters and exports."""
     check_keras_2()
@@ -276,11 +449,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     settings = TrainingSettings.from_custom_config(fn_args.custom_config)
     keras.utils.set_random_seed(settings.seed)
     data = load_training_data(fn_args, settings)
-    with strategy.scope():
-        model = build(settings, data, _hparams(fn_args, settings))
     log_dir = distribution.output_dir(fn_args.model_run_dir, devices)
     board = keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
-    fit(model, data, settings.epochs, settings.patience, [board])
+    # In scope: the model's variables, and the optimizer's of a fine-tuning recompile.
+    with strategy.scope():
+        backbone = _backbone(settings)
+        hparams = _hparams(fn_args, settings)
+        model, _ = train(settings, data, hparams, settings.epochs, [board], backbone)
     # The plain Keras model (no TFT layer) is kept for the quantization step.
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     keras_dir = distribution.output_dir(os.path.join(model_root, KERAS_MODEL_DIR), devices)

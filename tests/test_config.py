@@ -307,3 +307,131 @@ def test_image_features_need_the_image_folder_format(penguins, tmp_path, repo_ro
     penguins["data"]["max_examples"] = {"train": 10}
     with pytest.raises(ConfigError, match="data.max_examples: only applies to data.format"):
         load_config(_write(tmp_path, penguins, repo_root))
+
+
+@pytest.mark.parametrize(
+    "change, key, message",
+    [
+        (
+            lambda c: c["tuner"]["search_space"].update(lr_schedule=["cosine", "step"]),
+            "tuner.search_space.lr_schedule",
+            "unknown schedule 'step'",
+        ),
+        (
+            lambda c: c["tuner"]["search_space"].update(lr_decay_rate={"min": 0.9, "max": 1.5}),
+            "tuner.search_space.lr_decay_rate.max",
+            "must be < 1.0",
+        ),
+        (
+            lambda c: c["tuner"]["search_space"].update(lr_decay_rate={"min": 0.0, "max": 0.5}),
+            "tuner.search_space.lr_decay_rate.min",
+            "must be > 0",
+        ),
+    ],
+)
+def test_bad_schedules_name_the_key(penguins, tmp_path, repo_root, change, key, message):
+    change(penguins)
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, penguins, repo_root))
+    assert err.value.key == key
+    assert message in str(err.value)
+
+
+def test_schedules_default_to_a_constant_rate_and_may_be_searched(penguins, tmp_path, repo_root):
+    space = load_config(_write(tmp_path, penguins, repo_root)).tuner.search_space
+    assert space.lr_schedule == ("constant",)
+    penguins["tuner"]["search_space"]["lr_schedule"] = ["constant", "cosine", "exponential"]
+    penguins["tuner"]["search_space"]["lr_decay_rate"] = {"min": 0.8, "max": 0.95}
+    space = load_config(_write(tmp_path, penguins, repo_root)).tuner.search_space
+    assert space.lr_schedule == ("constant", "cosine", "exponential")
+    assert (space.lr_decay_rate.min, space.lr_decay_rate.max) == (0.8, 0.95)
+
+
+def _saved_model(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "saved_model.pb").write_bytes(b"")
+    return directory
+
+
+def test_a_base_model_is_a_keras_file_a_saved_model_or_the_newest_pushed_version(
+    fashion, tmp_path, repo_root
+):
+    keras_file = tmp_path / "backbone" / "Format-Keras" / "model.keras"
+    keras_file.parent.mkdir(parents=True)
+    keras_file.write_bytes(b"")
+    fashion["model"]["base_model"] = str(keras_file)
+    config = load_config(_write(tmp_path, fashion, repo_root))
+    assert config.model.base_model == str(keras_file)
+    assert (config.model.fine_tune.frozen_epochs, config.model.fine_tune.learning_rate_factor) == (
+        3,
+        0.1,
+    )
+    saved = _saved_model(tmp_path / "saved")
+    fashion["model"].update(base_model="saved", fine_tune={"frozen_epochs": 0})
+    assert load_config(_write(tmp_path, fashion, repo_root)).model.base_model == str(saved)
+    serving = tmp_path / "serving" / "fashion_mnist"
+    _saved_model(serving / "1700000009")
+    newest = _saved_model(serving / "1700000010")
+    (serving / "1700000011").mkdir()  # a push still being written: no saved_model.pb yet
+    fashion["model"]["base_model"] = "serving/fashion_mnist"
+    assert load_config(_write(tmp_path, fashion, repo_root)).model.base_model == str(newest)
+
+
+@pytest.mark.parametrize(
+    "change, key, message",
+    [
+        (
+            lambda c, _: c["model"].update(base_model="no/such/model.keras"),
+            "model.base_model",
+            "file not found",
+        ),
+        (
+            lambda c, _: c["model"].update(base_model="no/such/dir"),
+            "model.base_model",
+            "directory not found",
+        ),
+        (
+            lambda c, tmp: c["model"].update(base_model=str(tmp)),
+            "model.base_model",
+            "holds no saved_model.pb, nor versions",
+        ),
+        (
+            lambda c, _: c["model"].update(fine_tune={"frozen_epochs": 2}),
+            "model.fine_tune",
+            "only applies with model.base_model",
+        ),
+        (
+            lambda c, tmp: c["model"].update(
+                base_model=str(_saved_model(tmp / "m")), fine_tune={"frozen_epochs": 99}
+            ),
+            "model.fine_tune.frozen_epochs",
+            "must be <= training.epochs (12)",
+        ),
+        (
+            lambda c, tmp: c["model"].update(
+                base_model=str(_saved_model(tmp / "m")), fine_tune={"learning_rate_factor": 0}
+            ),
+            "model.fine_tune.learning_rate_factor",
+            "must be in (0, 1]",
+        ),
+        (
+            lambda c, tmp: c["model"].update(
+                base_model=str(_saved_model(tmp / "m")), fine_tune={"frozen": 2}
+            ),
+            "model.fine_tune.frozen",
+            "unknown key",
+        ),
+    ],
+)
+def test_bad_base_models_name_the_key(fashion, tmp_path, repo_root, change, key, message):
+    change(fashion, tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, fashion, repo_root))
+    assert err.value.key == key
+    assert message in str(err.value)
+
+
+def test_a_base_model_needs_the_cnn_family(penguins, tmp_path, repo_root):
+    penguins["model"]["base_model"] = str(_saved_model(tmp_path / "m"))
+    with pytest.raises(ConfigError, match="model.base_model: transfer learning .* family cnn"):
+        load_config(_write(tmp_path, penguins, repo_root))

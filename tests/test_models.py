@@ -29,6 +29,8 @@ TINY = {
     "l2": 1e-6,
     "learning_rate": 0.01,
     "optimizer": "adam",
+    "lr_schedule": "constant",
+    "lr_decay_rate": 0.9,
 }
 # What the cnn family reads besides TINY's.
 TINY_CNN = {
@@ -189,6 +191,8 @@ MLP_SPACE = {
     "dropout": {"min": 0.0, "max": 0.3, "sampling": "linear"},
     "l2": {"min": 1e-4, "max": 1e-4, "sampling": "log"},
     "optimizer": ["adam", "rmsprop"],
+    "lr_schedule": ["constant", "cosine"],
+    "lr_decay_rate": {"min": 0.9, "max": 0.9, "sampling": "linear"},
 }
 
 
@@ -200,6 +204,8 @@ def test_mlp_search_space_is_declared_as_before():
     expected.Float("dropout", 0.0, 0.3, sampling="linear")
     expected.Fixed("l2", 1e-4)
     expected.Choice("optimizer", ["adam", "rmsprop"])
+    expected.Choice("lr_schedule", ["constant", "cosine"])
+    expected.Fixed("lr_decay_rate", 0.9)
     assert hyperparameters(MLP_SPACE).get_config() == expected.get_config()
 
 
@@ -216,6 +222,8 @@ def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
         "l2": {"min": 1e-6, "max": 1e-4, "sampling": "log"},
         "learning_rate": {"min": 0.001, "max": 0.001, "sampling": "log"},
         "optimizer": ["adam"],
+        "lr_schedule": ["constant", "cosine", "exponential"],
+        "lr_decay_rate": {"min": 0.8, "max": 0.95, "sampling": "linear"},
         "augment_flip": True,
         "augment_translate": 0.1,
         "augment_zoom": 0.0,

@@ -17,6 +17,8 @@ from pipeline.training import (
     build,
     check_keras_2,
     fit,
+    steps_per_epoch,
+    train,
     trial_data,
 )
 from tests.tftlib import SPEC, analyze_and_transform
@@ -28,6 +30,8 @@ SPACE = {
     "dropout": {"min": 0.0, "max": 0.2, "sampling": "linear"},
     "l2": {"min": 1e-6, "max": 1e-4, "sampling": "log"},
     "optimizer": ["adam", "rmsprop"],
+    "lr_schedule": ["constant", "cosine", "exponential"],
+    "lr_decay_rate": {"min": 0.5, "max": 0.9, "sampling": "linear"},
 }
 
 
@@ -79,10 +83,7 @@ def test_stock_keras_tuner_rejects_tf_keras_models(tmp_path, data, settings):
 
 def test_bayesian_tuner_searches_tf_keras_models(tmp_path, data, settings):
     tuner = TfKerasBayesianTuner(
-        build_fn=lambda hp: build(settings, data, hp),
-        data=data,
-        epochs=settings.tuner_epochs,
-        patience=settings.patience,
+        train_fn=lambda hp: train(settings, data, hp, settings.tuner_epochs),
         objective=keras_tuner.Objective("val_loss", "min"),
         max_trials=3,
         hyperparameters=hyperparameters(SPACE),
@@ -117,6 +118,7 @@ def test_a_trial_trains_on_a_subset_and_is_evaluated_on_everything(data):
     assert batches >= 2
     subset = trial_data(data, 4, batch_size=4)
     assert sum(1 for _ in subset.train) == 1 < batches
+    assert steps_per_epoch(subset) == 1 and steps_per_epoch(data) == batches
     assert subset.eval is data.eval
     assert trial_data(data, None, batch_size=4) is data
 
@@ -134,3 +136,44 @@ def test_slow_epochs_print_a_progress_line_and_fast_ones_do_not(capsys):
         "      epoch 1/3: loss 1.0000, val_loss 2.0000",
         "      epoch 3/3: loss 0.5000",
     ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        # 5 epochs of 2 steps: the last step (9) is 9/10 of the way down the cosine.
+        ("cosine", 0.01 * 0.5 * (1 + np.cos(np.pi * 9 / 10))),
+        # Halved every epoch: 0.01 * 0.5 ** (9 / 2) at the last step.
+        ("exponential", 0.01 * 0.5 ** (9 / 2)),
+        ("constant", 0.01),
+    ],
+)
+def test_training_decays_the_learning_rate_over_the_run(data, settings, schedule, expected):
+    hparams = {
+        **hyperparameters(SPACE).values,
+        "learning_rate": 0.01,
+        "lr_schedule": schedule,
+        "lr_decay_rate": 0.5,
+    }
+    assert steps_per_epoch(data) == 2
+    model, history = train(settings, data, hparams, epochs=5)
+    assert len(history.epoch) == 5
+    assert int(model.optimizer.iterations) == 10
+    # The rate the optimizer applied at its last step.
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), expected, rtol=1e-5)
+
+
+def test_a_fit_that_continues_another_keeps_the_earlier_weights_unless_it_beats_them(
+    data, settings
+):
+    model = build(settings, data, hyperparameters(SPACE).values)
+    before = [w.copy() for w in model.get_weights()]
+    # No epoch can beat a val_loss of 0: the weights the fit started with are restored.
+    history = fit(model, data, epochs=2, patience=5, best=0.0)
+    assert len(history.epoch) == 2
+    for restored, start in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(restored, start)
+    fit(model, data, epochs=2, patience=5, best=float("inf"))
+    assert any(
+        not np.array_equal(w, start) for w, start in zip(model.get_weights(), before, strict=True)
+    )
