@@ -1,8 +1,9 @@
 """A convolutional network for image features, with tabular features alongside.
 
 Encoders per feature (models/encoders.py: a conv net with training-only augmentation
-per image, the MLP's encoding for numeric and categorical features), a combiner that
-concatenates them and applies Dense layers, and the task head.
+per image, or a backbone's conv net behind it (models/transfer.py); the MLP's encoding
+for numeric and categorical features), a combiner that concatenates them and applies
+Dense layers, and the task head.
 """
 
 from __future__ import annotations

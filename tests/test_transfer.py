@@ -76,7 +76,9 @@ def test_the_new_model_reuses_the_encoder_frozen_with_a_new_head(backbone):
     np.testing.assert_allclose(encoder(images, training=True), encoder(images, training=False))
 
 
-def test_fine_tuning_unfreezes_after_the_frozen_epochs_and_recompiles_at_the_lower_rate(backbone):
+def test_fine_tuning_unfreezes_after_the_frozen_epochs_and_recompiles_at_the_lower_rate(
+    backbone, tmp_path
+):
     # Four classes of brightness: learnable, so fine-tuning beats the frozen epoch.
     labels = np.arange(32) % 4
     noise = np.random.default_rng(2).random((32, *SHAPE))
@@ -103,6 +105,15 @@ def test_fine_tuning_unfreezes_after_the_frozen_epochs_and_recompiles_at_the_low
         for new, old in zip(_conv_weights(model), _conv_weights(backbone), strict=True)
     ]
     assert any(changed)
+    # The fine-tuned model saves as the Trainer saves it, and is a backbone in its turn.
+    model.save(Path(tmp_path) / "tuned.keras")
+    reloaded = training.load_base_model(str(Path(tmp_path) / "tuned.keras"))
+    np.testing.assert_allclose(
+        reloaded({"image_xf": images}, training=False), model({"image_xf": images}, training=False)
+    )
+    again = cnn.build_model(TINY, SPEC, {}, num_classes=2, backbone=reloaded)
+    for new, old in zip(_conv_weights(again), _conv_weights(model), strict=True):
+        np.testing.assert_array_equal(new, old)
 
 
 def test_a_backbone_loads_from_a_saved_model_directory(backbone, tmp_path):
