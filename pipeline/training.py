@@ -182,14 +182,24 @@ def load_base_model(path: str) -> keras.Model:
     Raises:
       ValueError: the path does not hold a tf_keras model; the message names the key.
     """
+    advice = (
+        "name a model a cnn pipeline trained: its .keras file, its SavedModel or its serving "
+        "directory"
+    )
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as err:
         raise ValueError(
-            f"{BASE_MODEL_KEY} {path}: cannot be loaded as a tf_keras model ({err}); name a "
-            "model a cnn pipeline trained: its .keras file, its SavedModel or its serving "
-            "directory"
+            f"{BASE_MODEL_KEY} {path}: cannot be loaded as a tf_keras model ({err}); {advice}"
         ) from err
+    # A SavedModel without Keras metadata (a lean export) loads as a bare trackable.
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"{BASE_MODEL_KEY} {path}: cannot be loaded as a tf_keras model (a SavedModel "
+            f"without Keras metadata, such as a quantized export, loads as a "
+            f"{type(model).__name__}); {advice}"
+        )
+    return model
 
 
 def build(

@@ -9,12 +9,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import cnn, mlp, registry
+from models.export import export_lean_serving_model, export_serving_model
 from models.features import FeatureSpec
 from pipeline import training
 from pipeline.config import load_config
 from pipeline.images import FASHION_MNIST_DIR, fashion_mnist_arrays
 from pipeline.pipeline import custom_config, search_space
-from tests.tftlib import TINY_CNN_HPARAMS
+from tests.tftlib import TINY_CNN_HPARAMS, analyze_and_transform, image_rows
 
 SHAPE = (8, 8, 1)
 SPEC = FeatureSpec((), (), "label", "classification", image=("image",), image_shape=SHAPE)
@@ -122,6 +123,22 @@ def test_a_backbone_loads_from_a_saved_model_directory(backbone, tmp_path):
     model = cnn.build_model(TINY, SPEC, {}, num_classes=2, backbone=loaded)
     for new, old in zip(_conv_weights(model), _conv_weights(backbone), strict=True):
         np.testing.assert_array_equal(new, old)
+
+
+def test_a_pushed_serving_model_is_a_backbone_and_a_lean_one_is_refused(backbone, tmp_path):
+    """What Pusher copies: the Keras SavedModel with the TFT layer and signatures inside."""
+    rows, _ = image_rows(6, SHAPE)
+    raw_spec = {"image": tf.io.VarLenFeature(tf.string), "label": tf.io.VarLenFeature(tf.string)}
+    _, output = analyze_and_transform(tmp_path, rows, SPEC, raw_spec)
+    pushed = export_serving_model(backbone, output, SPEC, str(tmp_path / "1700000000"), ["a", "b"])
+    model = cnn.build_model(
+        TINY, SPEC, {}, num_classes=4, backbone=training.load_base_model(pushed)
+    )
+    for new, old in zip(_conv_weights(model), _conv_weights(backbone), strict=True):
+        np.testing.assert_array_equal(new, old)
+    lean = export_lean_serving_model(backbone, output, SPEC, str(tmp_path / "lean"), ["a", "b"])
+    with pytest.raises(ValueError, match="model.base_model .*lean: cannot be loaded"):
+        training.load_base_model(lean)
 
 
 def test_a_backbone_without_a_fitting_image_encoder_is_refused_naming_the_key(backbone, tmp_path):
