@@ -260,10 +260,12 @@ def train(
     Returns:
       The model with its best epoch's weights, and the history of every epoch.
     """
-    if backbone is None or settings.fine_tuning is None:
+    if backbone is None:
         model = build(settings, data, hparams, epochs)
         return model, fit(model, data, epochs, settings.patience, callbacks)
     tuning = settings.fine_tuning
+    if tuning is None:
+        raise ValueError("a backbone needs settings.fine_tuning (frozen epochs, rate factor)")
     frozen = min(tuning.frozen_epochs, epochs)
     # With no frozen epochs this first compilation is never trained; its schedule is moot.
     model = build(settings, data, hparams, max(frozen, 1), backbone)
