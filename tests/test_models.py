@@ -269,3 +269,18 @@ def test_each_family_builds_from_exactly_its_search_keys():
     assert set(cnn_hparams) == set(registry.SEARCH_KEYS["cnn"])
     image_spec = FeatureSpec((), (), "y", "regression", image=("img",), image_shape=(8, 8, 1))
     registry.builder("cnn")(cnn_hparams, image_spec, {})
+
+
+def test_a_decaying_schedule_needs_the_length_of_the_run_and_saves_with_the_model(tmp_path):
+    spec = FeatureSpec(("a",), (), "y", "regression")
+    with pytest.raises(ValueError, match="lr_schedule 'cosine' decays over the training run"):
+        build_model(TINY | {"lr_schedule": "cosine"}, spec, {})
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        build_model(TINY | {"lr_schedule": "step"}, spec, {}, steps_per_epoch=3, epochs=2)
+    model = build_model(TINY | {"lr_schedule": "cosine"}, spec, {}, steps_per_epoch=3, epochs=2)
+    model.fit({"a_xf": np.arange(6, dtype=np.float32)}, np.ones(6), batch_size=2, verbose=0)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    rate = reloaded.optimizer.get_config()["learning_rate"]
+    assert rate["class_name"] == "CosineDecay"
+    assert (rate["config"]["initial_learning_rate"], rate["config"]["decay_steps"]) == (0.01, 6)
