@@ -100,9 +100,11 @@ class ImageFolderSource:
         )
 
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
-        """TFDV's semantic-domain statistics: the image feature's formats (from each
-        value's leading bytes, nothing is decoded), so SchemaGen gives it an
-        `image_domain` and ExampleValidator flags values that are not images."""
+        """TFDV's semantic-domain statistics: a histogram of the image feature's formats
+        (read from each value's leading bytes; nothing is decoded), from which SchemaGen
+        gives the feature an `image_domain`. A curated schema can set its
+        `minimum_supported_image_fraction` and `max_image_byte_size`, which
+        ExampleValidator then checks."""
         return tfdv.StatsOptions(enable_semantic_domain_stats=True)
 
 

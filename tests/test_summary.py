@@ -65,20 +65,26 @@ def test_per_class_metrics_are_keyed_by_class_name_with_their_example_counts():
     }
 
 
-def _examples(path, labels, scores):
+def _examples(path, labels, **scores):
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for label, row in zip(labels, scores, strict=True):
-            feature = {
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                "scores": tf.train.Feature(float_list=tf.train.FloatList(value=row)),
-            }
+        for i, label in enumerate(labels):
+            feature = {"label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
+            for key, rows in scores.items():
+                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=rows[i]))
             writer.write(
                 tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
             )
 
 
-def test_the_pipelines_metrics_read_back_from_a_tfma_run(tmp_path, repo_root):
-    """The pipeline's own metric specs, run by TFMA on fixed scores (no model needed)."""
+def _scores(predicted, rng):
+    scores = rng.uniform(0.0, 0.1, (len(predicted), 3))
+    scores[np.arange(len(predicted)), predicted] = 0.8
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+def test_the_candidates_metrics_read_back_from_a_tfma_run_with_a_baseline(tmp_path, repo_root):
+    """The pipeline's own metric specs, run by TFMA on fixed scores of a candidate and a
+    baseline (TFMA's model-agnostic evaluation: no model needed)."""
     config = load_config(repo_root / "configs" / "penguins.yaml", output_root=str(tmp_path))
     metrics_specs = eval_config(config, LABELS).metrics_specs
     for spec in metrics_specs:
@@ -87,12 +93,22 @@ def test_the_pipelines_metrics_read_back_from_a_tfma_run(tmp_path, repo_root):
     rng = np.random.default_rng(0)
     truth = [i for i, row in enumerate(COUNTS) for _ in range(sum(row))]
     predicted = [j for row in COUNTS for j, n in enumerate(row) for _ in range(n)]
-    scores = rng.uniform(0.0, 0.1, (len(truth), 3))
-    scores[np.arange(len(truth)), predicted] = 0.8
-    _examples(tmp_path / "eval.tfrecord", truth, scores / scores.sum(axis=1, keepdims=True))
+    baseline = [0] * len(truth)  # the baseline calls everything Adelie
+    _examples(
+        tmp_path / "eval.tfrecord",
+        truth,
+        scores=_scores(predicted, rng),
+        baseline_scores=_scores(baseline, rng),
+    )
+    models = [
+        config_pb2.ModelSpec(name="candidate", label_key="label", prediction_key="scores"),
+        config_pb2.ModelSpec(
+            name="baseline", label_key="label", prediction_key="baseline_scores", is_baseline=True
+        ),
+    ]
     tfma_lib.run_model_analysis(
         eval_config=config_pb2.EvalConfig(
-            model_specs=[config_pb2.ModelSpec(label_key="label", prediction_key="scores")],
+            model_specs=models,
             slicing_specs=[config_pb2.SlicingSpec()],
             metrics_specs=metrics_specs,
         ),
