@@ -249,8 +249,11 @@ def _transform_resources(tft_layer: keras.layers.Layer):
 
 def class_names_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec) -> list[str]:
     """The label vocabulary in class-id order (empty for regression)."""
-    if not spec.is_classification:
-        return []
+    return label_vocabulary(tf_transform_output) if spec.is_classification else []
+
+
+def label_vocabulary(tf_transform_output: tft.TFTransformOutput) -> list[str]:
+    """The class names of a classification's label, in class-id order."""
     return [v.decode() for v in tf_transform_output.vocabulary_by_name(LABEL_VOCABULARY)]
 
 

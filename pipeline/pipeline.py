@@ -151,6 +151,9 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
       config: the pipeline config.
       label_classes: the class names (classification); per-class precision, recall
         and AUC are macro-averaged over them.
+
+    A classification also gets the multi-class confusion matrix (a TFMA plot; the top
+    score is the prediction), which the run summary reads back with class names.
     """
     label_xf = FeatureSpec((), (), config.label, config.task).label_xf
     threshold = _threshold(config)
@@ -176,8 +179,13 @@ def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.Ev
         ]
         # Reported per class and macro-averaged; not a blessing metric (yet).
         per_class.append(tfma.MetricConfig(class_name="F1Score"))
+        confusion_matrix = tfma.MetricConfig(
+            class_name="MultiClassConfusionMatrixPlot", config='{"thresholds": [0.0]}'
+        )
         metrics_specs = [
-            tfma.MetricsSpec(metrics=[accuracy, tfma.MetricConfig(class_name="ExampleCount")]),
+            tfma.MetricsSpec(
+                metrics=[accuracy, tfma.MetricConfig(class_name="ExampleCount"), confusion_matrix]
+            ),
             tfma.MetricsSpec(
                 metrics=per_class,
                 binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
@@ -246,13 +254,16 @@ def _quantization(config: PipelineConfig, model, transform, examples) -> Quantiz
 def data_components(config: PipelineConfig, data_root: str) -> tuple[Any, Any]:
     """ExampleGen and StatisticsGen: how the pipeline reads the data and describes it.
 
-    The ExampleGen is the data format's (pipeline/sources.py). The `schema` command
-    infers from these same components, so a schema it writes agrees with what the
+    The ExampleGen and the statistics options are the data format's
+    (pipeline/sources.py). The `schema` command infers from these same components, so a schema it writes agrees with what the
     pipeline validates (an empty CSV field, for instance, is an empty feature in
     ExampleGen's tf.Examples, not an absent one).
     """
-    example_gen = sources.source_of(config).example_gen(config, data_root)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    source = sources.source_of(config)
+    example_gen = source.example_gen(config, data_root)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], stats_options=source.stats_options(config)
+    )
     return example_gen, statistics_gen
 
 

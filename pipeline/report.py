@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
@@ -69,6 +70,41 @@ def _quantization(quantization: Mapping[str, Any]) -> str:
     return _png(figure)
 
 
+def _confusion_matrix(confusion: Mapping[str, Any]) -> str:
+    """Counts in the cells; colour is the share of the true class's row, so a rare class
+    reads as clearly as a common one."""
+    labels, counts = confusion["labels"], np.asarray(confusion["matrix"], dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    side = 0.6 * len(labels) + 2.5
+    figure, axes = plt.subplots(figsize=(side + 1.5, side))
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (i, j), count in np.ndenumerate(counts):
+        colour = "white" if shares[i, j] > 0.5 else "black"
+        axes.text(j, i, f"{count:.0f}", ha="center", va="center", color=colour, fontsize=8)
+    ticks = range(len(labels))
+    axes.set_xticks(ticks, labels, rotation=45, ha="right")
+    axes.set_yticks(ticks, labels)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(f"Confusion matrix (eval split, {counts.sum():.0f} examples)")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    return _png(figure)
+
+
+_PER_CLASS = ("precision", "recall", "f1_score", "auc")
+
+
+def _per_class_table(per_class: Mapping[str, Mapping[str, float]]) -> str:
+    header = "".join(f"<th>{name}</th>" for name in ("class", *_PER_CLASS, "examples"))
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{metrics[m]:.4f}</td>" if m in metrics else "<td></td>" for m in _PER_CLASS)
+        + f"<td>{metrics.get('support', '')}</td></tr>"
+        for name, metrics in per_class.items()
+    )
+    return f"<table><tr>{header}</tr>{rows}</table>"
+
+
 def _table(rows: Mapping[str, Any]) -> str:
     cells = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
@@ -97,6 +133,14 @@ def render(summary: Mapping[str, Any]) -> str:
         parts.append(f"<h2>Evaluation (blessed: {evaluation['blessed']})</h2>")
         metrics = {k: f"{v:.4f}" for k, v in sorted(evaluation["metrics"].items()) if "/" not in k}
         parts.append(_table(metrics))
+        if evaluation.get("confusion_matrix"):
+            parts.append(
+                f'<img alt="confusion matrix" src="data:image/png;base64,'
+                f'{_confusion_matrix(evaluation["confusion_matrix"])}">'
+            )
+        if evaluation.get("per_class"):
+            parts.append("<h3>Per class</h3>")
+            parts.append(_per_class_table(evaluation["per_class"]))
     quantization = summary.get("quantization")
     if quantization and all(n in quantization for n in ("float", "int8")):
         parts.append("<h2>Quantization</h2>")
@@ -106,5 +150,5 @@ def render(summary: Mapping[str, Any]) -> str:
     parts.append(
         f"<h2>Pushed</h2><p>{html.escape(pushed['model_dir']) if pushed else 'nothing'}</p>"
     )
-    style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}td{padding:2px 12px;border-bottom:1px solid #ddd}"
+    style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}td,th{padding:2px 12px;border-bottom:1px solid #ddd;text-align:left}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(summary['pipeline'])}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"

@@ -2,7 +2,8 @@
 
 A format is one `DataSource` here: `stage(config)` checks the user's data before
 anything runs and writes what ExampleGen reads, `example_gen(config, data_root)`
-is the ExampleGen that reads it. `create_pipeline`, the `schema` command and the
+is the ExampleGen that reads it, `stats_options(config)` what StatisticsGen computes
+beyond TFDV's defaults (None: nothing). `create_pipeline`, the `schema` command and the
 runners go through `source_of(config)`, so a new format is a new class and a
 `data.format` value, never a branch in the pipeline.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
 from pipeline import data, images
@@ -24,6 +26,8 @@ class DataSource(Protocol):
     def example_gen(self, config: PipelineConfig, data_root: str): ...
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]: ...
+
+    def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions | None: ...
 
 
 class CsvSource:
@@ -49,6 +53,9 @@ class CsvSource:
         return tfx.components.CsvExampleGen(
             input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
         )
+
+    def stats_options(self, config: PipelineConfig) -> None:
+        return None
 
 
 class ImageFolderSource:
@@ -91,6 +98,14 @@ class ImageFolderSource:
         return tfx.components.ImportExampleGen(
             input_base=data_root, input_config=tfx.proto.Input(splits=splits)
         )
+
+    def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
+        """TFDV's semantic-domain statistics: a histogram of the image feature's formats
+        (read from each value's leading bytes; nothing is decoded), from which SchemaGen
+        gives the feature an `image_domain`. A curated schema can set its
+        `minimum_supported_image_fraction` and `max_image_byte_size`, which
+        ExampleValidator then checks."""
+        return tfdv.StatsOptions(enable_semantic_domain_stats=True)
 
 
 def _limits(config: PipelineConfig) -> dict[str, int] | None:

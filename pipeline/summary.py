@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -118,10 +118,29 @@ def _metric_name(name: str, sub_key: str) -> str:
     return f"{name}/{sub_key}" if sub_key else name
 
 
-def _metric_values(evaluation_uri: str) -> dict[str, float]:
-    import tensorflow_model_analysis as tfma
+# TFMA's MultiClassConfusionMatrixPlot, as load_eval_result gives it: protobuf JSON, where
+# fields at their default (class id 0, threshold 0.0) are left out.
+_CONFUSION_PLOT = "multiClassConfusionMatrixAtThresholds"
+# TFMA's predicted class id when the top score is not above the threshold.
+_NO_PREDICTION = -1
+CONFUSION_LAYOUT = "matrix[i][j]: eval examples of true class i predicted as class j (top score)"
 
-    result = tfma.load_eval_result(evaluation_uri)
+
+def _candidate_result(evaluation_uri: str):
+    """TFMA's result for the candidate model.
+
+    Once there is a blessed model the evaluation holds the baseline's metrics and
+    plots too, and TFMA reads plots back only for a named model.
+    """
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
+    [candidate] = [spec.name for spec in eval_config.model_specs if not spec.is_baseline]
+    return tfma.load_eval_result(evaluation_uri, model_name=candidate)
+
+
+def _metric_values(result) -> dict[str, float]:
     values: dict[str, float] = {}
     for slice_key, metrics in result.slicing_metrics:
         if slice_key:
@@ -134,19 +153,111 @@ def _metric_values(evaluation_uri: str) -> dict[str, float]:
     return values
 
 
+def _confusion_plot(result) -> dict[str, Any] | None:
+    """The overall slice's multi-class confusion matrix plot, as TFMA's JSON form (None
+    for regression)."""
+    for slice_key, plots in result.plots:
+        if slice_key or not plots:
+            continue
+        for by_sub_key in plots.values():
+            for plot in by_sub_key.values():
+                if _CONFUSION_PLOT in plot:
+                    return plot[_CONFUSION_PLOT]
+    return None
+
+
+def confusion_matrix(plot: Mapping[str, Any], labels: Sequence[str]) -> dict[str, Any]:
+    """The confusion matrix of TFMA's MultiClassConfusionMatrixPlot, with class names.
+
+    Args:
+      plot: the plot's `multiClassConfusionMatrixAtThresholds`, in the protobuf JSON
+        form of `tfma.load_eval_result`; the matrix at threshold 0.0 is read (the top
+        score is the prediction whatever its value).
+      labels: the class names in class-id order (the label vocabulary).
+
+    Returns:
+      {"layout": how to read it, "labels": the class names, "matrix": counts, rows
+      true class, columns predicted class}, plus "no_prediction" (per true class) if
+      any example's top score was 0.
+
+    Raises:
+      ValueError: no matrix at threshold 0.0, or a class id outside `labels`.
+    """
+    at_zero = [m for m in plot.get("matrices", []) if m.get("threshold", 0.0) == 0.0]
+    if not at_zero:
+        raise ValueError(f"TFMA's confusion matrix plot has no matrix at threshold 0.0: {plot}")
+    n = len(labels)
+    matrix = [[0] * n for _ in range(n)]
+    no_prediction = [0] * n
+    for entry in at_zero[0].get("entries", []):
+        actual = int(entry.get("actualClassId", 0))
+        predicted = int(entry.get("predictedClassId", 0))
+        if not (0 <= actual < n and _NO_PREDICTION <= predicted < n):
+            raise ValueError(
+                f"confusion matrix entry {entry} names a class id outside the "
+                f"{n} classes of the label vocabulary {list(labels)}"
+            )
+        count = round(entry.get("numWeightedExamples", 0.0))
+        if predicted == _NO_PREDICTION:
+            no_prediction[actual] += count
+        else:
+            matrix[actual][predicted] += count
+    result = {"layout": CONFUSION_LAYOUT, "labels": list(labels), "matrix": matrix}
+    if any(no_prediction):
+        result["no_prediction"] = no_prediction
+    return result
+
+
+def per_class(
+    metrics: Mapping[str, float], labels: Sequence[str], matrix: Sequence[Sequence[int]]
+) -> dict[str, dict[str, float]]:
+    """The `<metric>/classId:<i>` metrics by class name, with each class's eval examples.
+
+    Returns:
+      {class name: {"precision": ..., "recall": ..., "f1_score": ..., "auc": ...,
+      "support": eval examples of the class (its confusion-matrix row sum)}}.
+    """
+    result = {name: {} for name in labels}
+    for key, value in metrics.items():
+        metric, _, class_id = key.partition("/classId:")
+        if class_id:
+            result[labels[int(class_id)]][metric] = value
+    for name, row in zip(labels, matrix, strict=True):
+        result[name]["support"] = sum(row)
+    return result
+
+
+def _class_names(record: RunRecord) -> list[str]:
+    """The label vocabulary of this run's Transform: class names in class-id order."""
+    import tensorflow_transform as tft
+
+    from models.export import label_vocabulary
+
+    transform_graph = record.output("Transform", "transform_graph")
+    return label_vocabulary(tft.TFTransformOutput(transform_graph.uri))
+
+
 def evaluation_section(record: RunRecord) -> dict[str, Any] | None:
-    """TFMA metrics on the eval split, whether the model was blessed and against what."""
+    """TFMA metrics on the eval split, whether the model was blessed and against what;
+    for a classification also the confusion matrix and the metrics per class name."""
     evaluation = record.output("Evaluator", "evaluation")
     blessing = record.output("Evaluator", "blessing")
     if evaluation is None or blessing is None:
         return None
     baseline = record.inputs.get("Evaluator", {}).get("baseline_model", [])
-    return {
-        "metrics": _metric_values(evaluation.uri),
+    result = _candidate_result(evaluation.uri)
+    section = {
+        "metrics": _metric_values(result),
         "blessed": bool(_custom(blessing, "blessed")),
         "baseline_compared": bool(baseline),
         "baseline_model": baseline[0].uri if baseline else None,
     }
+    plot = _confusion_plot(result)
+    if plot is not None:
+        matrix = confusion_matrix(plot, _class_names(record))
+        section["confusion_matrix"] = matrix
+        section["per_class"] = per_class(section["metrics"], matrix["labels"], matrix["matrix"])
+    return section
 
 
 def pushed_section(record: RunRecord) -> dict[str, Any] | None:

@@ -1,15 +1,20 @@
 """Images end to end: Fashion-MNIST (a stratified subset) to a pushed CNN served over gRPC."""
 
+import collections
+import glob
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 import yaml
 from serving_testlib import start_server
 
 from pipeline import local_runner
 from pipeline.config import load_config
+from pipeline.images import FASHION_MNIST_CLASSES
 from serving.client import ServingClient
 from serving.config import RequestLimits
 
@@ -28,8 +33,12 @@ def _test_image(index: int) -> tuple[bytes, int]:
 
 
 @pytest.fixture(scope="module")
-def summary(tmp_path_factory, repo_root):
-    root = tmp_path_factory.mktemp("images")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="module")
+def summary(root, repo_root):
     raw = yaml.safe_load((repo_root / "configs" / "fashion_mnist.yaml").read_text())
     raw["data"]["max_examples"] = {"train": 2000, "eval": 500}
     raw["tuner"].update(max_trials=1, epochs=2)
@@ -80,3 +89,41 @@ def test_the_served_model_answers_grpc_predict_with_png_bytes(summary, tmp_path)
     np.testing.assert_allclose(from_examples["scores"], raw["scores"], rtol=1e-5)
     assert from_examples["scores"].sum() == pytest.approx(1.0, abs=1e-4)
     assert set(from_examples["classes"][0].astype(str)) >= {"Trouser", "Bag", "Ankle boot"}
+
+
+def _artifact_files(root, component, pattern):
+    return glob.glob(str(root / "out" / "pipelines" / "fashion-mnist" / component / pattern))
+
+
+def test_the_summary_has_the_confusion_matrix_and_metrics_by_class_name(summary, root):
+    evaluation = summary["evaluation"]
+    confusion, per_class = evaluation["confusion_matrix"], evaluation["per_class"]
+    labels = confusion["labels"]
+    served = tf.saved_model.load(summary["pushed"]["model_dir"])
+    png, _ = _test_image(0)
+    classes = served.signatures["serving_raw"](image=tf.constant([png]))["classes"][0]
+    assert labels == [c.decode() for c in classes.numpy()]  # class-id order
+    assert sorted(labels) == sorted(FASHION_MNIST_CLASSES)
+    matrix = np.array(confusion["matrix"])
+    assert matrix.shape == (10, 10)
+    eval_files = _artifact_files(root, "ImportExampleGen", "examples/*/Split-eval/*")
+    truth = collections.Counter(
+        tf.train.Example.FromString(r.numpy()).features.feature["label"].bytes_list.value[0]
+        for r in tf.data.TFRecordDataset(eval_files, compression_type="GZIP")
+    )
+    assert matrix.sum(axis=1).tolist() == [truth[name.encode()] for name in labels]
+    assert matrix.sum() == evaluation["metrics"]["example_count"] == 500
+    accuracy = np.trace(matrix) / matrix.sum()
+    assert accuracy == pytest.approx(evaluation["metrics"]["sparse_categorical_accuracy"])
+    assert set(per_class) == set(FASHION_MNIST_CLASSES)
+    for i, name in enumerate(labels):
+        assert per_class[name]["support"] == truth[name.encode()]
+        for metric in ("precision", "recall", "f1_score", "auc"):
+            assert per_class[name][metric] == evaluation["metrics"][f"{metric}/classId:{i}"]
+    assert '<img alt="confusion matrix"' in Path(summary["report"]).read_text()
+
+
+def test_the_inferred_schema_gives_the_image_an_image_domain(root):
+    [schema_file] = _artifact_files(root, "SchemaGen", "schema/*/schema.pbtxt")
+    schema = tfdv.load_schema_text(schema_file)
+    assert tfdv.get_feature(schema, "image").WhichOneof("domain_info") == "image_domain"

@@ -1,5 +1,6 @@
 """The whole pipeline on penguins, locally: push, cache, and bad input that must not reach serving."""
 
+import collections
 import csv
 import glob
 import io
@@ -103,6 +104,17 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
     assert len(examples) > 40
     assert accuracy >= 0.9
 
+    confusion = summary["evaluation"]["confusion_matrix"]
+    assert sorted(confusion["labels"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert confusion["labels"] == [c.decode() for c in out["classes"].numpy()[0]]
+    pairs = collections.Counter(zip(truth, predicted, strict=True))
+    expected = [[pairs[t, p] for p in confusion["labels"]] for t in confusion["labels"]]
+    assert confusion["matrix"] == expected  # the pushed model's own predictions, rows true
+    assert sum(map(sum, confusion["matrix"])) == metrics["example_count"] == len(examples)
+    per_class = summary["evaluation"]["per_class"]
+    assert set(per_class) == set(confusion["labels"])
+    assert per_class["Gentoo"]["support"] == truth.count("Gentoo")
+
 
 def test_second_run_is_served_from_the_cache(first, run):
     root, again = run
@@ -116,6 +128,7 @@ def test_second_run_is_served_from_the_cache(first, run):
     ]
     assert not_cached == []
     assert summary["pushed"] == first[1]["pushed"]
+    assert summary["evaluation"]["confusion_matrix"] == first[1]["evaluation"]["confusion_matrix"]
     assert _versions(root) == versions
 
 
@@ -199,6 +212,7 @@ def test_regression_config_pushes_a_model_within_its_error_bound(tmp_path, repo_
     assert summary["components"]["SchemaGen"]["status"] == "succeeded"
     metrics = summary["evaluation"]["metrics"]
     assert metrics["mean_absolute_error"] < 400.0
+    assert "confusion_matrix" not in summary["evaluation"]
     assert summary["evaluation"]["blessed"] is True
     model = tf.saved_model.load(summary["pushed"]["model_dir"])
     out = model.signatures["serving_raw"](
