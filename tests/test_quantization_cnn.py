@@ -319,3 +319,13 @@ def test_weight_dominated_cnn_reaches_the_size_targets(report):
     assert models["float"]["variables_breakdown"]["weights"] > 4 * 100_000
     assert ratios["int8_variables_vs_float"] <= 0.30
     assert ratios["int8_tflite_vs_float_tflite"] <= 0.30
+
+
+def test_calibration_sample_is_drawn_from_the_whole_split(tmp_path):
+    records = [f"record-{i}".encode() for i in range(50)]
+    directory = _write_split(tmp_path, "train", records)
+    sample = measure.sample_records(os.path.join(directory, "*"), 10)
+    assert len(sample) == len(set(sample)) == 10 and set(sample) <= set(records)
+    # Not the first ten: a split written in class order would calibrate on one class.
+    assert sample != records[:10] and max(records.index(r) for r in sample) >= 25
+    assert sorted(measure.sample_records(os.path.join(directory, "*"), 100)) == sorted(records)
