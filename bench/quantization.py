@@ -1,11 +1,20 @@
 """Size, accuracy and CPU latency of the float and int8 models of one pipeline run.
 
-    scripts/in-env python bench/quantization.py [--output-root output] [--runs 200]
+    scripts/in-env python -m bench.quantization [--config configs/penguins.yaml] [--runs 200]
+    scripts/in-env python -m bench.quantization --config configs/fashion_mnist.yaml --train \
+        [--train-images 12000] [--epochs 2] [--runs 30]
 
-Reads the Quantization outputs of the pipeline's latest run, the one named in
-`<output-root>/<pipeline>/summary.json` (run the pipeline first), and measures, in this one
-process, the float SavedModel (Trainer), the int8 SavedModel, and the float and int8 TFLite
-models on the same eval split.
+Without --train it reads the Quantization outputs of the pipeline's latest run, the one
+named in `<output-root>/<pipeline>/summary.json` (run the pipeline first), and measures, in
+this one process, the float SavedModel (Trainer), the int8 SavedModel, and the float and
+int8 TFLite models on the same eval split.
+
+With --train (an image config) it needs no pipeline run: it stages the config's images
+(Fashion-MNIST: a class-stratified sample of the training images, and all 10,000 test
+images as the eval split), runs the project's TF Transform preprocessing on them, trains
+a cnn for a few epochs, lays the result out as the Trainer does, and runs the
+Quantization component's own `quantize_and_compare` on it, under
+`<output-root>/bench/quantization-<pipeline>/`.
 """
 
 from __future__ import annotations
@@ -78,14 +87,37 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="configs/penguins.yaml")
     parser.add_argument("--output-root", default=None)
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency (median)")
+    parser.add_argument(
+        "--train", action="store_true", help="train a cnn on the config's images here (see above)"
+    )
+    parser.add_argument("--train-images", type=int, default=12000, help="with --train")
+    parser.add_argument("--epochs", type=int, default=2, help="with --train")
     args = parser.parse_args(argv)
     config = load_config(args.config, output_root=args.output_root)
-    metadata = os.path.join(config.output_root, "metadata", config.pipeline_name, "metadata.sqlite")
-    record = RunRecord(_sqlite(metadata), config.pipeline_name, _latest_run_id(config))
     spec = feature_spec(config)
-    settings = executor.Settings(spec=spec, metric=config.evaluation.metric, latency_runs=args.runs)
-    models = measure_all(_paths(record), settings)
-    metric = settings.metric
+    settings = executor.Settings(
+        spec=spec,
+        metric=config.evaluation.metric,
+        max_metric_drop=config.quantization.max_metric_drop,
+        representative_samples=config.quantization.representative_samples,
+        latency_runs=args.runs,
+    )
+    if args.train:
+        from bench import quantization_images
+
+        models = quantization_images.train_and_quantize(
+            config, settings, args.train_images, args.epochs
+        )
+    else:
+        metadata = os.path.join(
+            config.output_root, "metadata", config.pipeline_name, "metadata.sqlite"
+        )
+        record = RunRecord(_sqlite(metadata), config.pipeline_name, _latest_run_id(config))
+        models = measure_all(_paths(record), settings)
+    _print(models, settings.metric, images=bool(spec.image))
+
+
+def _print(models: dict[str, dict], metric: str, images: bool) -> None:
     print(
         f"{'model':<14}{'size (B)':>12}{'variables (B)':>15}{'weights (B)':>13}"
         f"{metric:>10}{'b1 (ms)':>10}{'b256 (ms)':>11}"
@@ -98,16 +130,28 @@ def main(argv=None) -> None:
         weights = breakdown.get("weights", breakdown.get("tensor_data", "-"))
         print(
             f"{name:<14}{m['size_bytes']:>12,d}{variables:>15}{weights:>13}"
-            f"{m['metrics'][metric]:>10.4f}{m['latency_ms']['batch_1']:>10.4f}{m['latency_ms']['batch_256']:>11.4f}"
+            f"{m['metrics'][metric]:>10.4f}{m['latency_ms']['batch_1']:>10.4f}"
+            f"{m['latency_ms']['batch_256']:>11.4f}"
         )
+    count = models["float"]["metrics"]["example_count"]
+    print(f"metrics on {count} eval examples")
     speedup = (
         models["float"]["latency_ms"]["batch_1"] / models["int8_tflite"]["latency_ms"]["batch_1"]
     )
     print(f"int8 TFLite batch-1 speed-up over the float SavedModel: {speedup:.1f}x (goal >= 2x)")
+    # The issue's goals: images, where weights dominate, 0.30x; penguins 0.35x.
+    variables_goal = 0.30 if images else 0.35
     variables = models["int8"]["variables_bytes"] / models["float"]["variables_bytes"]
     tflite = models["int8_tflite"]["size_bytes"] / models["float_tflite"]["size_bytes"]
-    print(f"int8 / float SavedModel variables: {variables:.2f}x (goal <= 0.35x)")
-    print(f"int8 / float TFLite file: {tflite:.2f}x (goal <= 0.3x)")
+    print(f"int8 / float SavedModel variables: {variables:.2f}x (goal <= {variables_goal:.2f}x)")
+    print(f"int8 / float TFLite file: {tflite:.2f}x (goal <= 0.30x)")
+    if metric in measure.HIGHER_IS_BETTER:
+        for name in ("int8", "int8_tflite"):
+            drop = measure.metric_drop(
+                metric, models["float"]["metrics"][metric], models[name]["metrics"][metric]
+            )
+            goal = " (goal <= 0.005)" if images else ""
+            print(f"{metric} drop of {name} vs the float SavedModel: {drop:.4f}{goal}")
 
 
 def _latest_run_id(config) -> str:

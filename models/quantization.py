@@ -1,12 +1,16 @@
 """Post-training quantization of a trained tf_keras model, and conversion to TFLite.
 
-Two products, both from the plain Keras model that takes transformed features:
+Three products, all from the plain Keras model that takes transformed features:
 
-- `quantize_dense_weights`: the same model with every `Dense` kernel stored as int8
-  plus one float32 scale per output unit (symmetric, per channel), dequantized in the
-  forward pass; all kernels are packed in one int8 variable and all scales and biases
-  in one float32 variable. Saved with `models.export.export_lean_serving_model` it is
-  a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
+- `inference_model`: the model as inference computes it, one flat functional model:
+  nested encoders inlined, each BatchNormalization folded into the Conv2D before it,
+  and layers that pass their input through at inference (augmentation, Dropout) left
+  out. Float, with the same outputs as the trained model called with training=False.
+- `quantize_weights`: the inference model with every `Dense` and `Conv2D` kernel
+  stored as int8 plus one float32 scale per output channel (symmetric), dequantized
+  in the forward pass; all kernels are packed in one int8 variable and all scales and
+  biases in one float32 variable. Saved with `models.export.export_lean_serving_model`
+  it is a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
   quantization-aware training would keep float32 kernels on disk).
 - `to_tflite`: a TFLite flatbuffer, float or fully integer (int8 weights,
   activations, inputs and outputs) calibrated on a representative dataset.
@@ -17,6 +21,7 @@ before quantization.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -31,11 +36,11 @@ _MAX_INT8_VOCABULARY = _INT8_MAX + 1
 
 @dataclasses.dataclass(frozen=True)
 class Int8Slot:
-    """Where one `Int8Dense` layer's weights lie in its model's `Int8Weights`.
+    """Where one int8 layer's weights lie in its model's `Int8Weights`.
 
     Attributes:
-      fan_in: the kernel's rows.
-      units: the kernel's columns (output units).
+      fan_in: the kernel's rows (a Conv2D's: kernel height x width x input channels).
+      units: the kernel's columns (output units or filters).
       use_bias: whether a bias follows the scales.
       kernel_offset: the kernel's first element in `Int8Weights.kernels` (row-major).
       float_offset: the first of `units` scales in `Int8Weights.floats`; the `units`
@@ -50,15 +55,14 @@ class Int8Slot:
 
 
 class Int8Weights(keras.layers.Layer):
-    """The weights of all `Int8Dense` layers of one model, in two flat variables.
+    """The weights of all int8 layers (`Int8Dense`, `Int8Conv2D`) of one model, in two flat variables.
 
     `kernels` (int8) holds every int8 kernel, `floats` (float32) every scale and bias,
     each layer's at its `Int8Slot`. Packed because in a SavedModel each variable costs
     ~140 bytes of `variables/` whatever its size (a checkpoint object-graph node, a
     capture in each signature, an index entry): for a model of ~1k weights, three
     variables per layer cost as much as the int8 weights themselves, two per model
-    little. The layer is never called; the `Int8Dense` layers share it and read their
-    slices.
+    little. The layer is never called; the int8 layers share it and read their slices.
     """
 
     def __init__(self, kernels: np.ndarray, floats: np.ndarray, **kwargs):
@@ -123,12 +127,11 @@ def _pack_int8_weights(
     return packed, slots
 
 
-class Int8Dense(keras.layers.Layer):
-    """A Dense layer whose kernel is int8 with a float32 scale per output unit.
+class _Int8Kernel(keras.layers.Layer):
+    """A layer whose kernel is int8 with a float32 scale per output channel.
 
-    `outputs = activation(inputs @ (kernel_int8 * kernel_scale) + bias)`. The weights
-    live in the model's shared `Int8Weights` at `slot` (so Keras lists them under
-    every Int8Dense layer; `model.weights` has them once). The layer has no standalone
+    The weights live in the model's shared `Int8Weights` at `slot` (so Keras lists them
+    under every int8 layer; `model.weights` has them once). The layer has no standalone
     config: save its model with `models.export.export_lean_serving_model`.
     """
 
@@ -136,8 +139,48 @@ class Int8Dense(keras.layers.Layer):
         super().__init__(**kwargs)
         self.packed = packed
         self.slot = slot
-        self.units = slot.units
         self.activation = keras.activations.get(activation)
+
+    @property
+    def kernel_int8(self) -> tf.Tensor:
+        """The [fan_in, units] int8 kernel (a Conv2D's as [kh * kw * in, out])."""
+        return self.packed.kernel(self.slot)
+
+    @property
+    def kernel_scale(self) -> tf.Tensor:
+        """The float32 scale per output channel: the kernel is `kernel_int8 * kernel_scale`."""
+        return self.packed.scale(self.slot)
+
+    @property
+    def bias(self) -> tf.Tensor | None:
+        """The float32 bias, or None without one."""
+        return self.packed.bias(self.slot) if self.slot.use_bias else None
+
+    def _dequantized_kernel(self, dtype: tf.DType) -> tf.Tensor:
+        return tf.cast(self.kernel_int8, dtype) * self.kernel_scale
+
+    def _finish(self, outputs: tf.Tensor) -> tf.Tensor:
+        if self.slot.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs)
+
+    def get_config(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} {self.name!r} shares its weights with its model's other "
+            "int8 layers and has no standalone config; save the model with "
+            "models.export.export_lean_serving_model"
+        )
+
+
+class Int8Dense(_Int8Kernel):
+    """A Dense layer whose kernel is int8 with a float32 scale per output unit.
+
+    `outputs = activation(inputs @ (kernel_int8 * kernel_scale) + bias)`.
+    """
+
+    def __init__(self, packed: Int8Weights, slot: Int8Slot, activation=None, **kwargs):
+        super().__init__(packed, slot, activation, **kwargs)
+        self.units = slot.units
 
     def build(self, input_shape):
         if int(input_shape[-1]) != self.slot.fan_in:
@@ -147,34 +190,56 @@ class Int8Dense(keras.layers.Layer):
             )
         super().build(input_shape)
 
-    @property
-    def kernel_int8(self) -> tf.Tensor:
-        """The [fan_in, units] int8 kernel."""
-        return self.packed.kernel(self.slot)
+    def call(self, inputs):
+        return self._finish(tf.matmul(inputs, self._dequantized_kernel(inputs.dtype)))
 
-    @property
-    def kernel_scale(self) -> tf.Tensor:
-        """The float32 scale per unit: the kernel is `kernel_int8 * kernel_scale`."""
-        return self.packed.scale(self.slot)
 
-    @property
-    def bias(self) -> tf.Tensor | None:
-        """The float32 bias, or None without one."""
-        return self.packed.bias(self.slot) if self.slot.use_bias else None
+class Int8Conv2D(_Int8Kernel):
+    """A Conv2D layer (channels last) whose kernel is int8 with a float32 scale per filter.
+
+    `outputs = activation(conv2d(inputs, kernel_int8 * kernel_scale) + bias)`, the
+    kernel stored as [kh * kw * in_channels, filters] (row-major, so it reshapes to
+    Keras' [kh, kw, in_channels, filters]).
+    """
+
+    def __init__(
+        self,
+        packed: Int8Weights,
+        slot: Int8Slot,
+        kernel_size: Sequence[int],
+        strides: Sequence[int] = (1, 1),
+        padding: str = "valid",
+        dilation_rate: Sequence[int] = (1, 1),
+        activation=None,
+        **kwargs,
+    ):
+        super().__init__(packed, slot, activation, **kwargs)
+        self.filters = slot.units
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        self.strides = tuple(int(s) for s in strides)
+        self.padding = padding.upper()
+        self.dilation_rate = tuple(int(d) for d in dilation_rate)
+
+    def build(self, input_shape):
+        height, width = self.kernel_size
+        if height * width * int(input_shape[-1]) != self.slot.fan_in:
+            raise ValueError(
+                f"layer {self.name!r}: a {height}x{width} kernel over {input_shape[-1]} "
+                f"channels has {height * width * int(input_shape[-1])} rows, its int8 "
+                f"kernel {self.slot.fan_in}"
+            )
+        super().build(input_shape)
 
     def call(self, inputs):
-        kernel = tf.cast(self.kernel_int8, inputs.dtype) * self.kernel_scale
-        outputs = tf.matmul(inputs, kernel)
-        if self.slot.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs)
-
-    def get_config(self):
-        raise NotImplementedError(
-            f"Int8Dense {self.name!r} shares its weights with its model's other Int8Dense "
-            "layers and has no standalone config; save the model with "
-            "models.export.export_lean_serving_model"
+        height, width = self.kernel_size
+        kernel = tf.reshape(
+            self._dequantized_kernel(inputs.dtype),
+            [height, width, self.slot.fan_in // (height * width), self.filters],
         )
+        outputs = tf.nn.conv2d(
+            inputs, kernel, self.strides, self.padding, dilations=self.dilation_rate
+        )
+        return self._finish(outputs)
 
 
 class OneHot(keras.layers.Layer):
@@ -231,39 +296,249 @@ def _clone(
     return clone
 
 
-def _quantized_dense(layer: keras.layers.Dense) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    kernel, *bias = layer.get_weights()
-    return (*quantize_kernel(kernel), bias[0] if bias else None)
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model as inference computes it, rebuilt as one flat functional model.
 
+    - Nested models (the cnn family's `keras.Sequential` encoder per image) are
+      inlined; their layers are named `<nested model>_<layer>`.
+    - A BatchNormalization whose input is a Conv2D's output (and nothing else's input)
+      is folded into that convolution: the kernel scaled per filter, a bias added.
+    - Layers that pass their input through unchanged at inference are left out
+      (augmentation, Dropout, noise, or any custom layer that behaves so): each layer
+      without weights is called on a probe with training=False and dropped if the
+      probe comes back unchanged, so no list of layer classes needs to be kept.
 
-def quantize_dense_weights(model: keras.Model) -> keras.Model:
-    """The model with every Dense kernel stored as per-channel int8 (see `Int8Dense`).
-
-    All int8 kernels share one int8 variable and all scales and biases one float32
-    variable (`Int8Weights`), so the model's variables are those two plus those of its
-    other layers.
+    Every other layer is a copy with its own copy of the weights.
 
     Args:
       model: a functional tf_keras model.
 
     Returns:
-      An uncompiled model with the same inputs, outputs and layer names.
+      An uncompiled model with the same inputs and outputs as `model` called with
+      training=False.
+    """
+    inputs = {
+        name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
+        for name, tensor in zip(model.input_names, model.inputs, strict=True)
+    }
+    tensors = {
+        id(tensor): inputs[name]
+        for name, tensor in zip(model.input_names, model.inputs, strict=True)
+    }
+    outputs = _inline(model, tensors, prefix="")
+    structure = inputs if isinstance(model.input, dict) else [inputs[n] for n in model.input_names]
+    return keras.Model(structure, outputs, name=model.name)
+
+
+def _inline(model: keras.Model, tensors: dict[int, tf.Tensor], prefix: str):
+    """Calls copies of `model`'s layers on the new tensors; returns its outputs' copies.
+
+    Args:
+      model: a functional model (or a nested one being inlined).
+      tensors: id of an original KerasTensor -> its new counterpart; the model's
+        inputs must be there, and every tensor made here is added.
+      prefix: put before every layer's name.
+    """
+    nodes = [
+        node
+        for depth in sorted(model._nodes_by_depth, reverse=True)
+        for node in model._nodes_by_depth[depth]
+        if not node.is_input
+    ]
+    folds = _batch_norm_folds(model, nodes)
+    folded = {id(bn) for bn in folds.values()}
+    for node in nodes:
+        layer = node.layer
+        args, kwargs = tf.nest.map_structure(
+            lambda x: tensors.get(id(x), x), (node.call_args, node.call_kwargs)
+        )
+        if isinstance(layer, keras.Model):
+            for original, new in zip(layer.inputs, tf.nest.flatten(args[0]), strict=True):
+                tensors[id(original)] = new
+            outputs = _inline(layer, tensors, prefix=f"{prefix}{layer.name}_")
+        elif id(layer) in folded or _is_identity_at_inference(node):
+            # A folded normalization's input is already its folded convolution's output.
+            outputs = args[0]
+        elif id(layer) in folds:
+            outputs = _folded_conv(layer, folds[id(layer)], prefix, args)
+        else:
+            outputs = _copied_layer(layer, prefix, args, kwargs)
+        for original, new in zip(
+            tf.nest.flatten(node.outputs), tf.nest.flatten(outputs), strict=True
+        ):
+            tensors[id(original)] = new
+    outputs = [tensors[id(t)] for t in model.outputs]
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _batch_norm_folds(model: keras.Model, nodes: Sequence) -> dict[int, keras.layers.Layer]:
+    """id(Conv2D) -> the BatchNormalization folded into it, among `model`'s `nodes`.
+
+    Only where folding is exact: the convolution is called once, has no activation and
+    feeds only the normalization, which normalizes the channels (last axis).
+    """
+    uses = collections.Counter(id(t) for node in nodes for t in node.keras_inputs)
+    uses.update(id(t) for t in model.outputs)
+    folds = {}
+    for node in nodes:
+        bn = node.layer
+        if type(bn) is not keras.layers.BatchNormalization or len(node.keras_inputs) != 1:
+            continue
+        (x,) = node.keras_inputs
+        conv = x._keras_history.layer
+        foldable = (
+            type(conv) is keras.layers.Conv2D
+            and len(conv.inbound_nodes) == 1
+            and uses[id(x)] == 1
+            and keras.activations.serialize(conv.activation) == "linear"
+            and list(bn.axis) in ([-1], [len(x.shape) - 1])
+        )
+        if foldable:
+            folds[id(conv)] = bn
+    return folds
+
+
+def fold_batch_norm(
+    kernel: np.ndarray, bias: np.ndarray | None, bn: keras.layers.BatchNormalization
+) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution's kernel and bias with the inference-time normalization after it folded in.
+
+    `bn(conv(x))` at inference is `(conv(x) - mean) * gamma / sqrt(variance + epsilon) +
+    beta` per output channel, which is a convolution with the kernel scaled by
+    `gamma / sqrt(variance + epsilon)` and the bias `(bias - mean) * that + beta`.
+
+    Args:
+      kernel: [..., filters] float kernel (output channels last).
+      bias: [filters] bias, or None for a convolution without one.
+      bn: the BatchNormalization layer (its moving statistics, gamma and beta).
+
+    Returns:
+      (float32 kernel, float32 [filters] bias).
+    """
+    filters = kernel.shape[-1]
+    gamma = bn.gamma.numpy() if bn.scale else np.ones(filters)
+    beta = bn.beta.numpy() if bn.center else np.zeros(filters)
+    mean = bn.moving_mean.numpy().astype(np.float64)
+    factor = gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
+    bias = np.zeros(filters) if bias is None else bias
+    folded_kernel = kernel.astype(np.float64) * factor
+    folded_bias = (bias - mean) * factor + beta
+    return folded_kernel.astype(np.float32), folded_bias.astype(np.float32)
+
+
+def _folded_conv(conv: keras.layers.Conv2D, bn: keras.layers.Layer, prefix: str, args):
+    kernel, *bias = conv.get_weights()
+    weights = fold_batch_norm(kernel, bias[0] if bias else None, bn)
+    config = {**conv.get_config(), "name": prefix + conv.name, "use_bias": True}
+    layer = keras.layers.Conv2D.from_config(config)
+    outputs = layer(*args)
+    layer.set_weights(list(weights))
+    return outputs
+
+
+def _copied_layer(layer: keras.layers.Layer, prefix: str, args, kwargs):
+    copy = layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name})
+    outputs = copy(*args, **kwargs)
+    if layer.weights:
+        copy.set_weights(layer.get_weights())
+    return outputs
+
+
+def _is_identity_at_inference(node) -> bool:
+    """Whether the node's layer returns its one input unchanged when training=False.
+
+    Asked only of layers without weights, on one float input that keeps its shape, and
+    answered by calling the layer on a random normal probe (negative values included,
+    so that e.g. ReLU does not pass).
+    """
+    layer = node.layer
+    if layer.weights or len(node.keras_inputs) != 1 or node.call_kwargs.get("training"):
+        return False
+    (x,) = node.keras_inputs
+    outputs = tf.nest.flatten(node.outputs)
+    shape = x.shape[1:].as_list()
+    if (
+        len(outputs) != 1
+        or outputs[0].shape[1:].as_list() != shape
+        or not x.dtype.is_floating
+        or None in shape
+    ):
+        return False
+    probe = tf.random.stateless_normal([2, *shape], seed=[0, 0], dtype=x.dtype)
+    return bool(tf.reduce_all(tf.equal(layer(probe, training=False), probe)))
+
+
+def _quantized(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A Dense or Conv2D layer's (int8 [fan_in, units] kernel, scale, bias or None)."""
+    kernel, *bias = layer.get_weights()
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    return (*quantize_kernel(flat), bias[0] if bias else None)
+
+
+def _check_quantizable(layer: keras.layers.Layer) -> None:
+    if type(layer) is not keras.layers.Conv2D:
+        return
+    config = layer.get_config()
+    if config["data_format"] != "channels_last" or config.get("groups", 1) != 1:
+        raise ValueError(
+            f"layer {layer.name!r}: int8 Conv2D needs data_format channels_last and groups "
+            f"1, got {config['data_format']} and {config.get('groups', 1)}"
+        )
+
+
+def _int8_layer(layer: keras.layers.Layer, packed: Int8Weights, slot: Int8Slot):
+    if type(layer) is keras.layers.Dense:
+        return Int8Dense(packed, slot, layer.activation, name=layer.name)
+    return Int8Conv2D(
+        packed,
+        slot,
+        layer.kernel_size,
+        layer.strides,
+        layer.padding,
+        layer.dilation_rate,
+        layer.activation,
+        name=layer.name,
+    )
+
+
+_QUANTIZED_LAYERS = (keras.layers.Dense, keras.layers.Conv2D)
+
+
+def quantize_weights(model: keras.Model) -> keras.Model:
+    """The inference model with every Dense and Conv2D kernel stored as per-channel int8.
+
+    The model is first rebuilt by `inference_model` (normalizations folded into their
+    convolutions, pass-through layers left out, nested encoders inlined); its Dense
+    layers become `Int8Dense` and its Conv2D layers `Int8Conv2D`. All int8 kernels
+    share one int8 variable and all scales and biases one float32 variable
+    (`Int8Weights`), so the model's variables are those two plus those of any layer
+    left in float (e.g. a normalization that could not be folded).
+
+    Args:
+      model: a functional tf_keras model.
+
+    Returns:
+      An uncompiled model with the same inputs and outputs as `model` at inference.
 
     Raises:
-      ValueError: the model has no Dense layer, so there is nothing to quantize.
+      ValueError: the model has no Dense or Conv2D layer, so there is nothing to
+        quantize, or a Conv2D that is not channels-last or is grouped.
     """
-    dense = [layer for layer in model.layers if type(layer) is keras.layers.Dense]
-    if not dense:
-        raise ValueError(f"model {model.name!r} has no Dense layer to quantize")
-    packed, slots = _pack_int8_weights([_quantized_dense(layer) for layer in dense])
-    slot_of = {layer.name: slot for layer, slot in zip(dense, slots, strict=True)}
+    inference = inference_model(model)
+    layers = [layer for layer in inference.layers if type(layer) in _QUANTIZED_LAYERS]
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to quantize")
+    for layer in layers:
+        _check_quantizable(layer)
+    packed, slots = _pack_int8_weights([_quantized(layer) for layer in layers])
+    slot_of = {layer.name: slot for layer, slot in zip(layers, slots, strict=True)}
 
-    def int8_dense(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if type(layer) is not keras.layers.Dense:
+    def int8(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if type(layer) not in _QUANTIZED_LAYERS:
             return None
-        return Int8Dense(packed, slot_of[layer.name], layer.activation, name=layer.name)
+        return _int8_layer(layer, packed, slot_of[layer.name])
 
-    return _clone(model, int8_dense)
+    return _clone(inference, int8)
 
 
 def _one_hot(layer: keras.layers.Layer) -> keras.layers.Layer | None:
@@ -276,15 +551,24 @@ def _one_hot(layer: keras.layers.Layer) -> keras.layers.Layer | None:
 
 @dataclasses.dataclass(frozen=True)
 class TFLiteInput:
-    """One input of the TFLite model: a transformed feature as a [batch] vector."""
+    """One input of the TFLite model: a transformed feature as a [batch, *shape] tensor.
+
+    Attributes:
+      name: the transformed feature's name.
+      dtype: the TFLite input's type.
+      categorical: whether it holds vocabulary ids (passed as they are, not quantized).
+      shape: one example's shape: () for a numeric or categorical feature, (height,
+        width, channels) for an image.
+    """
 
     name: str
     dtype: tf.DType
     categorical: bool
+    shape: tuple[int, ...] = ()
 
 
 def tflite_inputs(model: keras.Model) -> list[TFLiteInput]:
-    """The TFLite model's inputs: float32 numeric features, int8 (or int32) ids.
+    """The TFLite model's inputs: float32 numeric features and images, int8 (or int32) ids.
 
     Ids are int8 when every vocabulary fits (<= 128 ids), int32 otherwise.
     """
@@ -296,16 +580,21 @@ def tflite_inputs(model: keras.Model) -> list[TFLiteInput]:
     id_dtype = tf.int8 if all(d <= _MAX_INT8_VOCABULARY for d in depths) else tf.int32
     return [
         TFLiteInput(
-            name, tf.float32 if tensor.dtype.is_floating else id_dtype, not tensor.dtype.is_floating
+            name,
+            tf.float32 if tensor.dtype.is_floating else id_dtype,
+            not tensor.dtype.is_floating,
+            tuple(tensor.shape[1:].as_list()),
         )
         for name, tensor in zip(model.input_names, model.inputs, strict=True)
     ]
 
 
 def _tflite_function(model: keras.Model, inputs: list[TFLiteInput]):
-    portable = _clone(model, _one_hot)
+    # The inference model: the converter then never sees augmentation or dropout ops.
+    portable = _clone(inference_model(model), _one_hot)
+    signature = [tf.TensorSpec([None, *i.shape], i.dtype, name=i.name) for i in inputs]
 
-    @tf.function(input_signature=[tf.TensorSpec([None], i.dtype, name=i.name) for i in inputs])
+    @tf.function(input_signature=signature)
     def serve(*values):
         features = {
             name: tf.cast(value, model.inputs[k].dtype)
@@ -323,7 +612,8 @@ def representative_dataset(
     """A generator of `count` single examples for the TFLite calibrator.
 
     Args:
-      features: transformed training features, name -> [n] array.
+      features: transformed training features, name -> [n, *shape] array (a sample:
+        `components.quantization.measure.sample_records` draws one at random).
       inputs: the TFLite inputs (`tflite_inputs`).
       count: examples to draw (the first `count`; fewer if there are fewer).
     """
@@ -417,11 +707,11 @@ def prune(
 
 
 def kernel_sparsity(model: keras.Model) -> float:
-    """Fraction of zeros over all Dense kernels (int8 or float)."""
+    """Fraction of zeros over all Dense and Conv2D kernels (int8 or float)."""
     kernels = [
-        layer.kernel_int8 if isinstance(layer, Int8Dense) else layer.kernel
+        layer.kernel_int8 if isinstance(layer, _Int8Kernel) else layer.kernel
         for layer in model.layers
-        if isinstance(layer, (keras.layers.Dense, Int8Dense))
+        if isinstance(layer, (*_QUANTIZED_LAYERS, _Int8Kernel))
     ]
     total = sum(int(tf.size(k)) for k in kernels)
     zeros = sum(int(tf.math.count_nonzero(tf.equal(k, 0))) for k in kernels)

@@ -486,11 +486,6 @@ def _check_family(reader: _Reader, config: PipelineConfig) -> None:
         raise reader.error("model.family", f"image features need family cnn, got {family!r}")
     if family == "cnn" and not config.image_features:
         raise reader.error("model.family", "cnn needs an image feature (features.image)")
-    if family == "cnn" and config.quantization.enabled:
-        raise reader.error(
-            "quantization.enabled",
-            "int8 quantization of convolutions is not there yet: set it to false for cnn",
-        )
 
 
 def _fraction(reader: _Reader, key: str, default: float) -> float:

@@ -445,7 +445,7 @@ def test_weight_dominated_model_reaches_the_size_targets(pipeline_inputs, tmp_pa
     assert ratios["int8_tflite_vs_float_tflite"] <= 0.3
 
 
-def test_quantize_dense_weights_packs_per_channel_int8_weights():
+def test_quantize_weights_packs_per_channel_int8_dense_weights():
     inputs = keras.Input(shape=(5,), name="x_xf")
     hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, use_bias=False, name="out")(hidden))
@@ -455,7 +455,7 @@ def test_quantize_dense_weights_packs_per_channel_int8_weights():
     model.get_layer("hidden").set_weights([hidden_kernel, rng.normal(size=4).astype(np.float32)])
     model.get_layer("out").set_weights([rng.normal(size=(4, 3)).astype(np.float32)])
 
-    int8 = quantization.quantize_dense_weights(model)
+    int8 = quantization.quantize_weights(model)
 
     assert [type(layer).__name__ for layer in int8.layers[1:]] == ["Int8Dense", "Int8Dense"]
     assert [(v.dtype, v.shape.as_list()) for v in int8.variables] == [

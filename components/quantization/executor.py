@@ -24,9 +24,11 @@ from pipeline.training import KERAS_MODEL_DIR
 
 _DEFAULTS = QuantizationConfig()
 
-# The int8 SavedModel: per-channel int8 Dense kernels (models.quantization.Int8Dense).
+# The int8 SavedModel: per-channel int8 Dense and Conv2D kernels
+# (models.quantization.quantize_weights).
 METHOD_DESCRIPTIONS = {
-    "int8_weights": "post-training per-channel int8 Dense kernels, float32 activations"
+    "int8_weights": "post-training per-channel int8 Dense and Conv2D kernels (batch "
+    "normalization folded into the convolutions), float32 activations"
 }
 _PRUNING_BATCH_SIZE = 32
 _LATENCY_BATCHES = (1, 256)
@@ -84,10 +86,12 @@ def _copy_tree(source: str, target: str) -> None:
 
 
 def _model_to_quantize(
-    model: keras.Model, train: dict[str, np.ndarray], settings: Settings
+    model: keras.Model, train_pattern: str, feature_spec: dict, settings: Settings
 ) -> keras.Model:
+    """The model, or its pruned copy; only pruning reads the whole training split."""
     if not settings.pruning_sparsity:
         return model
+    train = measure.parse_features(measure.read_records(train_pattern), feature_spec)
     label = settings.spec.label_xf
     features = {k: train[k] for k in model.input_names}
     dataset = tf.data.Dataset.from_tensor_slices((features, train[label])).shuffle(
@@ -102,12 +106,20 @@ def _model_to_quantize(
 
 
 def _write_tflite(
-    model: keras.Model, to_quantize: keras.Model, train: dict, settings: Settings, target: str
+    model: keras.Model,
+    to_quantize: keras.Model,
+    calibration: dict[str, np.ndarray],
+    settings: Settings,
+    target: str,
 ):
-    """Writes model_float.tflite and model.tflite (int8); returns their paths."""
+    """Writes model_float.tflite and model.tflite (int8, calibrated on `calibration`).
+
+    Returns:
+      (file paths by model name, the TFLite inputs).
+    """
     inputs = quantization.tflite_inputs(model)
     representative = quantization.representative_dataset(
-        train, inputs, settings.representative_samples
+        calibration, inputs, settings.representative_samples
     )
     tf.io.gfile.makedirs(target)
     paths = {
@@ -225,8 +237,10 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
         )
     transform_output = tft.TFTransformOutput(paths.transform_graph)
     feature_spec = transform_output.transformed_feature_spec()
-    train = measure.parse_features(
-        measure.read_records(os.path.join(paths.transformed_train, "*")), feature_spec
+    train_pattern = os.path.join(paths.transformed_train, "*")
+    # Calibration needs a sample, not the split: 60k images would be ~200 MB of floats.
+    calibration = measure.parse_features(
+        measure.sample_records(train_pattern, settings.representative_samples), feature_spec
     )
     evaluation = measure.parse_features(
         measure.read_records(os.path.join(paths.transformed_eval, "*")), feature_spec
@@ -234,12 +248,14 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
     raw_eval = measure.read_records(os.path.join(paths.raw_eval, "*"))
 
     model = load_float_model(paths.trainer_model)
-    to_quantize = _model_to_quantize(model, train, settings)
-    int8_model = quantization.quantize_dense_weights(to_quantize)
+    to_quantize = _model_to_quantize(model, train_pattern, feature_spec, settings)
+    int8_model = quantization.quantize_weights(to_quantize)
     int8_dir = os.path.join(paths.int8_model, keys.SERVING_MODEL_DIR)
     class_names = class_names_of(transform_output, settings.spec)
     export_lean_serving_model(int8_model, transform_output, settings.spec, int8_dir, class_names)
-    tflite_paths, inputs = _write_tflite(model, to_quantize, train, settings, paths.tflite_model)
+    tflite_paths, inputs = _write_tflite(
+        model, to_quantize, calibration, settings, paths.tflite_model
+    )
 
     output_key = "scores" if settings.spec.is_classification else "outputs"
     float_dir = os.path.join(paths.trainer_model, keys.SERVING_MODEL_DIR)
@@ -306,7 +322,13 @@ def _report(
             / tflite_weights("float_tflite"),
         },
         "tflite_inputs": [
-            {"name": i.name, "dtype": i.dtype.name, "categorical": i.categorical} for i in inputs
+            {
+                "name": i.name,
+                "dtype": i.dtype.name,
+                "categorical": i.categorical,
+                "shape": list(i.shape),
+            }
+            for i in inputs
         ],
         "blessed": blessed,
         "served": served,

@@ -16,20 +16,58 @@ HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "auc": 
 LOWER_IS_BETTER = {"mse": False, "mae": False, "rmse": False}
 
 
-def read_records(pattern: str) -> list[bytes]:
-    """The serialized examples of the GZIP TFRecord files matching `pattern`."""
+# Examples per call when a model runs over a whole split: a convolution's activations
+# for 10k images at once would take gigabytes.
+PREDICT_BATCH = 256
+
+
+def _record_files(pattern: str) -> list[str]:
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return files
+
+
+def read_records(pattern: str) -> list[bytes]:
+    """The serialized examples of the GZIP TFRecord files matching `pattern`."""
+    dataset = tf.data.TFRecordDataset(_record_files(pattern), compression_type="GZIP")
+    return [r.numpy() for r in dataset]
+
+
+def sample_records(pattern: str, count: int, seed: int = 0) -> list[bytes]:
+    """`count` serialized examples drawn uniformly from the GZIP TFRecord files matching `pattern`.
+
+    One pass, keeping only the sample in memory (reservoir sampling), so a split of
+    60k images costs no more memory than its sample. All of them if there are fewer.
+    """
+    rng = np.random.default_rng(seed)
+    sample: list[bytes] = []
+    dataset = tf.data.TFRecordDataset(_record_files(pattern), compression_type="GZIP")
+    for seen, record in enumerate(dataset.as_numpy_iterator()):
+        if seen < count:
+            sample.append(record)
+        else:
+            slot = int(rng.integers(seen + 1))
+            if slot < count:
+                sample[slot] = record
+    return sample
 
 
 def parse_features(
     records: Sequence[bytes], feature_spec: Mapping[str, tf.io.FixedLenFeature]
 ) -> dict[str, np.ndarray]:
-    """Parses transformed examples into name -> [n] numpy arrays."""
+    """Parses transformed examples into name -> numpy arrays.
+
+    A scalar feature (shape [] or [1]) becomes [n], any other [n, *shape] (an image
+    [n, height, width, channels]).
+    """
     parsed = tf.io.parse_example(tf.constant(list(records)), dict(feature_spec))
-    return {k: np.reshape(v.numpy(), [len(records)]) for k, v in parsed.items()}
+    features = {}
+    for name, values in parsed.items():
+        shape = list(feature_spec[name].shape)
+        shape = [] if shape == [1] else shape
+        features[name] = np.reshape(values.numpy(), [len(records), *shape])
+    return features
 
 
 def directory_bytes(path: str) -> int:
@@ -188,6 +226,10 @@ def median_latency_ms(call: Callable[[], object], runs: int, warmup: int = 3) ->
     return statistics.median(times) * 1000.0
 
 
+def _batches(items: Sequence, size: int) -> list[Sequence]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 class SavedModelRunner:
     """A serving SavedModel's `serving_default` on serialized examples."""
 
@@ -197,14 +239,23 @@ class SavedModelRunner:
         self._transform = self._loaded.signatures["transform_features"]
         self._output_key = output_key
 
-    def predict(self, records: Sequence[bytes]) -> np.ndarray:
-        return self._serve(examples=tf.constant(list(records)))[self._output_key].numpy()
+    def predict(self, records: Sequence[bytes], batch: int = PREDICT_BATCH) -> np.ndarray:
+        """The model's outputs on `records`, run `batch` examples at a time."""
+        parts = [
+            self._serve(examples=tf.constant(list(part)))[self._output_key].numpy()
+            for part in _batches(records, batch)
+        ]
+        return np.concatenate(parts)
 
-    def labels(self, records: Sequence[bytes], label_key: str) -> np.ndarray:
+    def labels(
+        self, records: Sequence[bytes], label_key: str, batch: int = PREDICT_BATCH
+    ) -> np.ndarray:
         """The transformed label, through the model's own TFT graph."""
-        return np.reshape(
-            self._transform(examples=tf.constant(list(records)))[label_key].numpy(), [-1]
-        )
+        parts = [
+            np.reshape(self._transform(examples=tf.constant(list(part)))[label_key].numpy(), [-1])
+            for part in _batches(records, batch)
+        ]
+        return np.concatenate(parts)
 
     def timer(self, records: Sequence[bytes]) -> Callable[[], object]:
         batch = tf.constant(list(records))
@@ -222,8 +273,10 @@ class TFLiteRunner:
     def _interpreter(self, batch: int) -> tf.lite.Interpreter:
         if batch not in self._interpreters:
             interpreter = tf.lite.Interpreter(model_path=self._path)
+            shapes = {spec.name: spec.shape for spec in self._inputs}
             for detail in interpreter.get_input_details():
-                interpreter.resize_tensor_input(detail["index"], [batch])
+                shape = shapes[_input_name(detail["name"])]
+                interpreter.resize_tensor_input(detail["index"], [batch, *shape])
             interpreter.allocate_tensors()
             self._interpreters[batch] = interpreter
         return self._interpreters[batch]
@@ -234,7 +287,7 @@ class TFLiteRunner:
             detail = by_name[spec.name]
             interpreter.set_tensor(detail["index"], encode(features[spec.name], detail, spec))
 
-    def predict(self, features: Mapping[str, np.ndarray], batch: int = 256) -> np.ndarray:
+    def predict(self, features: Mapping[str, np.ndarray], batch: int = PREDICT_BATCH) -> np.ndarray:
         """Runs the whole feature set in batches of `batch`; returns float outputs."""
         count = len(next(iter(features.values())))
         parts = []
