@@ -442,6 +442,7 @@ def summarise(
         "seconds": round(elapsed, 2),
         "components": summary_lib.components_section(record, node_ids, seconds) if record else {},
         "tuner": section(summary_lib.tuner_section),
+        "training": section(summary_lib.training_section),
         "evaluation": section(summary_lib.evaluation_section),
         "quantization": section(summary_lib.quantization_section),
         "infra_validation": section(summary_lib.infra_validation_section),

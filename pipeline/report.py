@@ -128,6 +128,10 @@ def render(summary: Mapping[str, Any]) -> str:
         parts.append("<h2>Tuning</h2>")
         parts.append(f'<img src="data:image/png;base64,{_tuner_trials(tuner)}">')
         parts.append(_table(tuner["best_hyperparameters"]))
+    training = summary.get("training")
+    if training:
+        parts.append("<h2>Training</h2>")
+        parts.append(_table(training))
     evaluation = summary.get("evaluation")
     if evaluation:
         parts.append(f"<h2>Evaluation (blessed: {evaluation['blessed']})</h2>")

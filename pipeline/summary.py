@@ -11,6 +11,8 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.training import TRAINING_RECORD
+
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "succeeded",
     metadata_store_pb2.Execution.CACHED: "cached",
@@ -106,6 +108,17 @@ def tuner_section(record: RunRecord) -> dict[str, Any] | None:
         "best_score": min(t["score"] for t in trials) if trials else None,
         "trial_scores": [t["score"] for t in sorted(trials, key=lambda t: int(t["trial_id"]))],
     }
+
+
+def training_section(record: RunRecord) -> dict[str, Any] | None:
+    """The Trainer's fit: epochs run, best epoch, training examples, seconds, examples/s."""
+    run = record.output("Trainer", "model_run")
+    if run is None:
+        return None
+    path = os.path.join(run.uri, TRAINING_RECORD)
+    if not tf.io.gfile.exists(path):
+        return None
+    return json.loads(tf.io.gfile.GFile(path).read())
 
 
 def _metric_name(name: str, sub_key: str) -> str:
@@ -345,6 +358,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"  tuner: {tuner['algorithm']}, {tuner['trials']} trials, best {tuner['objective']} {tuner['best_score']:.4f}"
         )
         lines.append(f"  best hyperparameters: {json.dumps(tuner['best_hyperparameters'])}")
+    training = summary.get("training")
+    if training:
+        lines.append(
+            f"  trainer: {training['epochs']} epochs (best {training['best_epoch']}), "
+            f"{training['train_examples']:,} training examples, {training['seconds']:.1f}s, "
+            f"{training['examples_per_second']:,.0f} examples/s"
+        )
     evaluation = summary.get("evaluation")
     if evaluation:
         shown = {k: round(v, 4) for k, v in sorted(evaluation["metrics"].items()) if "/" not in k}

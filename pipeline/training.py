@@ -15,6 +15,7 @@ two phases: the encoder frozen for `frozen_epochs`, then unfrozen and recompiled
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,8 @@ from models.search_space import hyperparameters
 from pipeline import distribution
 
 KERAS_MODEL_DIR = "Format-Keras"
+# In the Trainer's model_run artifact: epochs, wall time and examples/s of the fit.
+TRAINING_RECORD = "training.json"
 # The config key that names the backbone, for errors found only when it is loaded.
 BASE_MODEL_KEY = "model.base_model"
 _SHUFFLE_BUFFER = 10_000
@@ -100,8 +103,9 @@ class TrainingData:
     vocab_sizes: Mapping[str, int]
     class_names: list[str]
     transform_output: tft.TFTransformOutput
-    # Batches in an epoch of `train`; None: not counted yet (see `steps_per_epoch`).
+    # Batches and examples in an epoch of `train`; None: not counted yet (see `steps_per_epoch`).
     train_steps: int | None = None
+    train_examples: int | None = None
 
 
 def _dataset(files, data_accessor, transform_output, label_key: str, batch_size: int, shuffle_seed):
@@ -148,18 +152,30 @@ def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
         class_names=class_names_of(transform_output, settings.spec),
         transform_output=transform_output,
     )
-    return dataclasses.replace(data, train_steps=steps_per_epoch(data))
+    return counted(data)
 
 
-def steps_per_epoch(data: TrainingData) -> int:
-    """Batches in an epoch of the training data (what a decaying learning rate counts).
+def counted(data: TrainingData) -> TrainingData:
+    """The data with the batches and examples of one training epoch counted.
 
     Counting reads the data once; the cache in `_dataset` then holds it, so the first
     epoch reads it from memory instead.
     """
-    if data.train_steps is not None:
-        return data.train_steps
-    return int(data.train.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    if data.train_steps is not None and data.train_examples is not None:
+        return data
+
+    def add(counts, batch):
+        _, label = batch
+        return counts[0] + 1, counts[1] + tf.shape(label, out_type=tf.int64)[0]
+
+    zero = tf.constant(0, tf.int64)
+    steps, examples = data.train.reduce((zero, zero), add)
+    return dataclasses.replace(data, train_steps=int(steps), train_examples=int(examples))
+
+
+def steps_per_epoch(data: TrainingData) -> int:
+    """Batches in an epoch of the training data (what a decaying learning rate counts)."""
+    return counted(data).train_steps
 
 
 def trial_data(data: TrainingData, examples: int | None, batch_size: int) -> TrainingData:
@@ -171,8 +187,12 @@ def trial_data(data: TrainingData, examples: int | None, batch_size: int) -> Tra
     if examples is None:
         return data
     batches = max(1, examples // batch_size)
+    whole = counted(data)
     return dataclasses.replace(
-        data, train=data.train.take(batches), train_steps=min(batches, steps_per_epoch(data))
+        whole,
+        train=data.train.take(batches),
+        train_steps=min(batches, whole.train_steps),
+        train_examples=min(batches * batch_size, whole.train_examples),
     )
 
 
@@ -318,6 +338,48 @@ class EpochProgress(keras.callbacks.Callback):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))
         print(f"      {self._prefix} {epoch + 1}/{self._epochs}: {shown}", flush=True)
         self._last, self._printed = now, True
+
+
+class FitClock(keras.callbacks.Callback):
+    """The wall time and epochs of one or more `fit` calls (both phases of fine-tuning).
+
+    The time is the fits' own: from the start of the first epoch's first batch read to the
+    end of the last epoch's validation, as a user timing `model.fit` would see it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+        self.epochs = 0
+        self._started = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_end(self, logs=None) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self.epochs += 1
+
+
+def fit_record(
+    clock: FitClock, data: TrainingData, history: keras.callbacks.History
+) -> dict[str, Any]:
+    """What the Trainer's fit did, for `training.json` and the run summary.
+
+    `examples_per_second` counts training examples over the fits' wall time, the eval
+    split's pass each epoch included (as `model.fit` with validation data does).
+    """
+    examples = (data.train_examples or 0) * clock.epochs
+    losses = history.history.get("val_loss", [])
+    return {
+        "epochs": clock.epochs,
+        "best_epoch": 1 + min(range(len(losses)), key=losses.__getitem__) if losses else None,
+        "train_examples": data.train_examples,
+        "seconds": round(clock.seconds, 2),
+        "examples_per_second": round(examples / clock.seconds, 1) if clock.seconds else None,
+    }
 
 
 class _EarlyStopping(keras.callbacks.EarlyStopping):
@@ -467,7 +529,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with strategy.scope():
         backbone = _backbone(settings)
         hparams = _hparams(fn_args, settings)
-        model, _ = train(settings, data, hparams, settings.epochs, [board], backbone)
+        clock = FitClock()
+        model, history = train(settings, data, hparams, settings.epochs, [board, clock], backbone)
+    tf.io.gfile.makedirs(log_dir)
+    with tf.io.gfile.GFile(os.path.join(log_dir, TRAINING_RECORD), "w") as f:
+        f.write(json.dumps(fit_record(clock, data, history), indent=2))
     # The plain Keras model (no TFT layer) is kept for the quantization step.
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     keras_dir = distribution.output_dir(os.path.join(model_root, KERAS_MODEL_DIR), devices)

@@ -74,6 +74,10 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
         "l2",
         "optimizer",
     }
+    training = summary["training"]
+    assert 1 <= training["best_epoch"] <= training["epochs"]
+    assert 0 < training["train_examples"] < 344  # the train split of the hash split
+    assert training["examples_per_second"] > 0
     assert summary["evaluation"]["blessed"] is True
     assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] >= 0.9
     metrics = summary["evaluation"]["metrics"]

@@ -10,13 +10,16 @@ from models.export import class_names_of, vocab_sizes_of
 from models.search_space import hyperparameters
 from pipeline.training import (
     EpochProgress,
+    FitClock,
     TfKerasBayesianTuner,
     TrainingData,
     TrainingSettings,
     best_epoch_metrics,
     build,
     check_keras_2,
+    counted,
     fit,
+    fit_record,
     steps_per_epoch,
     train,
     trial_data,
@@ -121,6 +124,19 @@ def test_a_trial_trains_on_a_subset_and_is_evaluated_on_everything(data):
     assert steps_per_epoch(subset) == 1 and steps_per_epoch(data) == batches
     assert subset.eval is data.eval
     assert trial_data(data, None, batch_size=4) is data
+
+
+def test_the_fit_record_counts_epochs_examples_and_time(data, settings):
+    examples = sum(int(label.shape[0]) for _, label in data.train)
+    counted_data = counted(data)
+    clock = FitClock()
+    model, history = train(settings, data, hyperparameters(SPACE).values, 3, [clock])
+    record = fit_record(clock, counted_data, history)
+    assert counted_data.train_examples == examples
+    assert record["epochs"] == 3 == len(history.epoch)
+    assert record["best_epoch"] == 1 + int(np.argmin(history.history["val_loss"]))
+    assert record["seconds"] > 0
+    assert record["examples_per_second"] == pytest.approx(3 * examples / clock.seconds, rel=0.01)
 
 
 def test_slow_epochs_print_a_progress_line_and_fast_ones_do_not(capsys):
