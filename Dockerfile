@@ -16,10 +16,11 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
 
 WORKDIR /pipeline
-COPY requirements.in requirements.lock ./
+COPY requirements.in requirements.lock requirements-nodeps.txt ./
 RUN python3 -m venv /opt/venv \
  && pip install --no-cache-dir --upgrade pip \
- && pip install --no-cache-dir -c requirements.lock -r requirements.in
+ && pip install --no-cache-dir -c requirements.lock -r requirements.in \
+ && pip install --no-cache-dir --no-deps -r requirements-nodeps.txt
 
 # The project's packages, installed (not editable): components import
 # pipeline.training, models.preprocessing and components.* by module path.

@@ -22,8 +22,9 @@ def _instructions() -> list[str]:
 def test_installs_the_locked_stack():
     runs = " ".join(i for i in _instructions() if i.startswith("RUN"))
     assert "pip install --no-cache-dir -c requirements.lock -r requirements.in" in runs
+    assert "pip install --no-cache-dir --no-deps -r requirements-nodeps.txt" in runs
     copies = [i for i in _instructions() if i.startswith("COPY requirements")]
-    assert copies == ["COPY requirements.in requirements.lock ./"]
+    assert copies == ["COPY requirements.in requirements.lock requirements-nodeps.txt ./"]
     assert "FROM debian:trixie" in DOCKERFILE
     for package in (
         "python3",
