@@ -37,9 +37,16 @@ class FeatureSpec:
       image: image columns, each one encoded image file (PNG, JPEG, ...) as bytes.
       image_shape: (height, width, channels) that every image decodes to; required
         with image features.
+      text: free-text columns, tokenized by Transform into `max_tokens` int64 ids per
+        text (0 pads; the vocabulary's ids, OOV buckets included, follow).
+      max_tokens: tokens per text after padding or truncation; required with text.
+      sequence: columns holding one series of floats each, normalised by Transform into
+        float32 [sequence_length].
+      sequence_length: values per series; required with sequence features.
 
     Raises:
-      ValueError: image features without a valid `image_shape`.
+      ValueError: image features without a valid `image_shape`; text without a positive
+        `max_tokens`; sequences without a positive `sequence_length`.
     """
 
     numeric: tuple[str, ...]
@@ -48,8 +55,18 @@ class FeatureSpec:
     task: str
     image: tuple[str, ...] = ()
     image_shape: tuple[int, ...] = ()
+    text: tuple[str, ...] = ()
+    max_tokens: int = 0
+    sequence: tuple[str, ...] = ()
+    sequence_length: int = 0
 
     def __post_init__(self):
+        for names, size, key in (
+            (self.text, self.max_tokens, "max_tokens"),
+            (self.sequence, self.sequence_length, "sequence_length"),
+        ):
+            if names and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+                raise ValueError(f"features {list(names)} need a positive {key}, got {size!r}")
         if not self.image:
             return
         shape = tuple(self.image_shape)
@@ -70,7 +87,7 @@ class FeatureSpec:
 
     @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical + self.image
+        return self.numeric + self.categorical + self.image + self.text + self.sequence
 
     @property
     def label_xf(self) -> str:
@@ -84,11 +101,15 @@ class FeatureSpec:
             "task": self.task,
             "image": list(self.image),
             "image_shape": list(self.image_shape),
+            "text": list(self.text),
+            "max_tokens": self.max_tokens,
+            "sequence": list(self.sequence),
+            "sequence_length": self.sequence_length,
         }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FeatureSpec:
-        """The inverse of `to_dict`; a dict written before images existed has none."""
+        """The inverse of `to_dict`; a dict written before a feature type existed has none."""
         return cls(
             numeric=tuple(raw["numeric"]),
             categorical=tuple(raw["categorical"]),
@@ -96,4 +117,8 @@ class FeatureSpec:
             task=raw["task"],
             image=tuple(raw.get("image", ())),
             image_shape=tuple(raw.get("image_shape", ())),
+            text=tuple(raw.get("text", ())),
+            max_tokens=raw.get("max_tokens", 0),
+            sequence=tuple(raw.get("sequence", ())),
+            sequence_length=raw.get("sequence_length", 0),
         )
