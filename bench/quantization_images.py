@@ -25,6 +25,7 @@ from pipeline.training import KERAS_MODEL_DIR
 # filters, flattened into 128 units, as the tuner tends to pick.
 CNN_HPARAMS = {
     "conv_blocks": 2,
+    "convs_per_block": 2,
     "filters": 32,
     "kernel_size": 3,
     "batch_norm": True,

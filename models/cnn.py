@@ -22,6 +22,7 @@ from models.transfer import encoder_name, transferred_image_encoder
 # The hyperparameters build_model reads: the tuner searches these and no others.
 HPARAMS = (
     "conv_blocks",
+    "convs_per_block",
     "filters",
     "kernel_size",
     "batch_norm",
@@ -39,7 +40,7 @@ HPARAMS = (
     "augment_zoom",
 )
 # What a backbone's image encoder fixes: with a backbone the tuner leaves these out.
-ENCODER_HPARAMS = ("conv_blocks", "filters", "kernel_size", "batch_norm", "pooling")
+ENCODER_HPARAMS = ("conv_blocks", "convs_per_block", "filters", "kernel_size", "batch_norm", "pooling")
 
 
 def build_model(
@@ -58,7 +59,7 @@ def build_model(
     serving signatures do): a bare `model(x)` runs the augmentation in tf_keras.
 
     Args:
-      hparams: the image encoder's `conv_blocks`, `filters`, `kernel_size`,
+      hparams: the image encoder's `conv_blocks`, `convs_per_block`, `filters`, `kernel_size`,
         `batch_norm`, `pooling`, `augment_flip`, `augment_translate`, `augment_zoom`; the
         combiner's `units`, `layers`, `dropout` (also after each conv block), `l2`;
         `learning_rate`, `optimizer`, `lr_schedule` (constant when absent),

@@ -60,10 +60,12 @@ def augmentation_layers(hparams: Mapping[str, Any]) -> list[keras.layers.Layer]:
     return layers
 
 
-def _conv_block(filters: int, kernel_size: int, batch_norm: bool, dropout: float) -> list:
-    """Two convolutions (each with batch normalisation if asked, then ReLU), a pooling."""
+def _conv_block(
+    convs: int, filters: int, kernel_size: int, batch_norm: bool, dropout: float
+) -> list:
+    """`convs` convolutions (each with batch normalisation if asked, then ReLU), a pooling."""
     layers = []
-    for _ in range(2):
+    for _ in range(convs):
         # Batch normalisation has its own shift, so the convolution needs no bias.
         layers.append(
             keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm)
@@ -92,8 +94,8 @@ def image_encoder(
     """A convolutional encoder for one image feature: augmentation, conv blocks, pooling.
 
     Args:
-      hparams: `conv_blocks`, `filters` (of the first block; each next block doubles
-        them), `kernel_size`, `batch_norm`, `dropout` and the augmentation's
+      hparams: `conv_blocks`, `convs_per_block`, `filters` (of the first block; each
+        next block doubles them), `kernel_size`, `batch_norm`, `dropout` and the augmentation's
         (`augmentation_layers`).
       image_shape: (height, width, channels) of the transformed image.
       name: the encoder's layer name.
@@ -106,6 +108,7 @@ def image_encoder(
     layers = [keras.Input(shape=tuple(image_shape), dtype="float32"), *augmentation_layers(hparams)]
     for i in range(int(hparams["conv_blocks"])):
         layers += _conv_block(
+            int(hparams["convs_per_block"]),
             int(hparams["filters"]) * 2**i,
             int(hparams["kernel_size"]),
             bool(hparams["batch_norm"]),

@@ -91,8 +91,9 @@ class SearchSpace:
     # times lr_decay_rate every epoch.
     lr_schedule: tuple[str, ...] = ("constant",)
     lr_decay_rate: FloatRange = FloatRange(0.9, 0.9, "linear")
-    # The cnn family's image encoder: blocks of two convolutions and a pooling.
+    # The cnn family's image encoder: blocks of convolutions and a pooling.
     conv_blocks: IntRange = IntRange(1, 3, 1)
+    convs_per_block: IntRange = IntRange(2, 2, 1)
     filters: IntRange = IntRange(16, 64, 16)
     kernel_size: tuple[int, ...] = (3,)
     batch_norm: tuple[bool, ...] = (True,)
@@ -654,6 +655,7 @@ def _search_space(reader: _Reader) -> SearchSpace:
         lr_schedule=_choices(reader, "lr_schedule", str, d.lr_schedule),
         lr_decay_rate=_float_range(reader.section("lr_decay_rate"), d.lr_decay_rate, 1.0),
         conv_blocks=_int_range(reader.section("conv_blocks"), d.conv_blocks),
+        convs_per_block=_int_range(reader.section("convs_per_block"), d.convs_per_block),
         filters=_int_range(reader.section("filters"), d.filters),
         kernel_size=_choices(reader, "kernel_size", int, d.kernel_size),
         batch_norm=_choices(reader, "batch_norm", bool, d.batch_norm),

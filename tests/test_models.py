@@ -35,6 +35,7 @@ TINY = {
 # What the cnn family reads besides TINY's.
 TINY_CNN = {
     "conv_blocks": 1,
+    "convs_per_block": 2,
     "filters": 2,
     "kernel_size": 3,
     "batch_norm": False,
@@ -212,6 +213,7 @@ def test_mlp_search_space_is_declared_as_before():
 def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
     space = {
         "conv_blocks": {"min": 2, "max": 2, "step": 1},
+        "convs_per_block": {"min": 1, "max": 2, "step": 1},
         "filters": {"min": 16, "max": 32, "step": 16},
         "kernel_size": [3, 5],
         "batch_norm": [True, False],
@@ -232,7 +234,7 @@ def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
     assert list(hp.values) == list(space) == list(registry.SEARCH_KEYS["cnn"])
     kinds = {p.name: type(p).__name__ for p in hp.space}
     assert kinds["kernel_size"] == "Choice" and hp.get("kernel_size") == 3
-    assert hp.space[2].values == [3, 5]
+    assert hp.space[3].values == [3, 5]
     # A Choice would store the booleans as 0/1; a Boolean keeps them booleans.
     assert kinds["batch_norm"] == "Boolean" and hp.get("batch_norm") is True
     assert kinds["learning_rate"] == "Fixed" and hp.get("learning_rate") == 0.001

@@ -179,6 +179,7 @@ def test_with_a_base_model_the_tuner_searches_only_what_the_backbone_leaves_open
 # A cnn like the Fashion-MNIST config's (flatten pooling), small enough for a test.
 FASHION_HPARAMS = {
     "conv_blocks": 2,
+    "convs_per_block": 2,
     "filters": 8,
     "kernel_size": 3,
     "batch_norm": True,

@@ -27,6 +27,7 @@ SPEC = FeatureSpec(
 # A cnn small enough to build and train a batch in a test.
 TINY_CNN_HPARAMS = {
     "conv_blocks": 1,
+    "convs_per_block": 2,
     "filters": 4,
     "kernel_size": 3,
     "batch_norm": True,
