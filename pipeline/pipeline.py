@@ -69,6 +69,7 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         "lr_schedule": list(space.lr_schedule),
         "lr_decay_rate": vars(space.lr_decay_rate),
         "conv_blocks": vars(space.conv_blocks),
+        "convs_per_block": vars(space.convs_per_block),
         "filters": vars(space.filters),
         "kernel_size": list(space.kernel_size),
         "batch_norm": list(space.batch_norm),
