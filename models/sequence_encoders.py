@@ -133,6 +133,13 @@ class TransformerBlock(keras.layers.Layer):
         self.feed_forward_norm = keras.layers.LayerNormalization(epsilon=1e-6)
         self.attention_dropout = keras.layers.Dropout(self.dropout)
         self.feed_forward_dropout = keras.layers.Dropout(self.dropout)
+        # Create every weight now, not at the first call: reloading a SavedModel restores
+        # weights into the layers that exist when it builds this one, and MultiHeadAttention
+        # otherwise makes its own only when first called (its from_config builds the same way).
+        self.attention._build_from_signature(input_shape, input_shape)
+        self.feed_forward.build(input_shape)
+        self.attention_norm.build(input_shape)
+        self.feed_forward_norm.build(input_shape)
         super().build(input_shape)
 
     def call(self, inputs, mask=None, training=None):

@@ -118,8 +118,12 @@ def test_the_family_refuses_features_it_cannot_encode():
         build(TINY, MIXED, {}, num_classes=2)
 
 
-@pytest.mark.parametrize("variant", ["transformer", "conv1d-residual"])
-def test_keras_file_round_trip_keeps_predictions(variant, tmp_path):
+@pytest.mark.parametrize(
+    ("variant", "formats"),
+    [("transformer", ("keras", "tf")), ("conv1d-residual", ("keras",))],
+)
+def test_saved_models_reload_with_the_same_predictions(variant, formats, tmp_path):
+    """The Trainer's model.keras and the export's SavedModel reload as the same model."""
     spec = FeatureSpec(
         ("rating",), (), "y", "regression", text=("review",), max_tokens=12,
         sequence=("trace",), sequence_length=10,
@@ -129,11 +133,12 @@ def test_keras_file_round_trip_keeps_predictions(variant, tmp_path):
     features["trace_xf"] = np.random.randn(8, 10).astype(np.float32)
     # A step of training, so that batch normalisation's moving statistics are not the initial ones.
     model.train_on_batch(features, labels.astype(np.float32))
-    model.save(tmp_path / "model.keras")
-    reloaded = keras.models.load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(
-        reloaded.predict(features, verbose=0), model.predict(features, verbose=0), atol=1e-6
-    )
+    expected = model.predict(features, verbose=0)
+    paths = {"keras": tmp_path / "model.keras", "tf": tmp_path / "saved_model"}
+    for save_format in formats:
+        model.save(paths[save_format], save_format=save_format, include_optimizer=False)
+        reloaded = keras.models.load_model(paths[save_format])
+        np.testing.assert_allclose(reloaded.predict(features, verbose=0), expected, atol=1e-6)
 
 
 def _token_presence(n, length=12):
