@@ -1,0 +1,189 @@
+"""The text and sequence encoders and the sequence family: shapes, masks, training, saving."""
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from models import registry
+from models.features import FeatureSpec
+from models.sequence_encoders import ENCODERS, build_encoder
+
+TINY = {
+    "encoder": "transformer",
+    "embedding_dim": 8,
+    "num_heads": 2,
+    "attention_blocks": 1,
+    "ff_dim": 8,
+    "rnn_units": 4,
+    "rnn_layers": 1,
+    "bidirectional": False,
+    "conv_blocks": 2,
+    "filters": 4,
+    "kernel_size": 5,
+    "residual": False,
+    "units": 8,
+    "layers": 1,
+    "dropout": 0.0,
+    "l2": 1e-6,
+    "learning_rate": 0.01,
+    "optimizer": "adam",
+    "lr_schedule": "constant",
+    "lr_decay_rate": 0.9,
+}
+# Every encoder, and the variants that take another path through the code.
+VARIANTS = {
+    "transformer": {"encoder": "transformer", "attention_blocks": 2},
+    "lstm": {"encoder": "lstm", "rnn_layers": 2},
+    "gru-bidirectional": {"encoder": "gru", "bidirectional": True},
+    "conv1d": {"encoder": "conv1d"},
+    "conv1d-residual": {"encoder": "conv1d", "residual": True},
+}
+VOCAB = 20
+
+
+def _padded(rows, length):
+    return np.array([r + [0] * (length - len(r)) for r in rows], np.int64)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_encoders_give_a_vector_per_text_and_per_sequence(encoder):
+    hparams = TINY | {"encoder": encoder}
+    text = build_encoder(hparams, max_length=10, vocab_size=VOCAB, name="text")
+    series = build_encoder(hparams, max_length=10, name="series")
+    ids = np.random.randint(0, VOCAB, (3, 10)).astype(np.int64)
+    values = np.random.randn(3, 10).astype(np.float32)
+    for encoded in (text(ids, training=False), series(values, training=False)):
+        assert encoded.shape[0] == 3 and len(encoded.shape) == 2
+        assert encoded.dtype == "float32"
+        assert np.isfinite(encoded.numpy()).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_does_not_change_a_text_encoding(variant):
+    encoder = build_encoder(TINY | VARIANTS[variant], max_length=16, vocab_size=VOCAB, name="e")
+    # Dropout and batch normalisation as in serving; random weights are enough.
+    rows = [[5, 3, 7, 2, 9, 11], [4, 8], [13, 1, 1, 6, 2]]
+    unpadded = encoder(_padded(rows, 6), training=False).numpy()
+    for length in (8, 16):
+        padded = encoder(_padded(rows, length), training=False).numpy()
+        np.testing.assert_allclose(padded, unpadded, atol=1e-5, rtol=0)
+    # Not a constant: a different token changes the encoding.
+    other = encoder(_padded([[5, 3, 7, 2, 9, 12], *rows[1:]], 6), training=False).numpy()
+    assert np.abs(other[0] - unpadded[0]).max() > 1e-4
+
+
+@pytest.mark.parametrize("variant", ["transformer", "conv1d"])
+def test_an_empty_text_encodes_as_zeros(variant):
+    encoder = build_encoder(TINY | VARIANTS[variant], max_length=8, vocab_size=VOCAB, name="e")
+    encoded = encoder(np.zeros((2, 8), np.int64), training=False).numpy()
+    np.testing.assert_array_equal(encoded, 0.0)
+
+
+def test_unknown_encoder_and_missing_hyperparameters_are_refused():
+    with pytest.raises(ValueError, match="unknown encoder 'cnn'"):
+        build_encoder(TINY | {"encoder": "cnn"}, max_length=4, name="e")
+    hparams = {k: v for k, v in TINY.items() if k != "rnn_units"} | {"encoder": "gru"}
+    with pytest.raises(ValueError, match="'gru' needs the hyperparameters \\['rnn_units'\\]"):
+        build_encoder(hparams, max_length=4, vocab_size=VOCAB, name="e")
+
+
+MIXED = FeatureSpec(("rating",), (), "label", "classification", text=("review",), max_tokens=12)
+
+
+def _mixed_batch(n=8):
+    lengths = np.random.randint(1, 13, n)
+    ids = np.array([list(np.random.randint(1, VOCAB, k)) + [0] * (12 - k) for k in lengths])
+    features = {"rating_xf": np.random.randn(n).astype(np.float32), "review_xf": ids}
+    return features, np.random.randint(0, 3, n)
+
+
+def test_text_and_numeric_model_trains_a_step():
+    model = registry.builder("sequence")(TINY, MIXED, {"review": VOCAB}, num_classes=3)
+    assert {i.name for i in model.inputs} == {"rating_xf", "review_xf"}
+    features, labels = _mixed_batch()
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(features, labels)[0]
+    assert np.isfinite(loss)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, model.get_weights(), strict=True))
+    scores = model.predict(features, verbose=0)
+    assert scores.shape == (8, 3) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_family_refuses_features_it_cannot_encode():
+    build = registry.builder("sequence")
+    with pytest.raises(ValueError, match="needs a text or sequence feature"):
+        build(TINY, FeatureSpec(("a",), (), "y", "classification"), {}, num_classes=2)
+    with pytest.raises(ValueError, match=r"text features \['review'\] have no vocabulary size"):
+        build(TINY, MIXED, {}, num_classes=2)
+
+
+@pytest.mark.parametrize(
+    ("variant", "formats"),
+    [("transformer", ("keras", "tf")), ("conv1d-residual", ("keras",))],
+)
+def test_saved_models_reload_with_the_same_predictions(variant, formats, tmp_path):
+    """The Trainer's model.keras and the export's SavedModel reload as the same model."""
+    spec = FeatureSpec(
+        ("rating",), (), "y", "regression", text=("review",), max_tokens=12,
+        sequence=("trace",), sequence_length=10,
+    )  # fmt: skip
+    model = registry.builder("sequence")(TINY | VARIANTS[variant], spec, {"review": VOCAB})
+    features, labels = _mixed_batch()
+    features["trace_xf"] = np.random.randn(8, 10).astype(np.float32)
+    # A step of training, so that batch normalisation's moving statistics are not the initial ones.
+    model.train_on_batch(features, labels.astype(np.float32))
+    expected = model.predict(features, verbose=0)
+    # As the Trainer saves model.keras and models/export.py the SavedModel.
+    saves = {
+        "keras": (tmp_path / "model.keras", {}),
+        "tf": (tmp_path / "saved_model", {"save_format": "tf", "include_optimizer": False}),
+    }
+    for save_format in formats:
+        path, options = saves[save_format]
+        model.save(path, **options)
+        reloaded = keras.models.load_model(path)
+        np.testing.assert_allclose(reloaded.predict(features, verbose=0), expected, atol=1e-6)
+
+
+def _token_presence(n, length=12):
+    """Texts of tokens 2..9, half of them with a 1 somewhere: the label is whether it is there."""
+    rows, labels = [], np.arange(n) % 2
+    for label in labels:
+        row = list(np.random.randint(2, 10, np.random.randint(3, length + 1)))
+        if label:
+            row[np.random.randint(len(row))] = 1
+        rows.append(row)
+    return {"text_xf": _padded(rows, length)}, labels
+
+
+def _waves(n, length=32):
+    """Sines and square waves of random frequency and phase, with noise: the label is which."""
+    labels = np.arange(n) % 2
+    t = np.arange(length)[None, :]
+    phase = np.random.uniform(0, 2 * np.pi, (n, 1))
+    sine = np.sin(2 * np.pi * np.random.uniform(0.05, 0.2, (n, 1)) * t + phase)
+    waves = np.where(labels[:, None] == 1, np.sign(sine), sine)
+    noisy = waves + 0.1 * np.random.randn(n, length)
+    return {"wave_xf": noisy.astype(np.float32)}, labels
+
+
+LEARN = {"learning_rate": 0.01, "embedding_dim": 16, "ff_dim": 16, "rnn_units": 16, "filters": 8}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_each_encoder_learns_a_text_and_a_series_task(encoder):
+    tasks = (
+        (FeatureSpec((), (), "y", "classification", text=("text",), max_tokens=12), {"text": 10},
+         _token_presence),
+        (FeatureSpec((), (), "y", "classification", sequence=("wave",), sequence_length=32), {},
+         _waves),
+    )  # fmt: skip
+    for spec, vocab_sizes, task in tasks:
+        train, test = task(512), task(128)
+        model = registry.builder("sequence")(
+            TINY | LEARN | {"encoder": encoder}, spec, vocab_sizes, num_classes=2
+        )
+        model.fit(*train, epochs=8, batch_size=32, verbose=0)
+        accuracy = model.evaluate(*test, verbose=0)[1]
+        assert accuracy >= 0.9, f"{encoder} on {task.__name__}: accuracy {accuracy:.3f}"
