@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models import cnn, mlp
+from models import cnn, mlp, sequence
 
-BUILDERS: dict[str, Callable] = {"mlp": mlp.build_model, "cnn": cnn.build_model}
+BUILDERS: dict[str, Callable] = {
+    "mlp": mlp.build_model,
+    "cnn": cnn.build_model,
+    "sequence": sequence.build_model,
+}
 
 # The hyperparameters each family's build_model reads, in search order: the tuner
 # gets exactly these from the config's search space.
-SEARCH_KEYS: dict[str, tuple[str, ...]] = {"mlp": mlp.HPARAMS, "cnn": cnn.HPARAMS}
+SEARCH_KEYS: dict[str, tuple[str, ...]] = {
+    "mlp": mlp.HPARAMS,
+    "cnn": cnn.HPARAMS,
+    "sequence": sequence.HPARAMS,
+}
 
 # The hyperparameters a backbone fixes (transfer learning): the tuner leaves them out.
-BACKBONE_KEYS: dict[str, tuple[str, ...]] = {"mlp": (), "cnn": cnn.ENCODER_HPARAMS}
+BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
+    "mlp": (),
+    "cnn": cnn.ENCODER_HPARAMS,
+    "sequence": (),
+}
 
 
 def builder(family: str) -> Callable:
