@@ -8,7 +8,8 @@ there is no training/serving skew:
 - `serving_raw`: raw features as named [batch] tensors (numeric as float32, NaN
   for a missing value; categorical as string, "" for a missing value; an image as
   the string of its encoded file's bytes, which TF Serving's REST API takes as
-  `{"b64": ...}`).
+  `{"b64": ...}`; a text as a string, tokenized inside; a series as float32
+  [batch, sequence_length]).
 - `transform_features`: serialized examples in, transformed features out (used by
   TFMA to get the transformed label).
 - `classification` (or `regression`): serialized examples in as `inputs`, the same
@@ -73,6 +74,21 @@ def _dense_to_raw(value: tf.Tensor, feature: tf.io.VarLenFeature | tf.io.FixedLe
     return tf.SparseTensor(indices, tf.boolean_mask(value, present), tf.stack([batch, 1]))
 
 
+def _series_to_raw(value: tf.Tensor, feature: tf.io.VarLenFeature | tf.io.FixedLenFeature):
+    """Makes a [batch, length] series tensor look like a parsed example's feature."""
+    if isinstance(feature, tf.io.FixedLenFeature):
+        return tf.reshape(value, [-1, *feature.shape])
+    indices = tf.where(tf.ones_like(value, tf.bool))
+    return tf.SparseTensor(indices, tf.reshape(value, [-1]), tf.shape(value, out_type=tf.int64))
+
+
+def _raw_input(spec: FeatureSpec, key: str) -> tf.TensorSpec:
+    """What `serving_raw` takes for feature `key`."""
+    if key in spec.sequence:
+        return tf.TensorSpec([None, spec.sequence_length], tf.float32, name=key)
+    return tf.TensorSpec([None], tf.float32 if key in spec.numeric else tf.string, name=key)
+
+
 def serving_signatures(
     model: keras.Model,
     tf_transform_output: tft.TFTransformOutput,
@@ -117,15 +133,15 @@ def _signatures(
     def transform_features(examples):
         return tft_layer(tf.io.parse_example(examples, labelled_spec))
 
-    raw_inputs = [
-        tf.TensorSpec([None], tf.float32 if k in spec.numeric else tf.string, name=k)
-        for k in spec.features
-    ]
+    raw_inputs = [_raw_input(spec, k) for k in spec.features]
 
     @tf.function(input_signature=raw_inputs)
     def serve_raw(*values):
         raw = {
-            k: _dense_to_raw(v, serving_spec[k]) for k, v in zip(spec.features, values, strict=True)
+            k: _series_to_raw(v, serving_spec[k])
+            if k in spec.sequence
+            else _dense_to_raw(v, serving_spec[k])
+            for k, v in zip(spec.features, values, strict=True)
         }
         return _predictions(model, tft_layer(raw), class_names)
 
@@ -258,8 +274,12 @@ def label_vocabulary(tf_transform_output: tft.TFTransformOutput) -> list[str]:
 
 
 def vocab_sizes_of(tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec) -> dict[str, int]:
-    """Ids per categorical feature, the OOV bucket included."""
-    return {
+    """Ids per categorical feature, the OOV bucket included; per text feature, every id
+    a token can take: the padding 0, the vocabulary's words and the OOV buckets."""
+    sizes = {
         k: tf_transform_output.vocabulary_size_by_name(vocabulary_name(k)) + OOV_BUCKETS
         for k in spec.categorical
     }
+    for k in spec.text:
+        sizes[k] = tf_transform_output.vocabulary_size_by_name(vocabulary_name(k)) + OOV_BUCKETS + 1
+    return sizes

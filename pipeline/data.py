@@ -53,6 +53,7 @@ class Columns:
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     numeric_label: bool = False
+    text: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, config: PipelineConfig) -> Columns:
@@ -61,12 +62,14 @@ class Columns:
             config.numeric_features,
             config.categorical_features,
             numeric_label=config.task == "regression",
+            text=config.text_features,
         )
 
     def keys(self) -> dict[str, str]:
         """Column name -> the config key that asks for it."""
         named = {name: "features.numeric" for name in self.numeric}
         named.update({name: "features.categorical" for name in self.categorical})
+        named.update({name: "features.text" for name in self.text})
         named[self.label] = "label"
         return named
 
@@ -117,7 +120,8 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Colum
 
     Checks, before anything runs, what would otherwise fail deep inside a component:
     the header names every configured column once, every row has the header's number
-    of fields and numeric columns hold numbers. Rows without a label are left out: there
+    of fields and numeric columns hold numbers. Line breaks inside a (quoted) text
+    column's value become spaces. Rows without a label are left out: there
     is nothing to learn from them, and Transform would read the label as "" or 0.
 
     Raises:
@@ -133,6 +137,7 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Colum
     header = [name.strip() for name in header]
     _check_header(header, source, columns)
     numbers = [header.index(name) for name in columns.numbers()]
+    texts = [header.index(name) for name in columns.text]
     label = header.index(columns.label)
     missing = set(na_values) | {""}
     out = io.StringIO()
@@ -146,6 +151,8 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Colum
         if row:
             row = ["" if value.strip() in missing else value for value in row]
             _check_row(row, line, header, numbers, source)
+            for index in texts:
+                row[index] = _one_line(row[index])
             if not row[label]:
                 unlabelled.append(line)
             else:
@@ -160,6 +167,13 @@ def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Colum
             f"{source}: the header is there but no data rows follow; add one row per example"
         )
     return Normalised(out.getvalue(), rows, tuple(sorted(labels)), tuple(unlabelled))
+
+
+def _one_line(text: str) -> str:
+    """A text with its line breaks as spaces: CsvExampleGen reads the staged file line by
+    line, so a quoted field may not span lines. The tokenizer splits on any whitespace,
+    so the model sees the same tokens."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
 
 
 def _check_header(header: list[str], source: str, columns: Columns) -> None:

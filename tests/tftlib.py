@@ -103,6 +103,7 @@ def analyze_and_transform(
     rows=ROWS,
     spec: FeatureSpec = SPEC,
     raw_feature_spec: dict | None = None,
+    options: dict | None = None,
 ):
     """Runs TFT on `rows` with the project's preprocessing_fn.
 
@@ -112,6 +113,8 @@ def analyze_and_transform(
       spec: the features and task.
       raw_feature_spec: the raw schema as a feature spec (RAW_FEATURE_SPEC by default);
         a FixedLenFeature of shape [] takes a row's single value.
+      options: custom_config's "preprocessing" (text vocabulary size, series
+        normalisation), if the features need it.
 
     Returns:
       (transformed rows, TFTransformOutput written under output_dir).
@@ -121,7 +124,7 @@ def analyze_and_transform(
         schema_utils.schema_from_feature_spec(raw_feature_spec)
     )
     dataset = ([_instance(row, raw_feature_spec) for row in rows], metadata)
-    config = {"features": spec.to_dict()}
+    config = {"features": spec.to_dict(), **({"preprocessing": options} if options else {})}
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir)):
         (transformed, _), transform_fn = dataset | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, config)
