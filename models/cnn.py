@@ -40,7 +40,14 @@ HPARAMS = (
     "augment_zoom",
 )
 # What a backbone's image encoder fixes: with a backbone the tuner leaves these out.
-ENCODER_HPARAMS = ("conv_blocks", "convs_per_block", "filters", "kernel_size", "batch_norm", "pooling")
+ENCODER_HPARAMS = (
+    "conv_blocks",
+    "convs_per_block",
+    "filters",
+    "kernel_size",
+    "batch_norm",
+    "pooling",
+)
 
 
 def build_model(

@@ -6,6 +6,7 @@ missing), so they are imported from tensorflow_model_analysis.proto.config_pb2.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,40 +67,25 @@ def preprocessing_options(config: PipelineConfig) -> dict[str, Any]:
     }
 
 
+def _searchable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else dataclasses.asdict(value)
+
+
 def search_space(config: PipelineConfig) -> dict[str, Any]:
     """The hyperparameters of the configured model family: ranges and choices for the
     tuner, and fixed values (augmentation) as plain scalars. With a base model, those its
     image encoder fixes (registry.BACKBONE_KEYS) are left out."""
     space = config.tuner.search_space
     augmentation = config.model.augmentation
+    # Ranges as dicts, choices as lists: the form models.search_space.hyperparameters reads.
     every = {
-        "units": vars(space.units),
-        "layers": vars(space.layers),
-        "learning_rate": vars(space.learning_rate),
-        "dropout": vars(space.dropout),
-        "l2": vars(space.l2),
-        "optimizer": list(space.optimizer),
-        "lr_schedule": list(space.lr_schedule),
-        "lr_decay_rate": vars(space.lr_decay_rate),
-        "conv_blocks": vars(space.conv_blocks),
-        "convs_per_block": vars(space.convs_per_block),
-        "filters": vars(space.filters),
-        "kernel_size": list(space.kernel_size),
-        "batch_norm": list(space.batch_norm),
-        "pooling": list(space.pooling),
-        "encoder": list(space.encoder),
-        "embedding_dim": vars(space.embedding_dim),
-        "num_heads": list(space.num_heads),
-        "attention_blocks": vars(space.attention_blocks),
-        "ff_dim": vars(space.ff_dim),
-        "rnn_units": vars(space.rnn_units),
-        "rnn_layers": vars(space.rnn_layers),
-        "bidirectional": list(space.bidirectional),
-        "residual": list(space.residual),
-        "augment_flip": augmentation.flip,
-        "augment_translate": augmentation.translate,
-        "augment_zoom": augmentation.zoom,
+        field.name: _searchable(getattr(space, field.name)) for field in dataclasses.fields(space)
     }
+    every.update(
+        augment_flip=augmentation.flip,
+        augment_translate=augmentation.translate,
+        augment_zoom=augmentation.zoom,
+    )
     family = config.model_family
     fixed = registry.BACKBONE_KEYS[family] if config.model.base_model else ()
     return {key: every[key] for key in registry.SEARCH_KEYS[family] if key not in fixed}
