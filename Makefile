@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -56,6 +56,12 @@ bench-serving:
 
 bench-quantization:
 	$(IN_ENV) python -m bench.quantization
+
+bench-fashion-mnist:
+	$(IN_ENV) python -m bench.fashion_mnist
+
+bench-trainer:
+	$(IN_ENV) python -m bench.trainer_throughput
 
 clean:
 	rm -rf output
