@@ -33,8 +33,6 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 import tf_keras as keras
 
-from models.sequence_encoders import TransformerBlock
-
 if TYPE_CHECKING:
     from models.quantization import Int8Slot, Int8Weights
 
@@ -300,31 +298,3 @@ class FloorDivMeanPooling(keras.layers.Layer):
         total = tf.reduce_sum(inputs * weights, axis=1)
         count = tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
         return tf.math.floordiv(total * self._PRECISION, count) * (1.0 / self._PRECISION)
-
-
-class BoundedMaskTransformerBlock(TransformerBlock):
-    """`TransformerBlock` at inference with a padding mask TFLite can quantize.
-
-    Keras' masked softmax adds -1e9 to the scores of padded keys; int8 TFLite then
-    quantizes the scores over a range of 1e9 and every real score rounds to the same
-    value. Here a padded key's score is instead the row's lowest score minus 8, so the
-    range grows by 8 and a padded key's weight is at most e^-8 of the lowest real
-    key's. Same weights as the block it replaces; used only in the model given to the
-    TFLite converter.
-    """
-
-    _MASKED_MARGIN = 8.0
-
-    def call(self, inputs, mask=None, training=None):
-        attention = self.attention
-        # MultiHeadAttention's projections (EinsumDense) and sizes, as it uses them.
-        query = attention._query_dense(inputs) * (1.0 / math.sqrt(float(attention._key_dim)))
-        key, value = attention._key_dense(inputs), attention._value_dense(inputs)
-        scores = tf.einsum("aecd,abcd->acbe", key, query)
-        if mask is not None:
-            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - self._MASKED_MARGIN
-            scores = tf.where(mask[:, tf.newaxis, tf.newaxis, :], scores, floor)
-        weights = tf.nn.softmax(scores, axis=-1)
-        attended = attention._output_dense(tf.einsum("acbe,aecd->abcd", weights, value))
-        x = self.attention_norm(inputs + attended)
-        return self.feed_forward_norm(x + self.feed_forward(x))

@@ -324,8 +324,7 @@ def _clone(
 
     The other layers are rebuilt from their config (passed through `configure`, which
     may change what does not change the weights) and get copies of their weights; a
-    replacement comes with its own, unless it is a subclass of the layer's class (the
-    same weights, computed otherwise), which gets copies too.
+    replacement comes with its own.
     """
     replaced = set()
 
@@ -334,8 +333,7 @@ def _clone(
         if replacement is None:
             config = layer.get_config()
             return layer.__class__.from_config(configure(layer, config) if configure else config)
-        if not isinstance(replacement, type(layer)):
-            replaced.add(layer.name)
+        replaced.add(layer.name)
         return replacement
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
@@ -741,8 +739,6 @@ def _portable(layer: keras.layers.Layer) -> keras.layers.Layer | None:
     """The layer's TFLite-friendly replacement, or None to keep it."""
     if isinstance(layer, MaskedMeanPooling):
         return int8_sequence.FloorDivMeanPooling(name=layer.name)
-    if type(layer) is TransformerBlock:
-        return int8_sequence.BoundedMaskTransformerBlock.from_config(layer.get_config())
     if not isinstance(layer, keras.layers.CategoryEncoding):
         return None
     if layer.output_mode != "one_hot":
@@ -880,9 +876,9 @@ def to_tflite(
 
     With int8, fully integer (int8 weights, activations, inputs and outputs) unless
     `integer_activations(model)` is false (attention, layer normalization): then int8
-    weights and float activations. Masked recurrent layers are unrolled, and the
-    masked mean pooling and the attention's padding mask take forms that quantize
-    (`models.int8_sequence`), in the converted model only.
+    weights and float activations. Masked recurrent layers are unrolled and the masked
+    mean pooling divides with FLOOR_DIV (`models.int8_sequence.FloorDivMeanPooling`), in
+    the converted model only.
 
     Args:
       model: a functional tf_keras model taking transformed features.

@@ -543,12 +543,6 @@ def _check_family(reader: _Reader, config: PipelineConfig) -> None:
             "model.family",
             "sequence needs a text or sequence feature (features.text, features.sequence)",
         )
-    if family == "sequence" and config.quantization.enabled:
-        raise reader.error(
-            "quantization.enabled",
-            "int8 quantization of embeddings, attention and recurrent layers is not there yet:"
-            " set it to false for family sequence",
-        )
 
 
 def _fraction(reader: _Reader, key: str, default: float) -> float:

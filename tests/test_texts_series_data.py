@@ -166,11 +166,15 @@ def test_config_reads_sequence_and_text_keys(tmp_path):
     assert (text.text_features, text.max_tokens, text.vocabulary_size) == (("text",), 64, 500)
 
 
+def test_sequence_family_takes_int8_quantization(tmp_path):
+    config = _config(tmp_path, quantization={"enabled": True})
+    assert config.model_family == "sequence" and config.quantization.enabled
+
+
 @pytest.mark.parametrize(
     ("changes", "key", "words"),
     [
         ({"model": {"family": "mlp"}}, "model.family", "need family sequence"),
-        ({"quantization": {"enabled": True}}, "quantization.enabled", "not there yet"),
         ({"features": {"sequence": ["signal"]}}, "features.sequence_length", "is required"),
         (
             {"features.sequence_normalization": "minmax"},
