@@ -3,17 +3,20 @@
 Three products, all from the plain Keras model that takes transformed features:
 
 - `inference_model`: the model as inference computes it, one flat functional model:
-  nested encoders inlined, each BatchNormalization folded into the Conv2D before it,
+  nested encoders inlined, each BatchNormalization folded into the convolution before it,
   and layers that pass their input through at inference (augmentation, Dropout) left
   out. Float, with the same outputs as the trained model called with training=False.
 - `quantize_weights`: the inference model with every `Dense` and `Conv2D` kernel
-  stored as int8 plus one float32 scale per output channel (symmetric), dequantized
-  in the forward pass; all kernels are packed in one int8 variable and all scales and
-  biases in one float32 variable. Saved with `models.export.export_lean_serving_model`
+  (and the sequence family's embeddings, attention, LSTM/GRU and Conv1D kernels:
+  `models.int8_sequence`) stored as int8 plus one float32 scale per output channel
+  (per row for an embedding; symmetric), dequantized in the forward pass; all
+  kernels are packed in one int8 variable and all scales and biases in one float32
+  variable. Saved with `models.export.export_lean_serving_model`
   it is a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
   quantization-aware training would keep float32 kernels on disk).
 - `to_tflite`: a TFLite flatbuffer, float or fully integer (int8 weights,
-  activations, inputs and outputs) calibrated on a representative dataset.
+  activations, inputs and outputs) calibrated on a representative dataset; with
+  attention or layer normalization, int8 weights and float activations.
 
 `prune` (tensorflow-model-optimization) fine-tunes a model to a target sparsity
 before quantization.
@@ -348,8 +351,9 @@ def inference_model(model: keras.Model) -> keras.Model:
 
     - Nested models (the cnn family's `keras.Sequential` encoder per image) are
       inlined; their layers are named `<nested model>_<layer>`.
-    - A BatchNormalization whose input is a Conv2D's output (and nothing else's input)
-      is folded into that convolution: the kernel scaled per filter, a bias added.
+    - A BatchNormalization whose input is a Conv1D's or Conv2D's output (and nothing
+      else's input) is folded into that convolution: the kernel scaled per filter, a
+      bias added.
     - Layers that pass their input through unchanged at inference are left out
       (augmentation, Dropout, noise, or any custom layer that behaves so): each layer
       without weights is called on a probe with training=False and dropped if the
