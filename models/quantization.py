@@ -3,17 +3,20 @@
 Three products, all from the plain Keras model that takes transformed features:
 
 - `inference_model`: the model as inference computes it, one flat functional model:
-  nested encoders inlined, each BatchNormalization folded into the Conv2D before it,
+  nested encoders inlined, each BatchNormalization folded into the convolution before it,
   and layers that pass their input through at inference (augmentation, Dropout) left
   out. Float, with the same outputs as the trained model called with training=False.
 - `quantize_weights`: the inference model with every `Dense` and `Conv2D` kernel
-  stored as int8 plus one float32 scale per output channel (symmetric), dequantized
-  in the forward pass; all kernels are packed in one int8 variable and all scales and
-  biases in one float32 variable. Saved with `models.export.export_lean_serving_model`
+  (and the sequence family's embeddings, attention, LSTM/GRU and Conv1D kernels:
+  `models.int8_sequence`) stored as int8 plus one float32 scale per output channel
+  (per row for an embedding; symmetric), dequantized in the forward pass; all
+  kernels are packed in one int8 variable and all scales and biases in one float32
+  variable. Saved with `models.export.export_lean_serving_model`
   it is a TF Serving SavedModel whose kernels really are ~4x smaller (fake-quant from
   quantization-aware training would keep float32 kernels on disk).
 - `to_tflite`: a TFLite flatbuffer, float or fully integer (int8 weights,
-  activations, inputs and outputs) calibrated on a representative dataset.
+  activations, inputs and outputs) calibrated on a representative dataset; with
+  attention or layer normalization, int8 weights and float activations.
 
 `prune` (tensorflow-model-optimization) fine-tunes a model to a target sparsity
 before quantization.
@@ -29,6 +32,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from models import int8_sequence
+from models.sequence_encoders import MaskedMeanPooling, TransformerBlock
+
 _INT8_MAX = 127
 # Categorical ids fit an int8 input when the vocabulary (OOV buckets included) does.
 _MAX_INT8_VOCABULARY = _INT8_MAX + 1
@@ -43,8 +49,10 @@ class Int8Slot:
       units: the kernel's columns (output units or filters).
       use_bias: whether a bias follows the scales.
       kernel_offset: the kernel's first element in `Int8Weights.kernels` (row-major).
-      float_offset: the first of `units` scales in `Int8Weights.floats`; the `units`
-        biases follow them.
+      float_offset: the first scale in `Int8Weights.floats`; the `units` biases follow
+        the scales.
+      per_row: one scale per row (`fan_in` of them: an embedding table's, a scale per
+        token) instead of one per unit (output channel).
     """
 
     fan_in: int
@@ -52,6 +60,12 @@ class Int8Slot:
     use_bias: bool
     kernel_offset: int
     float_offset: int
+    per_row: bool = False
+
+    @property
+    def scales(self) -> int:
+        """How many scales the slot has."""
+        return self.fan_in if self.per_row else self.units
 
 
 class Int8Weights(keras.layers.Layer):
@@ -88,37 +102,54 @@ class Int8Weights(keras.layers.Layer):
         return tf.reshape(flat, [slot.fan_in, slot.units])
 
     def scale(self, slot: Int8Slot) -> tf.Tensor:
-        """The slot's float32 scale per unit."""
-        return self.floats[slot.float_offset : slot.float_offset + slot.units]
+        """The slot's float32 scale per unit (per row if `slot.per_row`)."""
+        return self.floats[slot.float_offset : slot.float_offset + slot.scales]
 
     def bias(self, slot: Int8Slot) -> tf.Tensor:
         """The slot's float32 bias (`slot.use_bias` must be true)."""
-        start = slot.float_offset + slot.units
+        start = slot.float_offset + slot.scales
         return self.floats[start : start + slot.units]
 
 
+@dataclasses.dataclass(frozen=True)
+class QuantizedKernel:
+    """One kernel as int8, before packing.
+
+    Attributes:
+      kernel: int8 [fan_in, units].
+      scale: float32, [units] per output channel or [fan_in] per row (`per_row`).
+      bias: float32 [units], or None.
+      per_row: whether the scales are per row.
+    """
+
+    kernel: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray | None = None
+    per_row: bool = False
+
+
 def _pack_int8_weights(
-    layers: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]], name: str = "int8_weights"
+    layers: Sequence[QuantizedKernel], name: str = "int8_weights"
 ) -> tuple[Int8Weights, list[Int8Slot]]:
-    """Packs quantized layers into one `Int8Weights`.
+    """Packs quantized kernels into one `Int8Weights`.
 
     Args:
-      layers: per layer, its (int8 [fan_in, units] kernel, float32 [units] scale,
-        float32 [units] bias or None), e.g. from `quantize_kernel`.
+      layers: the kernels (`quantize_kernel`, `quantize_rows`).
       name: the `Int8Weights` layer's name.
 
     Returns:
-      The packed weights and each layer's slot, in the order of `layers`.
+      The packed weights and each kernel's slot, in the order of `layers`.
     """
     kernels, floats, slots = [], [], []
     kernel_offset = float_offset = 0
-    for kernel, scale, bias in layers:
-        fan_in, units = kernel.shape
-        slots.append(Int8Slot(fan_in, units, bias is not None, kernel_offset, float_offset))
-        kernels.append(kernel.reshape(-1))
-        floats.extend([scale] if bias is None else [scale, bias])
-        kernel_offset += kernel.size
-        float_offset += units * (1 if bias is None else 2)
+    for q in layers:
+        fan_in, units = q.kernel.shape
+        slot = Int8Slot(fan_in, units, q.bias is not None, kernel_offset, float_offset, q.per_row)
+        slots.append(slot)
+        kernels.append(q.kernel.reshape(-1))
+        floats.extend([q.scale] if q.bias is None else [q.scale, q.bias])
+        kernel_offset += q.kernel.size
+        float_offset += slot.scales + (0 if q.bias is None else units)
     packed = Int8Weights(
         np.concatenate(kernels).astype(np.int8),
         np.concatenate(floats).astype(np.float32),
@@ -191,7 +222,11 @@ class Int8Dense(_Int8Kernel):
         super().build(input_shape)
 
     def call(self, inputs):
-        return self._finish(tf.matmul(inputs, self._dequantized_kernel(inputs.dtype)))
+        kernel = self._dequantized_kernel(inputs.dtype)
+        if inputs.shape.rank == 2:
+            return self._finish(tf.matmul(inputs, kernel))
+        # A Dense on [batch, steps, features] (a series' projection) acts on the last axis.
+        return self._finish(tf.tensordot(inputs, kernel, [[-1], [0]]))
 
 
 class Int8Conv2D(_Int8Kernel):
@@ -273,19 +308,34 @@ def quantize_kernel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized, scale
 
 
+def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization of a [rows, dim] table with one scale per row.
+
+    Returns:
+      (int8 table, float32 scale per row); an all-zero row gets scale 1.
+    """
+    quantized, scale = quantize_kernel(table.T)
+    return np.ascontiguousarray(quantized.T), scale
+
+
 def _clone(
-    model: keras.Model, replace: Callable[[keras.layers.Layer], keras.layers.Layer | None]
+    model: keras.Model,
+    replace: Callable[[keras.layers.Layer], keras.layers.Layer | None],
+    configure: Callable[[keras.layers.Layer, dict], dict] | None = None,
 ) -> keras.Model:
     """Clones a functional model, replacing the layers for which `replace` returns one.
 
-    The other layers get copies of their weights; a replacement comes with its own.
+    The other layers are rebuilt from their config (passed through `configure`, which
+    may change what does not change the weights) and get copies of their weights; a
+    replacement comes with its own.
     """
     replaced = set()
 
     def clone_layer(layer):
         replacement = replace(layer)
         if replacement is None:
-            return layer.__class__.from_config(layer.get_config())
+            config = layer.get_config()
+            return layer.__class__.from_config(configure(layer, config) if configure else config)
         replaced.add(layer.name)
         return replacement
 
@@ -301,8 +351,9 @@ def inference_model(model: keras.Model) -> keras.Model:
 
     - Nested models (the cnn family's `keras.Sequential` encoder per image) are
       inlined; their layers are named `<nested model>_<layer>`.
-    - A BatchNormalization whose input is a Conv2D's output (and nothing else's input)
-      is folded into that convolution: the kernel scaled per filter, a bias added.
+    - A BatchNormalization whose input is a Conv1D's or Conv2D's output (and nothing
+      else's input) is folded into that convolution: the kernel scaled per filter, a
+      bias added.
     - Layers that pass their input through unchanged at inference are left out
       (augmentation, Dropout, noise, or any custom layer that behaves so): each layer
       without weights is called on a probe with training=False and dropped if the
@@ -371,8 +422,11 @@ def _inline(model: keras.Model, tensors: dict[int, tf.Tensor], prefix: str):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
+_FOLDABLE_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D)
+
+
 def _batch_norm_folds(model: keras.Model, nodes: Sequence) -> dict[int, keras.layers.Layer]:
-    """id(Conv2D) -> the BatchNormalization folded into it, among `model`'s `nodes`.
+    """id(Conv1D or Conv2D) -> the BatchNormalization folded into it, among `model`'s `nodes`.
 
     Only where folding is exact: the convolution is called once, has no activation and
     feeds only the normalization, which normalizes the channels (last axis).
@@ -387,7 +441,7 @@ def _batch_norm_folds(model: keras.Model, nodes: Sequence) -> dict[int, keras.la
         (x,) = node.keras_inputs
         conv = x._keras_history.layer
         foldable = (
-            type(conv) is keras.layers.Conv2D
+            type(conv) in _FOLDABLE_CONVOLUTIONS
             and len(conv.inbound_nodes) == 1
             and uses[id(x)] == 1
             and keras.activations.serialize(conv.activation) == "linear"
@@ -426,11 +480,11 @@ def fold_batch_norm(
     return folded_kernel.astype(np.float32), folded_bias.astype(np.float32)
 
 
-def _folded_conv(conv: keras.layers.Conv2D, bn: keras.layers.Layer, prefix: str, args):
+def _folded_conv(conv: keras.layers.Layer, bn: keras.layers.Layer, prefix: str, args):
     kernel, *bias = conv.get_weights()
     weights = fold_batch_norm(kernel, bias[0] if bias else None, bn)
     config = {**conv.get_config(), "name": prefix + conv.name, "use_bias": True}
-    layer = keras.layers.Conv2D.from_config(config)
+    layer = type(conv).from_config(config)
     outputs = layer(*args)
     layer.set_weights(list(weights))
     return outputs
@@ -457,41 +511,142 @@ def _is_identity_at_inference(node) -> bool:
     (x,) = node.keras_inputs
     outputs = tf.nest.flatten(node.outputs)
     shape = x.shape[1:].as_list()
-    if (
-        len(outputs) != 1
-        or outputs[0].shape[1:].as_list() != shape
-        or not x.dtype.is_floating
-        or None in shape
-    ):
+    if len(outputs) != 1 or outputs[0].shape[1:].as_list() != shape or not x.dtype.is_floating:
         return False
+    # A dimension of any size (a text encoder's steps) is probed at a small one.
+    shape = [3 if d is None else d for d in shape]
     probe = tf.random.stateless_normal([2, *shape], seed=[0, 0], dtype=x.dtype)
     return bool(tf.reduce_all(tf.equal(layer(probe, training=False), probe)))
 
 
-def _quantized(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A Dense or Conv2D layer's (int8 [fan_in, units] kernel, scale, bias or None)."""
+def _quantized(layer: keras.layers.Layer) -> QuantizedKernel:
+    """A Dense or Conv layer's int8 [fan_in, units] kernel, scale and bias."""
     kernel, *bias = layer.get_weights()
     flat = kernel.reshape(-1, kernel.shape[-1])
-    return (*quantize_kernel(flat), bias[0] if bias else None)
+    return QuantizedKernel(*quantize_kernel(flat), bias[0] if bias else None)
 
 
 def _check_quantizable(layer: keras.layers.Layer) -> None:
-    if type(layer) is not keras.layers.Conv2D:
-        return
-    config = layer.get_config()
-    if config["data_format"] != "channels_last" or config.get("groups", 1) != 1:
+    """Raises ValueError for a layer of a quantized type in a configuration int8 lacks."""
+    if type(layer) in _FOLDABLE_CONVOLUTIONS:
+        config = layer.get_config()
+        if config["data_format"] != "channels_last" or config.get("groups", 1) != 1:
+            raise ValueError(
+                f"layer {layer.name!r}: int8 {type(layer).__name__} needs data_format "
+                f"channels_last and groups 1, got {config['data_format']} and "
+                f"{config.get('groups', 1)}"
+            )
+        if type(layer) is keras.layers.Conv1D and config["padding"] == "causal":
+            raise ValueError(f"layer {layer.name!r}: int8 Conv1D takes no causal padding")
+    elif isinstance(layer, _RECURRENT):
+        _check_recurrent(layer)
+
+
+def _check_recurrent(layer: keras.layers.Layer) -> None:
+    if isinstance(layer, keras.layers.Bidirectional) and layer.merge_mode != "concat":
         raise ValueError(
-            f"layer {layer.name!r}: int8 Conv2D needs data_format channels_last and groups "
-            f"1, got {config['data_format']} and {config.get('groups', 1)}"
+            f"layer {layer.name!r}: int8 Bidirectional merges by concat, got {layer.merge_mode!r}"
         )
+    for rnn in _directions(layer):
+        problems = [
+            f"{key} {value!r}"
+            for key, value, wanted in (
+                ("type", type(rnn).__name__, ("LSTM", "GRU")),
+                ("use_bias", rnn.use_bias, (True,)),
+                ("stateful", rnn.stateful, (False,)),
+                ("return_state", rnn.return_state, (False,)),
+                ("time_major", rnn.time_major, (False,)),
+                ("reset_after", getattr(rnn, "reset_after", True), (True,)),
+            )
+            if value not in wanted
+        ]
+        if problems:
+            raise ValueError(
+                f"layer {layer.name!r}: int8 recurrent layers are LSTM or GRU (reset_after) "
+                f"with a bias, not stateful, returning no state; got {', '.join(problems)}"
+            )
 
 
-def _int8_layer(layer: keras.layers.Layer, packed: Int8Weights, slot: Int8Slot):
+def _directions(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [layer.forward_layer, layer.backward_layer]
+    return [layer]
+
+
+def _recurrent_kernels(layer: keras.layers.Layer) -> list[QuantizedKernel]:
+    """Per direction: the kernel with the input bias, the recurrent kernel (GRU: its bias)."""
+    kernels = []
+    for rnn in _directions(layer):
+        cell = rnn.cell
+        bias = cell.bias.numpy()
+        input_bias, recurrent_bias = (bias, None) if bias.ndim == 1 else (bias[0], bias[1])
+        kernels.append(QuantizedKernel(*quantize_kernel(cell.kernel.numpy()), input_bias))
+        kernels.append(
+            QuantizedKernel(*quantize_kernel(cell.recurrent_kernel.numpy()), recurrent_bias)
+        )
+    return kernels
+
+
+def _transformer_kernels(block: TransformerBlock) -> list[QuantizedKernel]:
+    """Query, key, value, output projections, then the feed-forward layer's two kernels."""
+    attention = block.attention
+    # MultiHeadAttention keeps its projections as EinsumDense layers under these names.
+    projections = [
+        attention._query_dense,
+        attention._key_dense,
+        attention._value_dense,
+        attention._output_dense,
+    ]
+    if any(p.bias is None for p in projections):
+        raise ValueError(f"layer {block.name!r}: int8 attention needs projections with biases")
+    kernels = []
+    for i, projection in enumerate(projections):
+        kernel, bias = projection.kernel.numpy(), projection.bias.numpy()
+        # [width, heads, key_dim] in, or [heads, key_dim, width] for the output.
+        flat = (
+            kernel.reshape(kernel.shape[0], -1) if i < 3 else kernel.reshape(-1, kernel.shape[-1])
+        )
+        kernels.append(QuantizedKernel(*quantize_kernel(flat), bias.reshape(-1)))
+    return kernels + [_quantized(dense) for dense in block.feed_forward.layers]
+
+
+def _kernels(layer: keras.layers.Layer) -> list[QuantizedKernel]:
+    """The int8 kernels of one layer of a quantized type, in its int8 layer's order."""
+    if type(layer) is keras.layers.Embedding:
+        return [QuantizedKernel(*quantize_rows(layer.embeddings.numpy()), per_row=True)]
+    if type(layer) is TransformerBlock:
+        return _transformer_kernels(layer)
+    if isinstance(layer, _RECURRENT):
+        return _recurrent_kernels(layer)
+    return [_quantized(layer)]
+
+
+def _int8_layer(layer: keras.layers.Layer, packed: Int8Weights, slots: list[Int8Slot]):
     if type(layer) is keras.layers.Dense:
-        return Int8Dense(packed, slot, layer.activation, name=layer.name)
+        return Int8Dense(packed, slots[0], layer.activation, name=layer.name)
+    if type(layer) is keras.layers.Embedding:
+        return int8_sequence.Int8Embedding(packed, slots[0], name=layer.name)
+    if type(layer) is keras.layers.Conv1D:
+        return int8_sequence.Int8Conv1D(
+            packed,
+            slots[0],
+            layer.kernel_size[0],
+            layer.strides[0],
+            layer.padding,
+            layer.dilation_rate[0],
+            layer.activation,
+            name=layer.name,
+        )
+    if type(layer) is TransformerBlock:
+        norms = [layer.attention_norm, layer.feed_forward_norm]
+        return int8_sequence.Int8TransformerBlock(
+            packed, slots, layer.num_heads, norms, name=layer.name
+        )
+    if isinstance(layer, _RECURRENT):
+        return _int8_recurrent(layer, packed, slots)
     return Int8Conv2D(
         packed,
-        slot,
+        slots[0],
         layer.kernel_size,
         layer.strides,
         layer.padding,
@@ -501,18 +656,52 @@ def _int8_layer(layer: keras.layers.Layer, packed: Int8Weights, slot: Int8Slot):
     )
 
 
-_QUANTIZED_LAYERS = (keras.layers.Dense, keras.layers.Conv2D)
+def _int8_recurrent(layer: keras.layers.Layer, packed: Int8Weights, slots: list[Int8Slot]):
+    rnns = _directions(layer)
+    first = rnns[0]
+    return int8_sequence.Int8Recurrent(
+        packed,
+        "lstm" if isinstance(first, keras.layers.LSTM) else "gru",
+        [(slots[2 * i], slots[2 * i + 1], rnn.go_backwards) for i, rnn in enumerate(rnns)],
+        first.units,
+        first.return_sequences,
+        first.zero_output_for_mask,
+        first.activation,
+        first.recurrent_activation,
+        name=layer.name,
+    )
+
+
+_RECURRENT = (keras.layers.LSTM, keras.layers.GRU, keras.layers.Bidirectional)
+_QUANTIZED_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Embedding,
+    TransformerBlock,
+    *_RECURRENT,
+)
 
 
 def quantize_weights(model: keras.Model) -> keras.Model:
-    """The inference model with every Dense and Conv2D kernel stored as per-channel int8.
+    """The inference model with its kernels and embedding tables stored as int8.
 
     The model is first rebuilt by `inference_model` (normalizations folded into their
-    convolutions, pass-through layers left out, nested encoders inlined); its Dense
-    layers become `Int8Dense` and its Conv2D layers `Int8Conv2D`. All int8 kernels
-    share one int8 variable and all scales and biases one float32 variable
-    (`Int8Weights`), so the model's variables are those two plus those of any layer
-    left in float (e.g. a normalization that could not be folded).
+    convolutions, pass-through layers left out, nested encoders inlined); then each
+    layer of these types becomes its int8 counterpart:
+
+    - Dense, Conv2D, Conv1D: `Int8Dense`, `Int8Conv2D`, `Int8Conv1D`, a scale per
+      output channel;
+    - Embedding: `Int8Embedding`, a scale per row (token);
+    - `TransformerBlock`: `Int8TransformerBlock`, the attention's four projections and
+      the feed-forward kernels int8 (a scale per output unit), layer normalization float;
+    - LSTM, GRU (also inside Bidirectional): `Int8Recurrent`, kernel and recurrent
+      kernel int8 (a scale per gate unit).
+
+    All int8 kernels share one int8 variable and all scales and biases one float32
+    variable (`Int8Weights`), so the model's variables are those two plus those of any
+    layer left in float (a transformer's position embedding and layer normalizations,
+    a normalization that could not be folded).
 
     Args:
       model: a functional tf_keras model.
@@ -521,27 +710,39 @@ def quantize_weights(model: keras.Model) -> keras.Model:
       An uncompiled model with the same inputs and outputs as `model` at inference.
 
     Raises:
-      ValueError: the model has no Dense or Conv2D layer, so there is nothing to
-        quantize, or a Conv2D that is not channels-last or is grouped.
+      ValueError: the model has no layer to quantize, or one of a quantized type in a
+        configuration the int8 layers do not implement (a grouped or channels-first
+        convolution, a causal Conv1D, a stateful recurrent layer, a GRU without
+        reset_after); the message names the layer.
     """
     inference = inference_model(model)
     layers = [layer for layer in inference.layers if type(layer) in _QUANTIZED_LAYERS]
     if not layers:
-        raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to quantize")
+        raise ValueError(
+            f"model {model.name!r} has no Dense, convolution, embedding, attention "
+            "or recurrent layer to quantize"
+        )
     for layer in layers:
         _check_quantizable(layer)
-    packed, slots = _pack_int8_weights([_quantized(layer) for layer in layers])
-    slot_of = {layer.name: slot for layer, slot in zip(layers, slots, strict=True)}
+    kernels = [_kernels(layer) for layer in layers]
+    packed, slots = _pack_int8_weights([k for layer_kernels in kernels for k in layer_kernels])
+    slots_of, start = {}, 0
+    for layer, layer_kernels in zip(layers, kernels, strict=True):
+        slots_of[layer.name] = slots[start : start + len(layer_kernels)]
+        start += len(layer_kernels)
 
     def int8(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if type(layer) not in _QUANTIZED_LAYERS:
+        if layer.name not in slots_of:
             return None
-        return _int8_layer(layer, packed, slot_of[layer.name])
+        return _int8_layer(layer, packed, slots_of[layer.name])
 
     return _clone(inference, int8)
 
 
-def _one_hot(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+def _portable(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+    """The layer's TFLite-friendly replacement, or None to keep it."""
+    if isinstance(layer, MaskedMeanPooling):
+        return int8_sequence.FloorDivMeanPooling(name=layer.name)
     if not isinstance(layer, keras.layers.CategoryEncoding):
         return None
     if layer.output_mode != "one_hot":
@@ -568,9 +769,11 @@ class TFLiteInput:
 
 
 def tflite_inputs(model: keras.Model) -> list[TFLiteInput]:
-    """The TFLite model's inputs: float32 numeric features and images, int8 (or int32) ids.
+    """The TFLite model's inputs: float32 numeric features, images and series, int8 (or
+    int32) categorical ids, int64 token ids.
 
-    Ids are int8 when every vocabulary fits (<= 128 ids), int32 otherwise.
+    Categorical ids are int8 when every vocabulary fits (<= 128 ids), int32 otherwise; a
+    text's token ids ([max_tokens] per example) stay int64, as Transform gives them.
     """
     depths = [
         layer.num_tokens
@@ -581,7 +784,7 @@ def tflite_inputs(model: keras.Model) -> list[TFLiteInput]:
     return [
         TFLiteInput(
             name,
-            tf.float32 if tensor.dtype.is_floating else id_dtype,
+            _tflite_dtype(tensor, id_dtype),
             not tensor.dtype.is_floating,
             tuple(tensor.shape[1:].as_list()),
         )
@@ -589,9 +792,35 @@ def tflite_inputs(model: keras.Model) -> list[TFLiteInput]:
     ]
 
 
+def _tflite_dtype(tensor: tf.Tensor, id_dtype: tf.DType) -> tf.DType:
+    if tensor.dtype.is_floating:
+        return tf.float32
+    return id_dtype if tensor.shape.rank == 1 else tf.int64
+
+
+def _unrolled(layer: keras.layers.Layer, config: dict) -> dict:
+    """An LSTM's or GRU's config (also inside Bidirectional) with the recurrence unrolled.
+
+    TFLite cannot lower the loop keras runs a masked recurrent layer in (a While over
+    TensorLists whose element shape depends on the batch), and would run it in float
+    if it could; unrolled over the fixed number of steps, every step is fully connected
+    layers, gates and a select on the mask, which all have int8 kernels.
+    """
+    if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
+        return {**config, "unroll": True}
+    if isinstance(layer, keras.layers.Bidirectional):
+        config = dict(config)
+        for key in ("layer", "backward_layer"):
+            if key in config:
+                inner = config[key]
+                config[key] = {**inner, "config": {**inner["config"], "unroll": True}}
+        return config
+    return config
+
+
 def _tflite_function(model: keras.Model, inputs: list[TFLiteInput]):
     # The inference model: the converter then never sees augmentation or dropout ops.
-    portable = _clone(inference_model(model), _one_hot)
+    portable = _clone(inference_model(model), _portable, _unrolled)
     signature = [tf.TensorSpec([None, *i.shape], i.dtype, name=i.name) for i in inputs]
 
     @tf.function(input_signature=signature)
@@ -629,19 +858,39 @@ def representative_dataset(
     return generate
 
 
+def integer_activations(model: keras.Model) -> bool:
+    """Whether the TFLite model computes with int8 activations, or only stores int8 weights.
+
+    False for a model with attention or layer normalization: their int8 activations
+    lose most of the signal (layer normalization's mean, variance and reciprocal square
+    root, attention's scores and softmax at 8 bits: a tiny transformer's int8 TFLite
+    outputs come out as far from the float ones as they are large), and TFLite's 16x8
+    mode aborts on this TFLite build. Such a model gets dynamic-range quantization
+    instead: int8 weights (the same size), float activations.
+    """
+    wide = (TransformerBlock, keras.layers.LayerNormalization, keras.layers.MultiHeadAttention)
+    return not any(isinstance(layer, wide) for layer in inference_model(model).layers)
+
+
 def to_tflite(
     model: keras.Model,
     representative: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
 ) -> bytes:
-    """Converts the model to TFLite; fully int8 when a representative dataset is given.
+    """Converts the model to TFLite; int8 when a representative dataset is given.
+
+    With int8, fully integer (int8 weights, activations, inputs and outputs) unless
+    `integer_activations(model)` is false (attention, layer normalization): then int8
+    weights and float activations. Masked recurrent layers are unrolled and the masked
+    mean pooling divides with FLOOR_DIV (`models.int8_sequence.FloorDivMeanPooling`), in
+    the converted model only.
 
     Args:
       model: a functional tf_keras model taking transformed features.
       representative: calibration data (`representative_dataset`); None for a float model.
 
     Returns:
-      The flatbuffer. Its inputs are `tflite_inputs(model)`; with int8 quantization the
-      numeric inputs and the output are int8 with the scale and zero point in the
+      The flatbuffer. Its inputs are `tflite_inputs(model)`; with integer activations
+      the float inputs and the output are int8 with the scale and zero point in the
       interpreter's tensor details.
 
     Raises:
@@ -652,10 +901,16 @@ def to_tflite(
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], portable)
     if representative is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if integer_activations(model):
+            converter.representative_dataset = representative
+            # An op without an int8 kernel stays float between a dequantize and a
+            # quantize (the report's `float_ops` names them) rather than failing.
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     try:
         return converter.convert()
     except Exception as err:

@@ -166,11 +166,22 @@ def test_config_reads_sequence_and_text_keys(tmp_path):
     assert (text.text_features, text.max_tokens, text.vocabulary_size) == (("text",), 64, 500)
 
 
+def test_sequence_family_takes_int8_quantization_but_not_for_recurrent_encoders(tmp_path):
+    config = _config(tmp_path, quantization={"enabled": True})
+    assert config.model_family == "sequence" and config.quantization.enabled
+    with pytest.raises(ConfigError, match=r"encoder \['lstm'\].*XNNPACK") as err:
+        _config(
+            tmp_path,
+            quantization={"enabled": True},
+            tuner={"search_space": {"encoder": ["transformer", "lstm"]}},
+        )
+    assert err.value.key == "quantization.enabled"
+
+
 @pytest.mark.parametrize(
     ("changes", "key", "words"),
     [
         ({"model": {"family": "mlp"}}, "model.family", "need family sequence"),
-        ({"quantization": {"enabled": True}}, "quantization.enabled", "not there yet"),
         ({"features": {"sequence": ["signal"]}}, "features.sequence_length", "is required"),
         (
             {"features.sequence_normalization": "minmax"},

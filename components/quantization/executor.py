@@ -16,7 +16,9 @@ from tfx.types import artifact_utils
 
 from components.quantization import measure
 from components.quantization import spec as keys
-from models import quantization
+
+# Registers the sequence family's custom layers, which the Trainer's model.keras names.
+from models import quantization, sequence_encoders  # noqa: F401
 from models.export import class_names_of, export_lean_serving_model
 from models.features import FeatureSpec
 from pipeline.config import QUANTIZATION_METHODS, QuantizationConfig
@@ -27,8 +29,9 @@ _DEFAULTS = QuantizationConfig()
 # The int8 SavedModel: per-channel int8 Dense and Conv2D kernels
 # (models.quantization.quantize_weights).
 METHOD_DESCRIPTIONS = {
-    "int8_weights": "post-training per-channel int8 Dense and Conv2D kernels (batch "
-    "normalization folded into the convolutions), float32 activations"
+    "int8_weights": "post-training per-channel int8 Dense, Conv1D/Conv2D (batch "
+    "normalization folded in), attention and LSTM/GRU kernels and per-row int8 embedding "
+    "tables, float32 activations"
 }
 _PRUNING_BATCH_SIZE = 32
 _LATENCY_BATCHES = (1, 256)
@@ -175,6 +178,7 @@ def tflite_entry(
         "size_bytes": tf.io.gfile.stat(path).length,
         "size_breakdown": breakdown,
         "tensor_data_by_type": tensor_data_by_type,
+        "float_ops": measure.tflite_float_ops(path),
         "metrics": _metrics(
             settings.spec, features[settings.spec.label_xf], runner.predict(model_features)
         ),

@@ -143,6 +143,29 @@ def tflite_bytes(path: str) -> tuple[dict[str, int], dict[str, int]]:
     return breakdown, dict(sorted(by_type.items()))
 
 
+def tflite_float_ops(path: str) -> dict[str, int]:
+    """How many ops of each kind compute in float32 in a TFLite flatbuffer.
+
+    An op counts when one of its outputs is float32 (a DEQUANTIZE back to float, an op
+    the converter left without an int8 kernel, or every op of a float model). Keyed by
+    the builtin operator's name ("FULLY_CONNECTED", "DEQUANTIZE").
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    counts: dict[str, int] = {}
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if any(subgraph.tensors[t].type == schema.TensorType.FLOAT32 for t in op.outputs):
+                name = op_names.get(builtin, str(builtin))
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _quantization_bytes(parameters) -> int:
     """Bytes of a tensor's quantization vectors: float32 scale/min/max, int64 zero_point."""
     if parameters is None:
