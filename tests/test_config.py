@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config
+from pipeline.config import IntRange, load_config
 from pipeline.errors import ConfigError
 
 
@@ -220,15 +220,18 @@ def fashion(repo_root) -> dict:
 def test_fashion_mnist_config_loads(repo_root):
     config = load_config(repo_root / "configs" / "fashion_mnist.yaml")
     assert (config.data.format, config.data.source) == ("image_folder", "fashion-mnist")
-    assert (config.data.max_train_examples, config.data.max_eval_examples) == (12000, 2000)
+    # All 60,000 training and 10,000 test images.
+    assert (config.data.max_train_examples, config.data.max_eval_examples) == (None, None)
     assert config.image_features == ("image",) and config.image_shape == (28, 28, 1)
     assert config.features == ("image",)
     assert config.model_family == "cnn"
-    assert config.model.augmentation.flip is True
+    assert config.model.augmentation.flip is False
+    assert config.tuner.search_space.convs_per_block == IntRange(1, 1, 1)
+    assert config.tuner.search_space.lr_schedule == ("cosine",)
     assert config.tuner.search_space.kernel_size == (3,)
     assert config.tuner.search_space.batch_norm == (True,)
     assert config.tuner.search_space.pooling == ("flatten",)
-    assert config.tuner.max_train_examples == 4000
+    assert config.tuner.max_train_examples == 6000
     assert config.quantization.enabled and config.quantization.serve == "quantized"
     assert config.quantization.max_metric_drop == pytest.approx(0.005)
 
@@ -400,7 +403,7 @@ def test_a_base_model_is_a_keras_file_a_saved_model_or_the_newest_pushed_version
                 base_model=str(_saved_model(tmp / "m")), fine_tune={"frozen_epochs": 99}
             ),
             "model.fine_tune.frozen_epochs",
-            "must be <= training.epochs (12)",
+            "must be <= training.epochs (18)",
         ),
         (
             lambda c, tmp: c["model"].update(
