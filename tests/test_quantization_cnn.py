@@ -96,7 +96,9 @@ def test_inference_model_folds_batch_norm_exactly_and_drops_training_only_layers
     assert kinds.count("Conv2D") == 4 and kinds.count("ReLU") == 4
     convs = [layer for layer in folded.layers if isinstance(layer, keras.layers.Conv2D)]
     assert all(layer.use_bias for layer in convs)
-    assert folded.get_layer("image_encoder_conv2d").name in [layer.name for layer in convs]
+    # Inlined layers keep their encoder's name as a prefix (Keras numbers the rest by
+    # how many layers this process made before, so the full name is not fixed).
+    assert all(layer.name.startswith("image_encoder_conv2d") for layer in convs)
     np.testing.assert_allclose(
         folded(features, training=False).numpy(),
         model(features, training=False).numpy(),
