@@ -261,6 +261,52 @@ def test_search_space_names_the_key_of_a_bad_value(value, message):
         hyperparameters({"units": value})
 
 
+COLOURS = {"hue": ("shape", ["circle", "square"]), "side": ("shape", ["square"])}
+
+
+def test_conditional_keys_are_scoped_to_the_parent_values_that_read_them():
+    space = {
+        "shape": ["circle", "square", "line"],
+        "hue": [1, 2],
+        "side": {"min": 1, "max": 4, "step": 1},
+    }
+    hp = hyperparameters(space, COLOURS)
+    conditions = {p.name: [(c.name, c.values) for c in p.conditions] for p in hp.space}
+    assert conditions == {
+        "shape": [],
+        "hue": [("shape", ["circle", "square"])],
+        "side": [("shape", ["square"])],
+    }
+    # Defaults: shape is "circle", so side is inactive and has no value.
+    assert hp.values == {"shape": "circle", "hue": 1}
+    hp.values["shape"] = "square"
+    assert hp.is_active("side") and hp.is_active("hue")
+
+
+def test_conditional_keys_drop_out_or_are_plain_for_the_parent_choices_listed():
+    space = {"shape": ["circle"], "hue": [1, 2], "side": {"min": 1, "max": 4, "step": 1}}
+    hp = hyperparameters(space, COLOURS)
+    # Every listed shape reads hue: no scope; no listed shape reads side: left out.
+    assert [(p.name, p.conditions) for p in hp.space] == [("shape", []), ("hue", [])]
+    assert hyperparameters({"shape": "square", "side": 2}, COLOURS).values == {
+        "shape": "square",
+        "side": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"side": 2, "shape": ["square"]}, "'side': it is read only for some values of 'shape'"),
+        ({"side": 2}, "'side': it is read only for some values of 'shape'"),
+        ({"shape": {"min": 1, "max": 2, "step": 1}, "side": 2}, "parent 'shape' must be a list"),
+    ],
+)
+def test_a_condition_needs_its_parent_declared_first_as_a_choice(space, message):
+    with pytest.raises(ValueError, match=message):
+        hyperparameters(space, COLOURS)
+
+
 def test_each_family_builds_from_exactly_its_search_keys():
     """The pipeline hands the tuner only SEARCH_KEYS[family]: build_model needs no other."""
     mlp_hparams = hyperparameters(MLP_SPACE).values
