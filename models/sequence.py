@@ -14,6 +14,7 @@ encoder reads its own sizes and ignores the others':
 | `num_heads`, `attention_blocks`, `ff_dim` | transformer |
 | `rnn_units`, `rnn_layers`, `bidirectional` | lstm, gru |
 | `conv_blocks`, `filters`, `kernel_size`, `residual` | conv1d |
+| `pooling` (global_average, global_max) | transformer, conv1d |
 | `dropout` | every encoder and the combiner |
 | `units`, `layers`, `l2` | the combiner |
 | `learning_rate`, `optimizer`, `lr_schedule`, `lr_decay_rate` | the optimizer |
@@ -50,6 +51,7 @@ HPARAMS = (
     "filters",
     "kernel_size",
     "residual",
+    "pooling",
     "units",
     "layers",
     "dropout",

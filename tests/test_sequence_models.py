@@ -23,6 +23,7 @@ TINY = {
     "filters": 4,
     "kernel_size": 5,
     "residual": False,
+    "pooling": "global_average",
     "units": 8,
     "layers": 1,
     "dropout": 0.0,
@@ -39,6 +40,9 @@ VARIANTS = {
     "gru-bidirectional": {"encoder": "gru", "bidirectional": True},
     "conv1d": {"encoder": "conv1d"},
     "conv1d-residual": {"encoder": "conv1d", "residual": True},
+    "conv1d-max": {"encoder": "conv1d", "pooling": "global_max"},
+    "transformer-max": {"encoder": "transformer", "pooling": "global_max"},
+    "bag-of-embeddings": {"encoder": "conv1d", "conv_blocks": 0},
 }
 VOCAB = 20
 
@@ -74,11 +78,34 @@ def test_padding_does_not_change_a_text_encoding(variant):
     assert np.abs(other[0] - unpadded[0]).max() > 1e-4
 
 
-@pytest.mark.parametrize("variant", ["transformer", "conv1d"])
+@pytest.mark.parametrize("variant", ["transformer", "conv1d", "conv1d-max", "transformer-max"])
 def test_an_empty_text_encodes_as_zeros(variant):
     encoder = build_encoder(TINY | VARIANTS[variant], max_length=8, vocab_size=VOCAB, name="e")
     encoded = encoder(np.zeros((2, 8), np.int64), training=False).numpy()
     np.testing.assert_array_equal(encoded, 0.0)
+
+
+def test_max_pooling_takes_the_largest_unpadded_value_per_channel():
+    encoder = build_encoder(
+        TINY | {"encoder": "conv1d", "conv_blocks": 0, "pooling": "global_max"},
+        max_length=6,
+        vocab_size=VOCAB,
+        name="bag",
+    )
+    (embedding,) = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Embedding)]
+    embeddings = embedding.get_weights()[0]
+    ids = _padded([[3, 5], [4]], 6)
+    expected = np.stack([embeddings[[3, 5]].max(axis=0), embeddings[4]])
+    # The padding's embedding (id 0) takes no part, even where it is the largest.
+    np.testing.assert_allclose(encoder(ids, training=False).numpy(), expected, atol=1e-6)
+    mean = build_encoder(
+        TINY | {"encoder": "conv1d", "conv_blocks": 0}, max_length=6, vocab_size=VOCAB, name="m"
+    )
+    mean.set_weights(encoder.get_weights())
+    averaged = np.stack([embeddings[[3, 5]].mean(axis=0), embeddings[4]])
+    np.testing.assert_allclose(mean(ids, training=False).numpy(), averaged, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown pooling 'flatten' for encoder 'conv1d'"):
+        build_encoder(TINY | {"encoder": "conv1d", "pooling": "flatten"}, max_length=6, name="e")
 
 
 def test_unknown_encoder_and_missing_hyperparameters_are_refused():
@@ -205,6 +232,7 @@ SEQUENCE_SPACE = {
     "filters": {"min": 4, "max": 8, "step": 4},
     "kernel_size": [3, 5],
     "residual": [True, False],
+    "pooling": ["global_average", "global_max"],
     "units": {"min": 8, "max": 8, "step": 8},
     "layers": {"min": 0, "max": 1, "step": 1},
     "dropout": {"min": 0.0, "max": 0.2, "sampling": "linear"},
@@ -232,15 +260,16 @@ def test_each_encoders_keys_are_conditioned_on_the_encoder():
     assert scopes["ff_dim"] == [["transformer"]]
     assert scopes["bidirectional"] == [["gru"]]
     assert scopes["kernel_size"] == [["conv1d"]]
+    assert scopes["pooling"] == [["transformer", "conv1d"]]
     assert all(scopes[key] == [] for key in SHARED)
 
 
 @pytest.mark.parametrize(
     ("encoders", "kept"),
     [
-        (["conv1d"], {"conv_blocks", "filters", "kernel_size", "residual"}),
+        (["conv1d"], {"conv_blocks", "filters", "kernel_size", "residual", "pooling"}),
         (["lstm"], {"rnn_units", "rnn_layers", "bidirectional"}),
-        (["transformer"], {"num_heads", "attention_blocks", "ff_dim"}),
+        (["transformer"], {"num_heads", "attention_blocks", "ff_dim", "pooling"}),
     ],
 )
 def test_keys_of_encoders_not_listed_drop_out_and_the_model_builds_without_them(encoders, kept):
