@@ -21,11 +21,12 @@ def hyperparameters(
     space: Mapping[str, Any],
     conditions: Mapping[str, tuple[str, Sequence[Any]]] | None = None,
 ) -> keras_tuner.HyperParameters:
-    """Declares the search space, one entry per key in the dict's order.
+    """Declares the search space, one entry per key in the dict's order, parents first.
 
     Args:
       space: hyperparameter name to one of
-        - `{"min", "max", "step"}` (ints): an integer range, `hp.Int`;
+        - `{"min", "max", "step"}` (ints): an integer range, `hp.Int`, or `hp.Fixed`
+          when min == max;
         - `{"min", "max", "sampling"}` (floats; sampling "linear" or "log"): a float
           range, `hp.Float`, or `hp.Fixed` when min == max;
         - a list of values of one type (str, int, float or bool): `hp.Choice`; a list
@@ -33,7 +34,7 @@ def hyperparameters(
           or `hp.Fixed` when it holds one value;
         - a scalar (bool, int, float, str): `hp.Fixed`.
       conditions: key to `(parent, values)`: the key is read only when the parent key
-        (declared before it) takes one of `values`. Such a key is left out when the
+        takes one of `values`. Such a key is left out when the
         parent can take none of them, declared as usual when every value the parent can
         take is among them, and otherwise declared under
         `hp.conditional_scope(parent, <those of values the parent can take>)`.
@@ -43,12 +44,18 @@ def hyperparameters(
       those active for the parents' defaults (keras_tuner leaves inactive ones out).
 
     Raises:
-      ValueError: a value of none of these forms, or a condition on a parent that is
-        not declared before the key; the message names the key.
+      ValueError: a value of none of these forms, or a condition on a parent the space
+        lacks or that is a range; the message names the key.
     """
     hp = keras_tuner.HyperParameters()
-    for key, value in space.items():
-        if key not in (conditions or {}):
+    conditions = conditions or {}
+    # Parents first: a conditional_scope needs its parent declared, and the dict's order
+    # may not say so (custom_config travels as JSON with its keys sorted).
+    parents = {parent for parent, _ in conditions.values()}
+    ordered = [k for k in space if k in parents] + [k for k in space if k not in parents]
+    for key in ordered:
+        value = space[key]
+        if key not in conditions:
             _declare(hp, key, value)
             continue
         parent, values = conditions[key]
@@ -65,11 +72,10 @@ def hyperparameters(
 
 def _parent_choices(space: Mapping[str, Any], key: str, parent: str) -> list:
     """The values the parent of a conditional key can take: its choices or fixed value."""
-    keys = list(space)
-    if parent not in space or keys.index(parent) > keys.index(key):
+    if parent not in space:
         raise ValueError(
             f"search space {key!r}: it is read only for some values of {parent!r}, which "
-            f"must come before it in the search space"
+            f"the search space lacks"
         )
     value = space[parent]
     if isinstance(value, Mapping):
@@ -95,18 +101,18 @@ def _declare(hp: keras_tuner.HyperParameters, key: str, value: Any) -> None:
 
 def _range(hp: keras_tuner.HyperParameters, key: str, r: Mapping[str, Any]) -> None:
     keys = set(r)
-    if keys == {"min", "max", "step"}:
-        hp.Int(key, r["min"], r["max"], step=r["step"])
-    elif keys == {"min", "max", "sampling"}:
-        if r["min"] == r["max"]:
-            hp.Fixed(key, r["min"])
-        else:
-            hp.Float(key, r["min"], r["max"], sampling=r["sampling"])
-    else:
+    if keys not in ({"min", "max", "step"}, {"min", "max", "sampling"}):
         raise ValueError(
             f"search space {key!r}: a range has keys min, max and step (ints) or min, max "
             f"and sampling (floats), got {sorted(keys)}"
         )
+    # A range of one value is fixed: the Bayesian search has nothing to vary there.
+    if r["min"] == r["max"]:
+        hp.Fixed(key, r["min"])
+    elif "step" in keys:
+        hp.Int(key, r["min"], r["max"], step=r["step"])
+    else:
+        hp.Float(key, r["min"], r["max"], sampling=r["sampling"])
 
 
 def _choice(hp: keras_tuner.HyperParameters, key: str, values: list) -> None:

@@ -306,7 +306,10 @@ def test_the_bayesian_tuner_gives_each_trial_only_its_encoders_keys(tmp_path):
         max_trials=8,
         # After 3 random trials the Gaussian process proposes the rest.
         num_initial_points=3,
-        hyperparameters=hyperparameters(SEQUENCE_SPACE, registry.CONDITIONS["sequence"]),
+        # Sorted keys, as custom_config reaches the Tuner (JSON).
+        hyperparameters=hyperparameters(
+            dict(sorted(SEQUENCE_SPACE.items())), registry.CONDITIONS["sequence"]
+        ),
         tune_new_entries=False,
         seed=3,
         directory=str(tmp_path),
