@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -62,6 +62,10 @@ bench-fashion-mnist:
 
 bench-trainer:
 	$(IN_ENV) python -m bench.trainer_throughput
+
+# One cold run each of configs/bbc_news.yaml and configs/forda.yaml against issue 11's targets.
+bench-text-series:
+	$(IN_ENV) python -m bench.text_series
 
 clean:
 	rm -rf output

@@ -20,6 +20,14 @@ SEARCH_KEYS: dict[str, tuple[str, ...]] = {
     "sequence": sequence.HPARAMS,
 }
 
+# Hyperparameters read only for some values of another (key -> (parent, values)): the
+# tuner leaves out or conditions them (models/search_space.py).
+CONDITIONS: dict[str, dict[str, tuple[str, tuple]]] = {
+    "mlp": {},
+    "cnn": {},
+    "sequence": sequence.CONDITIONS,
+}
+
 # The hyperparameters a backbone fixes (transfer learning): the tuner leaves them out.
 BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
     "mlp": (),

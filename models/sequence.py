@@ -14,9 +14,14 @@ encoder reads its own sizes and ignores the others':
 | `num_heads`, `attention_blocks`, `ff_dim` | transformer |
 | `rnn_units`, `rnn_layers`, `bidirectional` | lstm, gru |
 | `conv_blocks`, `filters`, `kernel_size`, `residual` | conv1d |
+| `pooling` (global_average, global_max) | transformer, conv1d |
 | `dropout` | every encoder and the combiner |
 | `units`, `layers`, `l2` | the combiner |
 | `learning_rate`, `optimizer`, `lr_schedule`, `lr_decay_rate` | the optimizer |
+
+`CONDITIONS` tells the tuner the same (models/search_space.py): the keys of encoders the
+search space's `encoder` does not list are left out, and when it lists several, each
+encoder's own keys are active only in the trials that choose it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from models.combiner import concat_combiner
 from models.encoders import tabular_inputs
 from models.features import FeatureSpec, transformed_name
 from models.heads import compiled_model
-from models.sequence_encoders import build_encoder
+from models.sequence_encoders import ENCODER_HPARAMS, ENCODERS, build_encoder
 
 # The hyperparameters build_model reads: the tuner searches these and no others.
 HPARAMS = (
@@ -46,6 +51,7 @@ HPARAMS = (
     "filters",
     "kernel_size",
     "residual",
+    "pooling",
     "units",
     "layers",
     "dropout",
@@ -55,6 +61,13 @@ HPARAMS = (
     "lr_schedule",
     "lr_decay_rate",
 )
+
+# Each encoder's own hyperparameters, read only when `encoder` is one of those listed:
+# key -> ("encoder", the encoders that read it), for search_space.hyperparameters.
+CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    key: ("encoder", tuple(kind for kind in ENCODERS if key in ENCODER_HPARAMS[kind]))
+    for key in dict.fromkeys(k for kind in ENCODERS for k in ENCODER_HPARAMS[kind])
+}
 
 
 def build_model(

@@ -6,16 +6,17 @@ and runs one of `ENCODERS` over the steps:
 
 - transformer: learned position embeddings, `attention_blocks` blocks of multi-head
   self-attention and a feed-forward layer, each with a residual, layer normalisation and
-  dropout; masked mean pooling.
+  dropout; masked pooling (`pooling`: the mean or the maximum over the tokens).
 - lstm, gru: `rnn_layers` stacked recurrent layers (bidirectional if asked); the last
   layer's final state.
 - conv1d: the fully convolutional network of Wang et al. (2017), Conv1D + batch
   normalisation + ReLU blocks, or with `residual` their ResNet (three convolutions per
-  block and a shortcut); masked mean pooling.
+  block and a shortcut); masked pooling as the transformer's. With `conv_blocks` 0 this is
+  a bag of embeddings (fastText's average of the token embeddings, or their maximum).
 
 Padding never changes a text's encoding: attention never attends to padded steps,
 recurrent layers skip them, the convolutions see zeros there (as beyond the ends) and
-pooling averages only the tokens. A text of padding only encodes as zeros (transformer,
+pooling reads only the tokens. A text of padding only encodes as zeros (transformer,
 conv1d) or the recurrent layers' initial state.
 """
 
@@ -28,14 +29,17 @@ import tensorflow as tf
 import tf_keras as keras
 
 ENCODERS = ("transformer", "lstm", "gru", "conv1d")
+# `pooling` of the transformer and conv1d: over the unpadded steps, the mean or the maximum
+# per channel (the names of the cnn family's global poolings).
+POOLINGS = ("global_average", "global_max")
 
 # The hyperparameters each encoder reads, besides `embedding_dim` (text only; also the
 # transformer's width) and `dropout`.
 ENCODER_HPARAMS: dict[str, tuple[str, ...]] = {
-    "transformer": ("num_heads", "attention_blocks", "ff_dim"),
+    "transformer": ("num_heads", "attention_blocks", "ff_dim", "pooling"),
     "lstm": ("rnn_units", "rnn_layers", "bidirectional"),
     "gru": ("rnn_units", "rnn_layers", "bidirectional"),
-    "conv1d": ("conv_blocks", "filters", "kernel_size", "residual"),
+    "conv1d": ("conv_blocks", "filters", "kernel_size", "residual", "pooling"),
 }
 
 _PACKAGE = "tfx_pipeline"
@@ -73,6 +77,22 @@ class MaskedMeanPooling(keras.layers.Layer):
         weights = tf.cast(mask, inputs.dtype)[:, :, tf.newaxis]
         total = tf.reduce_sum(inputs * weights, axis=1)
         return tf.math.divide_no_nan(total, tf.reduce_sum(weights, axis=1))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MaskedMaxPooling(keras.layers.Layer):
+    """The maximum over the unpadded steps: [batch, length, channels] -> [batch, channels].
+
+    A row with no unpadded step (an empty text) gives zeros.
+    """
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return tf.reduce_max(inputs, axis=1)
+        kept = tf.cast(mask, tf.bool)[:, :, tf.newaxis]
+        lowest = tf.fill(tf.shape(inputs), inputs.dtype.min)
+        pooled = tf.reduce_max(tf.where(kept, inputs, lowest), axis=1)
+        return tf.where(tf.reduce_any(kept, axis=1), pooled, tf.zeros_like(pooled))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -166,11 +186,13 @@ def build_encoder(
     Args:
       hparams: `encoder` (one of `ENCODERS`), `dropout`, `embedding_dim` (token
         embeddings; the transformer's width, also for a sequence), and the encoder's own
-        (`ENCODER_HPARAMS`): transformer `num_heads`, `attention_blocks`, `ff_dim`;
+        (`ENCODER_HPARAMS`): transformer `num_heads`, `attention_blocks`, `ff_dim`,
+        `pooling` (one of `POOLINGS`);
         lstm/gru `rnn_units`, `rnn_layers`, `bidirectional`; conv1d `conv_blocks`,
         `filters` (of the first block; later blocks double them, as FCN's 64/128/128),
         `kernel_size` (of the first convolution; each next one 3 shorter, at least 3, as
-        FCN's 8/5/3), `residual` (ResNet blocks instead of FCN's). Others are ignored.
+        FCN's 8/5/3), `residual` (ResNet blocks instead of FCN's), `pooling`. Others are
+        ignored.
       max_length: the most steps an input has (the transformer's position embedding).
       vocab_size: token ids a text has, padding (0) included; None for a float sequence.
       name: the encoder's name.
@@ -180,7 +202,8 @@ def build_encoder(
       [batch, n].
 
     Raises:
-      ValueError: an unknown `encoder`, or a hyperparameter it needs is missing.
+      ValueError: an unknown `encoder` or `pooling`, or a hyperparameter the encoder
+        needs is missing.
     """
     kind = hparams.get("encoder")
     if kind not in ENCODERS:
@@ -190,6 +213,11 @@ def build_encoder(
     missing = [k for k in needed if k not in hparams]
     if missing:
         raise ValueError(f"encoder {kind!r} needs the hyperparameters {missing}")
+    if "pooling" in needed and hparams["pooling"] not in POOLINGS:
+        raise ValueError(
+            f"unknown pooling {hparams['pooling']!r} for encoder {kind!r}; use one of "
+            f"{list(POOLINGS)}"
+        )
     if vocab_size is not None:
         inputs = keras.Input(shape=(None,), dtype="int64")
         mask = PaddingMask()(inputs)
@@ -203,7 +231,7 @@ def build_encoder(
 
 
 def _transformer(steps, mask, hparams: Mapping[str, Any], max_length: int) -> tf.Tensor:
-    """Position embeddings, attention blocks, masked mean pooling."""
+    """Position embeddings, attention blocks, masked pooling."""
     dropout = float(hparams["dropout"])
     if mask is None:
         # A value per step: project it to the model's width, as a token is embedded.
@@ -214,7 +242,7 @@ def _transformer(steps, mask, hparams: Mapping[str, Any], max_length: int) -> tf
         x = TransformerBlock(int(hparams["num_heads"]), int(hparams["ff_dim"]), dropout)(
             x, mask=mask
         )
-    return MaskedMeanPooling()(x, mask=mask)
+    return _pooled(x, mask, hparams["pooling"])
 
 
 def _recurrent(steps, mask, hparams: Mapping[str, Any], max_length: int) -> tf.Tensor:
@@ -231,7 +259,7 @@ def _recurrent(steps, mask, hparams: Mapping[str, Any], max_length: int) -> tf.T
 
 
 def _conv1d(steps, mask, hparams: Mapping[str, Any], max_length: int) -> tf.Tensor:
-    """FCN or ResNet blocks with padded steps kept at 0, then masked mean pooling."""
+    """FCN or ResNet blocks with padded steps kept at 0, then masked pooling."""
     x = ZeroMasked()(steps, mask=mask)
     for i in range(int(hparams["conv_blocks"])):
         filters = int(hparams["filters"]) * (1 if i == 0 else 2)
@@ -240,7 +268,12 @@ def _conv1d(steps, mask, hparams: Mapping[str, Any], max_length: int) -> tf.Tens
         else:
             x = _conv_bn_relu(x, mask, filters, _kernel_size(hparams["kernel_size"], i))
     x = keras.layers.Dropout(float(hparams["dropout"]))(x)
-    return MaskedMeanPooling()(x, mask=mask)
+    return _pooled(x, mask, hparams["pooling"])
+
+
+def _pooled(x, mask, pooling: str) -> tf.Tensor:
+    layer = MaskedMeanPooling() if pooling == "global_average" else MaskedMaxPooling()
+    return layer(x, mask=mask)
 
 
 def _kernel_size(first: int, i: int) -> int:

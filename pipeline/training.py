@@ -480,6 +480,12 @@ class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
             )
 
 
+def search_hyperparameters(settings: TrainingSettings) -> keras_tuner.HyperParameters:
+    """The configured search space, with the family's conditional keys (registry.CONDITIONS)
+    left out or scoped to the values of their parent that read them."""
+    return hyperparameters(settings.search_space, registry.CONDITIONS[settings.family])
+
+
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """TFX Tuner entry point: Bayesian search over the configured space."""
     check_keras_2()
@@ -492,7 +498,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         train_fn=lambda hp: train(settings, data, hp, settings.tuner_epochs, (), backbone),
         objective=keras_tuner.Objective("val_loss", direction="min"),
         max_trials=fn_args.custom_config["tuner"]["max_trials"],
-        hyperparameters=hyperparameters(settings.search_space),
+        hyperparameters=search_hyperparameters(settings),
         tune_new_entries=False,
         seed=settings.seed,
         directory=fn_args.working_dir,
@@ -505,7 +511,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
 def _hparams(fn_args, settings: TrainingSettings) -> dict[str, Any]:
     if fn_args.hyperparameters:
         return keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
-    return hyperparameters(settings.search_space).values
+    return search_hyperparameters(settings).values
 
 
 def _backbone(settings: TrainingSettings) -> keras.Model | None:

@@ -270,6 +270,16 @@ def test_fashion_mnist_config_loads(repo_root):
             "unknown pooling 'max'",
         ),
         (
+            lambda c: c["tuner"]["search_space"].update(pooling=["global_max"]),
+            "tuner.search_space.pooling",
+            "family cnn pools with one of ['global_average', 'flatten']",
+        ),
+        (
+            lambda c: c["tuner"]["search_space"].update(conv_blocks={"min": 0, "max": 2}),
+            "tuner.search_space.conv_blocks.min",
+            "at least 1 conv block",
+        ),
+        (
             lambda c: c["tuner"]["search_space"].update(batch_norm=["yes"]),
             "tuner.search_space.batch_norm",
             "non-empty list of bool",

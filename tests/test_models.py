@@ -238,6 +238,8 @@ def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
     # A Choice would store the booleans as 0/1; a Boolean keeps them booleans.
     assert kinds["batch_norm"] == "Boolean" and hp.get("batch_norm") is True
     assert kinds["learning_rate"] == "Fixed" and hp.get("learning_rate") == 0.001
+    # An integer range of one value is fixed too.
+    assert kinds["conv_blocks"] == "Fixed" and hp.get("conv_blocks") == 2
     assert kinds["pooling"] == "Choice" and hp.get("pooling") == "flatten"
     assert {k: kinds[k] for k in ("augment_flip", "augment_translate", "augment_zoom")} == {
         "augment_flip": "Fixed",
@@ -259,6 +261,55 @@ def test_cnn_search_space_has_choices_of_ints_and_booleans_and_fixed_scalars():
 def test_search_space_names_the_key_of_a_bad_value(value, message):
     with pytest.raises(ValueError, match=message):
         hyperparameters({"units": value})
+
+
+COLOURS = {"hue": ("shape", ["circle", "square"]), "side": ("shape", ["square"])}
+
+
+def test_conditional_keys_are_scoped_to_the_parent_values_that_read_them():
+    space = {
+        "shape": ["circle", "square", "line"],
+        "hue": [1, 2],
+        "side": {"min": 1, "max": 4, "step": 1},
+    }
+    hp = hyperparameters(space, COLOURS)
+    conditions = {p.name: [(c.name, c.values) for c in p.conditions] for p in hp.space}
+    assert conditions == {
+        "shape": [],
+        "hue": [("shape", ["circle", "square"])],
+        "side": [("shape", ["square"])],
+    }
+    # Defaults: shape is "circle", so side is inactive and has no value.
+    assert hp.values == {"shape": "circle", "hue": 1}
+    hp.values["shape"] = "square"
+    assert hp.is_active("side") and hp.is_active("hue")
+    # In any order (custom_config reaches the Tuner as JSON with sorted keys).
+    shuffled = hyperparameters(dict(sorted(space.items())), COLOURS)
+    assert [p.name for p in shuffled.space] == ["shape", "hue", "side"]
+    assert shuffled.get_config()["space"] == hp.get_config()["space"]
+
+
+def test_conditional_keys_drop_out_or_are_plain_for_the_parent_choices_listed():
+    space = {"shape": ["circle"], "hue": [1, 2], "side": {"min": 1, "max": 4, "step": 1}}
+    hp = hyperparameters(space, COLOURS)
+    # Every listed shape reads hue: no scope; no listed shape reads side: left out.
+    assert [(p.name, p.conditions) for p in hp.space] == [("shape", []), ("hue", [])]
+    assert hyperparameters({"shape": "square", "side": 2}, COLOURS).values == {
+        "shape": "square",
+        "side": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"side": 2}, "'side': it is read only for some values of 'shape', which the search"),
+        ({"shape": {"min": 1, "max": 2, "step": 1}, "side": 2}, "parent 'shape' must be a list"),
+    ],
+)
+def test_a_condition_needs_its_parent_as_a_choice(space, message):
+    with pytest.raises(ValueError, match=message):
+        hyperparameters(space, COLOURS)
 
 
 def test_each_family_builds_from_exactly_its_search_keys():

@@ -1,12 +1,14 @@
 """The text and sequence encoders and the sequence family: shapes, masks, training, saving."""
 
+import keras_tuner
 import numpy as np
 import pytest
 import tf_keras as keras
 
 from models import registry
 from models.features import FeatureSpec
-from models.sequence_encoders import ENCODERS, build_encoder
+from models.search_space import hyperparameters
+from models.sequence_encoders import ENCODER_HPARAMS, ENCODERS, build_encoder
 
 TINY = {
     "encoder": "transformer",
@@ -21,6 +23,7 @@ TINY = {
     "filters": 4,
     "kernel_size": 5,
     "residual": False,
+    "pooling": "global_average",
     "units": 8,
     "layers": 1,
     "dropout": 0.0,
@@ -37,6 +40,9 @@ VARIANTS = {
     "gru-bidirectional": {"encoder": "gru", "bidirectional": True},
     "conv1d": {"encoder": "conv1d"},
     "conv1d-residual": {"encoder": "conv1d", "residual": True},
+    "conv1d-max": {"encoder": "conv1d", "pooling": "global_max"},
+    "transformer-max": {"encoder": "transformer", "pooling": "global_max"},
+    "bag-of-embeddings": {"encoder": "conv1d", "conv_blocks": 0},
 }
 VOCAB = 20
 
@@ -72,11 +78,34 @@ def test_padding_does_not_change_a_text_encoding(variant):
     assert np.abs(other[0] - unpadded[0]).max() > 1e-4
 
 
-@pytest.mark.parametrize("variant", ["transformer", "conv1d"])
+@pytest.mark.parametrize("variant", ["transformer", "conv1d", "conv1d-max", "transformer-max"])
 def test_an_empty_text_encodes_as_zeros(variant):
     encoder = build_encoder(TINY | VARIANTS[variant], max_length=8, vocab_size=VOCAB, name="e")
     encoded = encoder(np.zeros((2, 8), np.int64), training=False).numpy()
     np.testing.assert_array_equal(encoded, 0.0)
+
+
+def test_max_pooling_takes_the_largest_unpadded_value_per_channel():
+    encoder = build_encoder(
+        TINY | {"encoder": "conv1d", "conv_blocks": 0, "pooling": "global_max"},
+        max_length=6,
+        vocab_size=VOCAB,
+        name="bag",
+    )
+    (embedding,) = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Embedding)]
+    embeddings = embedding.get_weights()[0]
+    ids = _padded([[3, 5], [4]], 6)
+    expected = np.stack([embeddings[[3, 5]].max(axis=0), embeddings[4]])
+    # The padding's embedding (id 0) takes no part, even where it is the largest.
+    np.testing.assert_allclose(encoder(ids, training=False).numpy(), expected, atol=1e-6)
+    mean = build_encoder(
+        TINY | {"encoder": "conv1d", "conv_blocks": 0}, max_length=6, vocab_size=VOCAB, name="m"
+    )
+    mean.set_weights(encoder.get_weights())
+    averaged = np.stack([embeddings[[3, 5]].mean(axis=0), embeddings[4]])
+    np.testing.assert_allclose(mean(ids, training=False).numpy(), averaged, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown pooling 'flatten' for encoder 'conv1d'"):
+        build_encoder(TINY | {"encoder": "conv1d", "pooling": "flatten"}, max_length=6, name="e")
 
 
 def test_unknown_encoder_and_missing_hyperparameters_are_refused():
@@ -187,3 +216,108 @@ def test_each_encoder_learns_a_text_and_a_series_task(encoder):
         model.fit(*train, epochs=8, batch_size=32, verbose=0)
         accuracy = model.evaluate(*test, verbose=0)[1]
         assert accuracy >= 0.9, f"{encoder} on {task.__name__}: accuracy {accuracy:.3f}"
+
+
+# The sequence family's search space as pipeline.pipeline.search_space hands it on.
+SEQUENCE_SPACE = {
+    "encoder": ["transformer", "gru", "conv1d"],
+    "embedding_dim": {"min": 8, "max": 16, "step": 8},
+    "num_heads": [1, 2],
+    "attention_blocks": {"min": 1, "max": 2, "step": 1},
+    "ff_dim": {"min": 8, "max": 16, "step": 8},
+    "rnn_units": {"min": 4, "max": 8, "step": 4},
+    "rnn_layers": {"min": 1, "max": 2, "step": 1},
+    "bidirectional": [True, False],
+    "conv_blocks": {"min": 1, "max": 2, "step": 1},
+    "filters": {"min": 4, "max": 8, "step": 4},
+    "kernel_size": [3, 5],
+    "residual": [True, False],
+    "pooling": ["global_average", "global_max"],
+    "units": {"min": 8, "max": 8, "step": 8},
+    "layers": {"min": 0, "max": 1, "step": 1},
+    "dropout": {"min": 0.0, "max": 0.2, "sampling": "linear"},
+    "l2": {"min": 1e-6, "max": 1e-6, "sampling": "log"},
+    "learning_rate": {"min": 0.01, "max": 0.01, "sampling": "log"},
+    "optimizer": ["adam"],
+    "lr_schedule": ["constant"],
+    "lr_decay_rate": {"min": 0.9, "max": 0.9, "sampling": "linear"},
+}
+SHARED = {"encoder", "embedding_dim", "units", "layers", "dropout", "l2"} | {
+    "learning_rate", "optimizer", "lr_schedule", "lr_decay_rate"
+}  # fmt: skip
+
+
+def test_each_encoders_keys_are_conditioned_on_the_encoder():
+    assert list(SEQUENCE_SPACE) == list(registry.SEARCH_KEYS["sequence"])
+    conditions = registry.CONDITIONS["sequence"]
+    assert conditions["num_heads"] == ("encoder", ("transformer",))
+    assert conditions["rnn_units"] == ("encoder", ("lstm", "gru"))
+    assert conditions["residual"] == ("encoder", ("conv1d",))
+    # Read by every encoder (or by the combiner and the optimizer): never conditioned.
+    assert not SHARED & set(conditions)
+    hp = hyperparameters(SEQUENCE_SPACE, conditions)
+    scopes = {p.name: [c.values for c in p.conditions] for p in hp.space}
+    assert scopes["ff_dim"] == [["transformer"]]
+    assert scopes["bidirectional"] == [["gru"]]
+    assert scopes["kernel_size"] == [["conv1d"]]
+    assert scopes["pooling"] == [["transformer", "conv1d"]]
+    assert all(scopes[key] == [] for key in SHARED)
+
+
+@pytest.mark.parametrize(
+    ("encoders", "kept"),
+    [
+        (["conv1d"], {"conv_blocks", "filters", "kernel_size", "residual", "pooling"}),
+        (["lstm"], {"rnn_units", "rnn_layers", "bidirectional"}),
+        (["transformer"], {"num_heads", "attention_blocks", "ff_dim", "pooling"}),
+    ],
+)
+def test_keys_of_encoders_not_listed_drop_out_and_the_model_builds_without_them(encoders, kept):
+    space = SEQUENCE_SPACE | {"encoder": encoders}
+    hp = hyperparameters(space, registry.CONDITIONS["sequence"])
+    assert set(hp.values) == SHARED | kept
+    assert all(not p.conditions for p in hp.space)
+    spec = FeatureSpec((), (), "y", "classification", text=("text",), max_tokens=6,
+                       sequence=("wave",), sequence_length=6)  # fmt: skip
+    model = registry.builder("sequence")(hp.values, spec, {"text": VOCAB}, num_classes=2)
+    features = {"text_xf": _padded([[3, 4], [5]], 6), "wave_xf": np.ones((2, 6), np.float32)}
+    assert model.predict(features, verbose=0).shape == (2, 2)
+
+
+def test_the_bayesian_tuner_gives_each_trial_only_its_encoders_keys(tmp_path):
+    from pipeline.training import TfKerasBayesianTuner
+
+    spec = FeatureSpec((), (), "y", "classification", text=("text",), max_tokens=12)
+    features, labels = _token_presence(16)
+    seen = []
+
+    def train_fn(values):
+        seen.append(dict(values))
+        # Builds from exactly the trial's values: an inactive key is not there to read.
+        model = registry.builder("sequence")(values, spec, {"text": 10}, num_classes=2)
+        loss = model.evaluate(features, labels, verbose=0)[0]
+        history = keras.callbacks.History()
+        history.history = {"val_loss": [loss]}
+        return model, history
+
+    tuner = TfKerasBayesianTuner(
+        train_fn=train_fn,
+        objective=keras_tuner.Objective("val_loss", "min"),
+        max_trials=8,
+        # After 3 random trials the Gaussian process proposes the rest.
+        num_initial_points=3,
+        # Sorted keys, as custom_config reaches the Tuner (JSON).
+        hyperparameters=hyperparameters(
+            dict(sorted(SEQUENCE_SPACE.items())), registry.CONDITIONS["sequence"]
+        ),
+        tune_new_entries=False,
+        seed=3,
+        directory=str(tmp_path),
+        project_name="conditional",
+    )
+    tuner.search(verbose=0)
+    assert len(seen) == 8
+    own = {kind: set(ENCODER_HPARAMS[kind]) for kind in ("transformer", "gru", "conv1d")}
+    for values in seen:
+        assert set(values) == SHARED | own[values["encoder"]], values
+    assert len({values["encoder"] for values in seen}) >= 2

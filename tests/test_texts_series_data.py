@@ -190,6 +190,16 @@ def test_sequence_family_takes_int8_quantization_but_not_for_recurrent_encoders(
         ),
         ({"features": {"text": ["t"]}}, "features", "data.format ucr holds one series"),
         ({"data": {"format": "csv", "source": "palmerpenguins"}}, "features.sequence", "ucr"),
+        (
+            {"tuner": {"search_space": {"pooling": ["flatten"]}}},
+            "tuner.search_space.pooling",
+            "family sequence pools with one of ['global_average', 'global_max']",
+        ),
+        (
+            {"tuner": {"search_space": {"layers": {"min": -1, "max": 1}}}},
+            "tuner.search_space.layers.min",
+            "must be >= 0",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, changes, key, words):
@@ -197,6 +207,18 @@ def test_config_errors_name_the_key(tmp_path, changes, key, words):
         _config(tmp_path, **changes)
     assert key in str(err.value)
     assert words in str(err.value)
+
+
+def test_no_dense_layers_max_pooling_and_a_bag_of_embeddings_are_configurable(tmp_path):
+    space = {
+        "layers": {"min": 0, "max": 0},
+        "conv_blocks": {"min": 0, "max": 1},
+        "pooling": ["global_max", "global_average"],
+    }
+    config = _config(tmp_path, tuner={"search_space": space})
+    searched = config.tuner.search_space
+    assert (searched.layers.min, searched.layers.max, searched.conv_blocks.min) == (0, 0, 0)
+    assert searched.pooling == ("global_max", "global_average")
 
 
 def test_a_csv_text_column_with_line_breaks_in_quotes_is_staged_on_one_line():
