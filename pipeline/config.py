@@ -40,6 +40,12 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 BEAM_MODES = ("auto", "in_memory", "multi_processing")
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
 REGRESSION_METRICS = ("mse", "mae", "rmse")
+# Metrics a slice gate may name (the summary's names: pipeline/evaluation.py METRIC_KEYS).
+GATE_METRICS = {
+    "classification": ("accuracy", "precision", "recall", "f1", "auc", "auc_pr", "log_loss"),
+    "regression": ("mae", "mse", "rmse", "r2"),
+}
+SLICE_GATES = ("min_slice_metric", "max_slice_gap")
 QUANTIZATION_METHODS = ("int8_weights",)
 QUANTIZATION_SERVE = ("quantized", "float")
 GUARD_FAILURE_ACTIONS = ("push_float", "push_nothing")
@@ -177,15 +183,47 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SliceGateConfig:
+    """A gate on the eval slices, checked after the Evaluator (components/slice_gate).
+
+    `min_slice_metric`: on every slice with at least `min_examples` examples the metric
+    is at least `threshold` (at most, for error metrics: mae, mse, rmse, log_loss).
+    `max_slice_gap`: between the best and the worst such slice the metric differs by at
+    most `threshold`.
+    """
+
+    gate: str
+    metric: str
+    threshold: float
+    min_examples: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class FairnessConfig:
+    """Fairness Indicators on the slices of one categorical feature (None: off), at the
+    decision thresholds on the score (multi-class: one-vs-rest per class)."""
+
+    feature: str | None = None
+    thresholds: tuple[float, ...] = (0.5,)
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     """Blessing rules: the primary metric must reach `lower_bound` (or stay under
     `upper_bound` for error metrics) and may not fall behind the last blessed model
-    by more than `max_regression` (absolute)."""
+    by more than `max_regression` (absolute). Metrics are also computed per value of
+    `slice_features` (None: every categorical feature with at most `max_slice_values`
+    values in the curated schema, or every one without a schema), and `gates` must
+    pass on them for the model to be blessed."""
 
     metric: str
     lower_bound: float | None = None
     upper_bound: float | None = None
     max_regression: float = 0.01
+    slice_features: tuple[str, ...] | None = None
+    max_slice_values: int = 20
+    gates: tuple[SliceGateConfig, ...] = ()
+    fairness: FairnessConfig = FairnessConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,6 +401,16 @@ class _Reader:
         value = self.get(key, Mapping, {})
         return _Reader(value, self._source, f"{self._key(key)}.")
 
+    def entries(self, key: str) -> list[_Reader]:
+        """A list of mappings under `key`, one reader each (keys named `key[i].…`)."""
+        items = self.get(key, list, [])
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise self.error(f"{key}[{i}]", f"expected a mapping, got {item!r}")
+        return [
+            _Reader(item, self._source, f"{self._key(key)}[{i}].") for i, item in enumerate(items)
+        ]
+
     def finish(self) -> None:
         unknown = sorted(set(self._raw) - self._used)
         if unknown:
@@ -431,7 +479,7 @@ def _parse(
         model=_model(top.section("model"), config_dir),
         tuner=_tuner(top.section("tuner")),
         training=_training(top.section("training")),
-        evaluation=_evaluation(top.section("evaluation"), task),
+        evaluation=_evaluation(top.section("evaluation"), task, categorical),
         beam=_beam(top.section("beam")),
         schema_file=schema_file,
         output_root=str(root_path),
@@ -903,17 +951,23 @@ def _training(reader: _Reader) -> TrainingConfig:
     return training
 
 
-def _evaluation(reader: _Reader, task: str) -> EvaluationConfig:
+def _evaluation(reader: _Reader, task: str, categorical: tuple[str, ...]) -> EvaluationConfig:
     if task == "classification":
         metric = reader.choice("metric", CLASSIFICATION_METRICS, "accuracy")
     else:
         metric = reader.choice("metric", REGRESSION_METRICS, "mae")
+    slices = reader.section("slices")
     evaluation = EvaluationConfig(
         metric=metric,
         lower_bound=reader.get("lower_bound", float, None),
         upper_bound=reader.get("upper_bound", float, None),
         max_regression=reader.get("max_regression", float, EvaluationConfig.max_regression),
+        slice_features=_slice_features(slices, categorical),
+        max_slice_values=slices.positive("max_values", EvaluationConfig.max_slice_values),
+        gates=_gates(reader, task),
+        fairness=_fairness(reader.section("fairness"), task, categorical),
     )
+    slices.finish()
     reader.finish()
     if evaluation.max_regression < 0:
         raise reader.error("max_regression", f"must be >= 0, got {evaluation.max_regression}")
@@ -923,6 +977,67 @@ def _evaluation(reader: _Reader, task: str) -> EvaluationConfig:
         raise reader.error("lower_bound", f"{metric} is lower-is-better; use upper_bound")
     _check_metric_range(reader, evaluation, task)
     return evaluation
+
+
+def _slice_features(reader: _Reader, categorical: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The configured slice features, each a categorical feature; None for the default."""
+    if reader.get("features", list, None) is None:
+        return None
+    features = reader.names("features")
+    for i, name in enumerate(features):
+        if name not in categorical:
+            raise reader.error(
+                f"features[{i}]",
+                f"{name!r} is not a categorical feature (features.categorical: "
+                f"{list(categorical)}); slices are per value of a categorical feature",
+            )
+    return features
+
+
+def _gates(reader: _Reader, task: str) -> tuple[SliceGateConfig, ...]:
+    gates = []
+    for gate in reader.entries("gates"):
+        metric = gate.get("metric", str)
+        if metric not in GATE_METRICS[task]:
+            raise gate.error(
+                "metric",
+                f"a {task} has no metric {metric!r}; expected one of {list(GATE_METRICS[task])}",
+            )
+        parsed = SliceGateConfig(
+            gate=gate.choice("gate", SLICE_GATES),
+            metric=metric,
+            threshold=gate.get("threshold", float),
+            min_examples=gate.positive("min_examples", SliceGateConfig.min_examples),
+        )
+        gate.finish()
+        if parsed.gate == "max_slice_gap" and parsed.threshold < 0:
+            raise gate.error("threshold", f"a gap is >= 0, got {parsed.threshold}")
+        gates.append(parsed)
+    return tuple(gates)
+
+
+def _fairness(reader: _Reader, task: str, categorical: tuple[str, ...]) -> FairnessConfig:
+    feature = reader.get("feature", str, None)
+    thresholds = tuple(reader.get("thresholds", list, list(FairnessConfig.thresholds)))
+    reader.finish()
+    if feature is None:
+        return FairnessConfig()
+    if task != "classification":
+        raise reader.error("feature", "Fairness Indicators need a classification task")
+    if feature not in categorical:
+        raise reader.error(
+            "feature",
+            f"{feature!r} is not a categorical feature (features.categorical: "
+            f"{list(categorical)}); fairness is measured per value of a categorical feature",
+        )
+    if not thresholds or not all(
+        isinstance(t, float | int) and not isinstance(t, bool) and 0.0 < t < 1.0 for t in thresholds
+    ):
+        raise reader.error(
+            "thresholds",
+            f"expected a list of decision thresholds in (0, 1), got {list(thresholds)}",
+        )
+    return FairnessConfig(feature=feature, thresholds=tuple(float(t) for t in thresholds))
 
 
 def _check_metric_range(reader: _Reader, evaluation: EvaluationConfig, task: str) -> None:

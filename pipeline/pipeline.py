@@ -17,9 +17,10 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.infra_validation import InfraValidation
 from components.quantization import Quantization
+from components.slice_gate import SliceGate
 from models import registry
 from models.features import FeatureSpec
-from pipeline import sources
+from pipeline import evaluation, sources
 from pipeline.baseline import PreviousBlessedModelStrategy
 from pipeline.config import PipelineConfig
 from pipeline.platform import ComponentPlatform
@@ -27,6 +28,7 @@ from pipeline.platform import ComponentPlatform
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 TUNER_FN = "pipeline.training.tuner_fn"
 RUN_FN = "pipeline.training.run_fn"
+SLICE_GATE_ID = "SliceGate"
 
 # TFMA metric classes for the config's metric names.
 _CLASSIFICATION_METRICS = {
@@ -155,79 +157,114 @@ def _threshold(config: PipelineConfig) -> tfma.MetricThreshold:
 
 
 def eval_config(config: PipelineConfig, label_classes: Sequence[str]) -> tfma.EvalConfig:
-    """TFMA config: metrics for the task, and the blessing threshold on the primary one.
+    """TFMA config: metrics for the task, overall and per slice, and the blessing
+    threshold on the primary one.
 
     Args:
       config: the pipeline config.
-      label_classes: the class names (classification); per-class precision, recall
-        and AUC are macro-averaged over them.
+      label_classes: the class names (classification); per-class precision, recall,
+        F1 and AUCs are macro-averaged over them.
 
     A classification also gets the multi-class confusion matrix (a TFMA plot; the top
-    score is the prediction), which the run summary reads back with class names.
+    score is the prediction), which the run summary reads back with class names, ROC/PR
+    and calibration plots (pipeline/evaluation.py) and, with a fairness feature, the
+    Fairness Indicators. A regression gets R² and the residual histogram.
     """
     label_xf = FeatureSpec((), (), config.label, config.task).label_xf
-    threshold = _threshold(config)
-    primary = config.evaluation.metric
     if config.task == "classification":
-        model_spec = tfma.ModelSpec(
-            signature_name="serving_default",
-            label_key=label_xf,
-            prediction_key="scores",
-            preprocessing_function_names=["transform_features"],
-        )
-        class_ids = list(range(len(label_classes)))
-        accuracy = tfma.MetricConfig(
-            class_name="SparseCategoricalAccuracy",
-            threshold=threshold if primary == "accuracy" else None,
-        )
-        per_class = [
-            tfma.MetricConfig(
-                class_name=_CLASSIFICATION_METRICS[name],
-                threshold=threshold if primary == name else None,
-            )
-            for name in ("precision", "recall", "auc")
-        ]
-        # Reported per class and macro-averaged; not a blessing metric (yet).
-        per_class.append(tfma.MetricConfig(class_name="F1Score"))
-        confusion_matrix = tfma.MetricConfig(
-            class_name="MultiClassConfusionMatrixPlot", config='{"thresholds": [0.0]}'
-        )
-        metrics_specs = [
-            tfma.MetricsSpec(
-                metrics=[accuracy, tfma.MetricConfig(class_name="ExampleCount"), confusion_matrix]
-            ),
-            tfma.MetricsSpec(
-                metrics=per_class,
-                binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
-                aggregate=tfma.AggregationOptions(
-                    macro_average=True, class_weights=dict.fromkeys(class_ids, 1.0)
-                ),
-            ),
-        ]
+        prediction_key, metrics_specs = "scores", _classification_specs(config, label_classes)
     else:
-        model_spec = tfma.ModelSpec(
-            signature_name="serving_default",
-            label_key=label_xf,
-            prediction_key="outputs",
-            preprocessing_function_names=["transform_features"],
-        )
-        metrics = [
-            tfma.MetricConfig(class_name=cls, threshold=threshold if primary == name else None)
-            for name, cls in _REGRESSION_METRICS.items()
-        ]
-        metrics_specs = [
-            tfma.MetricsSpec(metrics=[*metrics, tfma.MetricConfig(class_name="ExampleCount")])
-        ]
+        prediction_key, metrics_specs = "outputs", _regression_specs(config)
+    model_spec = tfma.ModelSpec(
+        signature_name="serving_default",
+        label_key=label_xf,
+        prediction_key=prediction_key,
+        preprocessing_function_names=["transform_features"],
+    )
     return tfma.EvalConfig(
-        model_specs=[model_spec], slicing_specs=[tfma.SlicingSpec()], metrics_specs=metrics_specs
+        model_specs=[model_spec],
+        slicing_specs=evaluation.slicing_specs(config),
+        metrics_specs=metrics_specs,
     )
 
 
+def _classification_specs(
+    config: PipelineConfig, label_classes: Sequence[str]
+) -> list[tfma.MetricsSpec]:
+    threshold = _threshold(config)
+    primary = config.evaluation.metric
+    class_ids = list(range(len(label_classes)))
+    overall = [
+        tfma.MetricConfig(
+            class_name="SparseCategoricalAccuracy",
+            threshold=threshold if primary == "accuracy" else None,
+        ),
+        tfma.MetricConfig(class_name="ExampleCount"),
+        # Log loss of the class scores.
+        tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+        tfma.MetricConfig(
+            class_name="MultiClassConfusionMatrixPlot", config='{"thresholds": [0.0]}'
+        ),
+    ]
+    per_class = [
+        tfma.MetricConfig(
+            class_name=_CLASSIFICATION_METRICS[name],
+            threshold=threshold if primary == name else None,
+        )
+        for name in ("precision", "recall", "auc")
+    ]
+    # Reported per class and macro-averaged; not blessing metrics.
+    per_class += [
+        tfma.MetricConfig(class_name="F1Score"),
+        tfma.MetricConfig(class_name="AUCPrecisionRecall"),
+    ]
+    specs = [
+        tfma.MetricsSpec(metrics=overall),
+        tfma.MetricsSpec(
+            metrics=per_class,
+            binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
+            aggregate=tfma.AggregationOptions(
+                macro_average=True, class_weights=dict.fromkeys(class_ids, 1.0)
+            ),
+        ),
+        evaluation.curve_metrics_spec(class_ids),
+    ]
+    if config.evaluation.fairness.feature:
+        specs.append(evaluation.fairness_metrics_spec(config, class_ids))
+    return specs
+
+
+def _regression_specs(config: PipelineConfig) -> list[tfma.MetricsSpec]:
+    threshold = _threshold(config)
+    primary = config.evaluation.metric
+    metrics = [
+        tfma.MetricConfig(class_name=cls, threshold=threshold if primary == name else None)
+        for name, cls in _REGRESSION_METRICS.items()
+    ]
+    return [
+        tfma.MetricsSpec(
+            metrics=[
+                *metrics,
+                tfma.MetricConfig(class_name="ExampleCount"),
+                *evaluation.regression_extras(),
+            ]
+        )
+    ]
+
+
 def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> tfx.dsl.Resolver:
-    """The last blessed model, for the Evaluator's change threshold."""
+    """The last blessed model, for the Evaluator's change threshold.
+
+    Blessed means by the SliceGate (what the Pusher reads): the Evaluator's own blessing
+    of a model that then failed a slice gate must not make it the baseline.
+    """
     channels = {
         "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        "model_blessing": tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing,
+            producer_component_id=SLICE_GATE_ID,
+            output_key="blessing",
+        ),
     }
     if exclude_candidate:
         strategy = PreviousBlessedModelStrategy
@@ -259,6 +296,20 @@ def _quantization(config: PipelineConfig, model, transform, examples) -> Quantiz
         pruning_epochs=pruning.epochs,
         latency_runs=quantization.latency_runs,
     )
+
+
+def _slice_gate(config: PipelineConfig, evaluator) -> SliceGate:
+    """The slice gates on the Evaluator's per-slice metrics; its blessing is what is pushed."""
+    features = evaluation.slice_features(config)
+    domains = evaluation.schema_domains(config.schema_file)
+    return SliceGate(
+        evaluation=evaluator.outputs["evaluation"],
+        model_blessing=evaluator.outputs["blessing"],
+        slice_features=features,
+        expected_values={f: domains[f] for f in features if f in domains},
+        gates=config.evaluation.gates,
+        fairness=config.evaluation.fairness,
+    ).with_id(SLICE_GATE_ID)
 
 
 def data_components(config: PipelineConfig, data_root: str) -> tuple[Any, Any]:
@@ -312,7 +363,7 @@ def create_pipeline(
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
       Transform, Tuner, Trainer, Quantization (unless disabled), latest-blessed-model
-      resolver, Evaluator, InfraValidation, Pusher.
+      resolver, Evaluator, SliceGate, InfraValidation, Pusher.
     """
     example_gen, statistics_gen = data_components(config, data_root)
     if config.schema_file:
@@ -371,12 +422,13 @@ def create_pipeline(
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config, label_classes),
     )
+    slice_gate = _slice_gate(config, evaluator)
     # The warmed-up copy of the model that passed infra validation is what gets pushed.
     infra_validation = InfraValidation(
         model=served_model, examples=example_gen.outputs["examples"], model_name=config.model_name
     )
     pusher = tfx.components.Pusher(
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=slice_gate.outputs["blessing"],
         infra_blessing=infra_validation.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
@@ -397,6 +449,7 @@ def create_pipeline(
             *quantization,
             baseline,
             evaluator,
+            slice_gate,
             infra_validation,
             pusher,
         ],

@@ -11,6 +11,7 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import evaluation
 from pipeline.training import TRAINING_RECORD
 
 _STATES = {
@@ -121,16 +122,8 @@ def training_section(record: RunRecord) -> dict[str, Any] | None:
     return json.loads(tf.io.gfile.GFile(path).read())
 
 
-def _metric_name(name: str, sub_key: str) -> str:
-    """`f1_score` for the macro average, `f1_score/classId:0` for one class.
-
-    TFMA names a macro average after its aggregation options: "macro_average: true\n_f1_score".
-    """
-    if "macro_average" in name:
-        return name.split("\n_", 1)[-1]
-    return f"{name}/{sub_key}" if sub_key else name
-
-
+# The SliceGate's per-slice rows and gate checks (components/slice_gate/spec.py).
+SLICES_FILE = "slices.json"
 # TFMA's MultiClassConfusionMatrixPlot, as load_eval_result gives it: protobuf JSON, where
 # fields at their default (class id 0, threshold 0.0) are left out.
 _CONFUSION_PLOT = "multiClassConfusionMatrixAtThresholds"
@@ -139,8 +132,8 @@ _NO_PREDICTION = -1
 CONFUSION_LAYOUT = "matrix[i][j]: eval examples of true class i predicted as class j (top score)"
 
 
-def _candidate_result(evaluation_uri: str):
-    """TFMA's result for the candidate model.
+def _model_result(evaluation_uri: str, baseline: bool):
+    """TFMA's result for the candidate (or the baseline) model, None if there is none.
 
     Once there is a blessed model the evaluation holds the baseline's metrics and
     plots too, and TFMA reads plots back only for a named model.
@@ -149,21 +142,33 @@ def _candidate_result(evaluation_uri: str):
     from tensorflow_model_analysis.writers import eval_config_writer
 
     eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
-    [candidate] = [spec.name for spec in eval_config.model_specs if not spec.is_baseline]
-    return tfma.load_eval_result(evaluation_uri, model_name=candidate)
+    names = [spec.name for spec in eval_config.model_specs if spec.is_baseline == baseline]
+    return tfma.load_eval_result(evaluation_uri, model_name=names[0]) if names else None
 
 
-def _metric_values(result) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for slice_key, metrics in result.slicing_metrics:
-        if slice_key:
-            continue
-        for by_sub_key in metrics.values():
-            for sub_key, by_name in by_sub_key.items():
-                for name, value in by_name.items():
-                    if "doubleValue" in value:
-                        values[_metric_name(name, sub_key)] = float(value["doubleValue"])
-    return values
+def candidate_result(evaluation_uri: str):
+    """TFMA's result for the candidate model."""
+    return _model_result(evaluation_uri, baseline=False)
+
+
+def _overall(result) -> dict[str, Any]:
+    return next((metrics for key, metrics in result.slicing_metrics if not key), {})
+
+
+def _metric_values(result) -> dict[str, float | None]:
+    """The overall slice's metrics; Fairness Indicators are in their own section."""
+    return {
+        name: value
+        for name, value in evaluation.scalar_metrics(_overall(result)).items()
+        if not name.startswith(evaluation.FAIRNESS_PREFIX)
+    }
+
+
+def _overall_plot(result, sub_key: str = "") -> dict[str, Any]:
+    for slice_key, plots in result.plots:
+        if not slice_key and plots:
+            return next(iter(plots.values())).get(sub_key, {})
+    return {}
 
 
 def _confusion_plot(result) -> dict[str, Any] | None:
@@ -251,26 +256,63 @@ def _class_names(record: RunRecord) -> list[str]:
 
 
 def evaluation_section(record: RunRecord) -> dict[str, Any] | None:
-    """TFMA metrics on the eval split, whether the model was blessed and against what;
-    for a classification also the confusion matrix and the metrics per class name."""
-    evaluation = record.output("Evaluator", "evaluation")
-    blessing = record.output("Evaluator", "blessing")
-    if evaluation is None or blessing is None:
+    """TFMA metrics on the eval split, whether the model was blessed (Evaluator and
+    slice gates) and against what, per-slice metrics and gate checks, every metric next
+    to the baseline's; for a classification also the confusion matrix, the metrics per
+    class name, ROC/PR/calibration curves and Fairness Indicators; for a regression the
+    residual histogram."""
+    evaluated = record.output("Evaluator", "evaluation")
+    blessing = record.output("SliceGate", "blessing") or record.output("Evaluator", "blessing")
+    if evaluated is None or blessing is None:
         return None
     baseline = record.inputs.get("Evaluator", {}).get("baseline_model", [])
-    result = _candidate_result(evaluation.uri)
+    result = candidate_result(evaluated.uri)
     section = {
         "metrics": _metric_values(result),
         "blessed": bool(_custom(blessing, "blessed")),
         "baseline_compared": bool(baseline),
         "baseline_model": baseline[0].uri if baseline else None,
     }
-    plot = _confusion_plot(result)
-    if plot is not None:
-        matrix = confusion_matrix(plot, _class_names(record))
-        section["confusion_matrix"] = matrix
-        section["per_class"] = per_class(section["metrics"], matrix["labels"], matrix["matrix"])
+    baseline_result = _model_result(evaluated.uri, baseline=True) if baseline else None
+    if baseline_result is not None:
+        section["baseline"] = evaluation.baseline_diff(
+            section["metrics"], _metric_values(baseline_result)
+        )
+    gated = _gated(blessing)
+    if gated is not None:
+        section.update(slices=gated["slices"], gates=gated["gates"])
+    if _confusion_plot(result) is not None:
+        fairness = gated["fairness"] if gated else {}
+        section.update(_classification_sections(record, result, section, fairness))
+    residuals = evaluation.residuals(evaluation.array_metrics(_overall(result)))
+    if residuals is not None:
+        section["residuals"] = residuals
     return section
+
+
+def _gated(blessing: metadata_store_pb2.Artifact) -> dict[str, Any] | None:
+    """The SliceGate's slices.json: slice rows, gate checks, the fairness settings (None
+    when the blessing is the Evaluator's)."""
+    path = os.path.join(blessing.uri, SLICES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    return json.loads(tf.io.gfile.GFile(path).read())
+
+
+def _classification_sections(
+    record: RunRecord, result, section: Mapping[str, Any], fairness: Mapping[str, Any]
+) -> dict[str, Any]:
+    matrix = confusion_matrix(_confusion_plot(result), _class_names(record))
+    extra = {
+        "confusion_matrix": matrix,
+        "per_class": per_class(section["metrics"], matrix["labels"], matrix["matrix"]),
+        "curves": evaluation.curves(_overall_plot(result)),
+    }
+    if fairness.get("feature"):
+        extra["fairness"] = evaluation.fairness(
+            result.slicing_metrics, fairness["feature"], fairness["thresholds"], matrix["labels"]
+        )
+    return extra
 
 
 def pushed_section(record: RunRecord) -> dict[str, Any] | None:
