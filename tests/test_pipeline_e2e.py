@@ -118,6 +118,97 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
     per_class = summary["evaluation"]["per_class"]
     assert set(per_class) == set(confusion["labels"])
     assert per_class["Gentoo"]["support"] == truth.count("Gentoo")
+    assert 0 <= metrics["sparse_categorical_crossentropy"] < 0.5  # log loss
+    assert metrics["auc_precision_recall"] >= 0.9
+
+
+def _feature(example: bytes, name: str) -> str | None:
+    values = tf.train.Example.FromString(example).features.feature[name].bytes_list.value
+    return values[0].decode() if values else None
+
+
+def test_slices_gates_fairness_and_curves_are_in_the_summary(first, run):
+    _, summary = first
+    evaluation = summary["evaluation"]
+    examples = _eval_examples(run[0])
+    slices = {(s["feature"], s["value"]): s for s in evaluation["slices"]}
+    assert set(slices) == {
+        ("island", "Biscoe"),
+        ("island", "Dream"),
+        ("island", "Torgersen"),
+        ("sex", "female"),
+        ("sex", "male"),
+    }
+    for (feature, value), row in slices.items():
+        assert row["example_count"] == [_feature(e, feature) for e in examples].count(value)
+        assert 0.0 <= row["metrics"]["sparse_categorical_accuracy"] <= 1.0
+    gates = evaluation["gates"]
+    assert gates["passed"] is True and evaluation["blessed"] is True
+    assert [c["gate"] for c in gates["checks"]] == ["min_slice_metric", "max_slice_gap"]
+    assert gates["checks"][0]["slice"] in {f"{f}={v}" for f, v in slices}
+    fairness = evaluation["fairness"]
+    assert fairness["feature"] == "sex" and fairness["thresholds"] == [0.5]
+    by_value = {s["value"]: s for s in fairness["slices"]}
+    assert set(by_value) == {"(overall)", "female", "male"}
+    female = by_value["female"]
+    assert female["example_count"] == slices["sex", "female"]["example_count"]
+    assert set(female["per_class"]) == {"Adelie", "Chinstrap", "Gentoo"}
+    rates = female["metrics"]
+    assert rates["false_positive_rate"] == pytest.approx(1 - rates["true_negative_rate"])
+    curves = evaluation["curves"]
+    assert len(curves["roc"]["fpr"]) == len(curves["roc"]["tpr"]) > 10
+    # Micro-averaged one-vs-rest: each example's score for each of the 3 classes.
+    assert sum(curves["calibration"]["count"]) == 3 * len(examples)
+    assert "baseline" not in evaluation  # nothing blessed before the first run
+
+
+def test_a_slice_gate_blocks_the_model_and_names_the_slice(first, tmp_path):
+    """The SliceGate's executor on the first run's own evaluation, with a gate no slice of
+    a real model meets (accuracy above 1) and one on the gap with min_examples above the
+    smallest island: the blessing is withdrawn and the check names the slice."""
+    from tfx.types import standard_artifacts
+
+    from components.slice_gate import executor, spec
+
+    config, summary = first
+    evaluation_dir = glob.glob(
+        os.path.join(config.output_root, "pipelines", "penguins", "Evaluator", "evaluation", "*")
+    )[-1]
+    evaluated = standard_artifacts.ModelEvaluation()
+    evaluated.uri = evaluation_dir
+    evaluator_blessing = standard_artifacts.ModelBlessing()
+    evaluator_blessing.uri = str(tmp_path / "evaluator_blessing")
+    evaluator_blessing.set_int_custom_property("blessed", 1)
+    evaluator_blessing.set_string_custom_property("current_model", "the-candidate")
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    gates = '[{"gate": "min_slice_metric", "metric": "f1", "threshold": 1.01, "min_examples": 5}]'
+    executor.Executor().Do(
+        {spec.EVALUATION_KEY: [evaluated], spec.MODEL_BLESSING_KEY: [evaluator_blessing]},
+        {spec.BLESSING_KEY: [blessing]},
+        {
+            spec.SLICE_FEATURES_KEY: '["island", "sex"]',
+            spec.EXPECTED_VALUES_KEY: "{}",
+            spec.GATES_KEY: gates,
+            spec.FAIRNESS_KEY: '{"feature": null, "thresholds": [0.5]}',
+        },
+    )
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert blessing.get_string_custom_property("current_model") == "the-candidate"
+    assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
+    result = json.loads((tmp_path / "blessing" / "slices.json").read_text())
+    [check] = result["gates"]["checks"]
+    assert result["evaluator_blessed"] is True and result["blessed"] is False
+    assert check["passed"] is False and check["slice"].split("=")[0] in {"island", "sex"}
+    worst = min(
+        (
+            s
+            for s in summary["evaluation"]["slices"]
+            if s["example_count"] >= 5 and s["metrics"]["f1_score"] is not None
+        ),
+        key=lambda s: s["metrics"]["f1_score"],
+    )
+    assert check["value"] == pytest.approx(worst["metrics"]["f1_score"])
 
 
 def test_second_run_is_served_from_the_cache(first, run):
@@ -216,6 +307,15 @@ def test_regression_config_pushes_a_model_within_its_error_bound(tmp_path, repo_
     assert summary["components"]["SchemaGen"]["status"] == "succeeded"
     metrics = summary["evaluation"]["metrics"]
     assert metrics["mean_absolute_error"] < 400.0
+    assert 0.5 < metrics["r2_score"] <= 1.0
+    assert metrics["root_mean_squared_error"] == pytest.approx(
+        metrics["mean_squared_error"] ** 0.5, rel=1e-4
+    )
+    histogram = summary["evaluation"]["residuals"]
+    assert sum(histogram["counts"]) == metrics["example_count"]
+    assert len(histogram["edges"]) == len(histogram["counts"]) + 1
+    # The inferred schema has no domains: every categorical feature is sliced on.
+    assert {s["feature"] for s in summary["evaluation"]["slices"]} == {"species", "island", "sex"}
     assert "confusion_matrix" not in summary["evaluation"]
     assert summary["evaluation"]["blessed"] is True
     model = tf.saved_model.load(summary["pushed"]["model_dir"])
