@@ -148,17 +148,20 @@ def metric_name(name: str, sub_key: str) -> str:
     return f"{name}/{sub_key}" if sub_key else name
 
 
-def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """One slice's metrics of `tfma.load_eval_result` as {name: value} (doubles only;
-    NaN, e.g. precision of a class the slice never predicts, as None so that the
-    summary stays JSON)."""
+def scalar_metrics(metrics: Mapping[str, Any], nan_as_none: bool = True) -> dict[str, float | None]:
+    """One slice's metrics of `tfma.load_eval_result` as {name: value} (doubles only).
+
+    A NaN (e.g. precision of a class a slice never predicts) is None with `nan_as_none`,
+    so that per-slice rows are plain JSON; the overall metrics keep NaN as before.
+    """
     values: dict[str, float | None] = {}
     for by_sub_key in metrics.values():
         for sub_key, by_name in by_sub_key.items():
             for name, value in by_name.items():
                 if isinstance(value, Mapping) and "doubleValue" in value:
                     number = float(value["doubleValue"])
-                    values[metric_name(name, sub_key)] = None if math.isnan(number) else number
+                    missing = nan_as_none and math.isnan(number)
+                    values[metric_name(name, sub_key)] = None if missing else number
     return values
 
 

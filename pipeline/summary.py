@@ -159,7 +159,7 @@ def _metric_values(result) -> dict[str, float | None]:
     """The overall slice's metrics; Fairness Indicators are in their own section."""
     return {
         name: value
-        for name, value in evaluation.scalar_metrics(_overall(result)).items()
+        for name, value in evaluation.scalar_metrics(_overall(result), nan_as_none=False).items()
         if not name.startswith(evaluation.FAIRNESS_PREFIX)
     }
 
@@ -351,6 +351,18 @@ def quantization_section(record: RunRecord) -> dict[str, Any] | None:
     }
 
 
+def _format_gates(gates: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for check in gates.get("checks", []):
+        verdict = "passed" if check["passed"] else "FAILED"
+        value = "no slice judged" if check["value"] is None else f"{check['value']:.4f}"
+        lines.append(
+            f"  slice gate {check['gate']} {check['metric']} {check['threshold']}: {verdict}"
+            f" ({value} at {check['slice']})"
+        )
+    return lines
+
+
 def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
     metric, ratios = quantization["metric"], quantization["size_ratios"]
     lines = [f"  quantization: served {quantization['served']} ({quantization['reason']})"]
@@ -413,6 +425,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"  metrics (eval split): {json.dumps(shown)}")
         compared = "vs last blessed model" if evaluation["baseline_compared"] else "no baseline yet"
         lines.append(f"  blessed: {evaluation['blessed']} ({compared})")
+        lines.extend(_format_gates(evaluation.get("gates") or {}))
     if summary.get("quantization"):
         lines.extend(_format_quantization(summary["quantization"]))
     infra = summary.get("infra_validation")
