@@ -93,8 +93,9 @@ def slicing_specs(config: PipelineConfig) -> list[tfma.SlicingSpec]:
 
 
 def curve_metrics_spec(class_ids: Sequence[int]) -> tfma.MetricsSpec:
-    """ROC/PR points and calibration, one-vs-rest and micro-averaged over the classes
-    (every example's score of every class counts once)."""
+    """ROC/PR points and calibration, one-vs-rest per class. (Not TFMA's micro average:
+    its plot would share the overall sub key with the multi-class confusion matrix, and
+    `load_eval_result` keeps only one plot per sub key; `curves` sums the classes.)"""
     return tfma.MetricsSpec(
         metrics=[
             tfma.MetricConfig(
@@ -107,7 +108,6 @@ def curve_metrics_spec(class_ids: Sequence[int]) -> tfma.MetricsSpec:
             ),
         ],
         binarize=tfma.BinarizationOptions(class_ids={"values": list(class_ids)}),
-        aggregate=tfma.AggregationOptions(micro_average=True),
     )
 
 
@@ -361,20 +361,69 @@ def _class_mean(per_class: Sequence[Mapping[str, float | None]]) -> dict[str, fl
     return means
 
 
-def curves(plot: Mapping[str, Any]) -> dict[str, Any]:
-    """`evaluation.curves` from the overall slice's micro-averaged plots (sub key "").
+def curves(plots: Mapping[str, Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+    """`evaluation.curves` from the overall slice's one-vs-rest plots per class.
 
     Args:
-      plot: {plot name: TFMA JSON} with `confusionMatrixAtThresholds` and
-        `calibrationHistogramBuckets`.
+      plots: {sub key: {plot name: TFMA JSON}} of the overall slice; `classId:<i>` holds
+        `confusionMatrixAtThresholds` and `calibrationHistogramBuckets` of class i.
+      labels: class names in class-id order.
 
     Returns:
       {"averaging", "roc": {"fpr", "tpr", "thresholds"}, "pr": {"recall", "precision"},
-      "calibration": {"predicted", "observed", "count"}} (empty calibration buckets left out).
+      "calibration": {"predicted", "observed", "count"}, "per_class": {class: the same
+      three}}. The top level is the micro average: the classes' counts summed at each
+      threshold (and per calibration bucket), every example's score for every class being
+      one binary prediction. Empty calibration buckets are left out.
     """
+    per_class = {label: plots.get(f"classId:{i}", {}) for i, label in enumerate(labels)}
+    matrices = [
+        p.get("confusionMatrixAtThresholds", {}).get("matrices", []) for p in per_class.values()
+    ]
+    buckets = [
+        p.get("calibrationHistogramBuckets", {}).get("buckets", []) for p in per_class.values()
+    ]
+    return {
+        "averaging": "micro: one-vs-rest per class, the classes' counts summed (per_class: each)",
+        **_curves(_summed(matrices), _summed(buckets)),
+        "per_class": {
+            label: _curves(m, b) for label, m, b in zip(labels, matrices, buckets, strict=True)
+        },
+    }
+
+
+# Count fields of TFMA's confusion matrices and calibration buckets (JSON leaves out zeros).
+_COUNTS = frozenset(
+    {
+        "truePositives",
+        "falsePositives",
+        "trueNegatives",
+        "falseNegatives",
+        "numWeightedExamples",
+        "totalWeightedLabel",
+        "totalWeightedRefinedPrediction",
+    }
+)
+_BOUNDS = ("threshold", "lowerThresholdInclusive", "upperThresholdExclusive")
+
+
+def _summed(rows_per_class: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Counts added up row by row over the classes (rows at the same thresholds/buckets),
+    with the row's threshold or bucket bounds; rates are left out."""
+    summed = []
+    for rows in zip(*rows_per_class, strict=True):
+        row: dict[str, Any] = {name: sum(r.get(name, 0.0) for r in rows) for name in _COUNTS}
+        row.update({name: rows[0][name] for name in _BOUNDS if name in rows[0]})
+        summed.append(row)
+    return summed
+
+
+def _curves(
+    matrices: Sequence[Mapping[str, Any]], buckets: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     roc: dict[str, list[float]] = {"fpr": [], "tpr": [], "thresholds": []}
     pr: dict[str, list[float]] = {"recall": [], "precision": []}
-    for m in plot.get("confusionMatrixAtThresholds", {}).get("matrices", []):
+    for m in matrices:
         tp, fp = m.get("truePositives", 0.0), m.get("falsePositives", 0.0)
         tn, fn = m.get("trueNegatives", 0.0), m.get("falseNegatives", 0.0)
         roc["fpr"].append(fp / (fp + tn) if fp + tn else 0.0)
@@ -384,19 +433,13 @@ def curves(plot: Mapping[str, Any]) -> dict[str, Any]:
             pr["recall"].append(tp / (tp + fn) if tp + fn else 0.0)
             pr["precision"].append(tp / (tp + fp))
     calibration: dict[str, list[float]] = {"predicted": [], "observed": [], "count": []}
-    for bucket in plot.get("calibrationHistogramBuckets", {}).get("buckets", []):
+    for bucket in buckets:
         n = bucket.get("numWeightedExamples", 0.0)
         if n:
             calibration["predicted"].append(bucket.get("totalWeightedRefinedPrediction", 0.0) / n)
             calibration["observed"].append(bucket.get("totalWeightedLabel", 0.0) / n)
             calibration["count"].append(n)
-    return {
-        "averaging": "micro: one-vs-rest over the classes, every example's score for every"
-        " class is one binary prediction",
-        "roc": roc,
-        "pr": pr,
-        "calibration": calibration,
-    }
+    return {"roc": roc, "pr": pr, "calibration": calibration}
 
 
 def residuals(arrays: Mapping[str, Sequence[float]]) -> dict[str, Any] | None:

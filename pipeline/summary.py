@@ -164,10 +164,11 @@ def _metric_values(result) -> dict[str, float | None]:
     }
 
 
-def _overall_plot(result, sub_key: str = "") -> dict[str, Any]:
+def _overall_plots(result) -> dict[str, Any]:
+    """The overall slice's plots: {sub key: {plot name: TFMA JSON}}."""
     for slice_key, plots in result.plots:
         if not slice_key and plots:
-            return next(iter(plots.values())).get(sub_key, {})
+            return next(iter(plots.values()))
     return {}
 
 
@@ -306,7 +307,7 @@ def _classification_sections(
     extra = {
         "confusion_matrix": matrix,
         "per_class": per_class(section["metrics"], matrix["labels"], matrix["matrix"]),
-        "curves": evaluation.curves(_overall_plot(result)),
+        "curves": evaluation.curves(_overall_plots(result), matrix["labels"]),
     }
     if fairness.get("feature"):
         extra["fairness"] = evaluation.fairness(
