@@ -169,3 +169,48 @@ def test_the_residual_histogram_metric_counts_every_example():
     by_name = {key.name: value for key, value in output.items()}
     np.testing.assert_allclose(by_name[residuals.EDGES_NAME], [-1.0, 0.75, 2.5, 4.25, 6.0])
     np.testing.assert_allclose(by_name[residuals.COUNTS_NAME], [2, 0, 0, 1])  # -1, 0 and 6
+
+
+def _matrix(threshold, tp, fp, tn, fn):
+    # protobuf JSON leaves out zero counts, as load_eval_result gives them
+    counts = {"truePositives": tp, "falsePositives": fp, "trueNegatives": tn, "falseNegatives": fn}
+    return {"threshold": threshold, **{k: float(v) for k, v in counts.items() if v}}
+
+
+def test_curves_sum_the_classes_counts_for_the_micro_average():
+    plots = {
+        "classId:0": {"confusionMatrixAtThresholds": {"matrices": [_matrix(0.5, 3, 1, 5, 1)]}},
+        "classId:1": {"confusionMatrixAtThresholds": {"matrices": [_matrix(0.5, 1, 0, 8, 1)]}},
+    }
+    result = evaluation.curves(plots, ["a", "b"])
+    assert result["roc"]["tpr"] == [pytest.approx(4 / 6)]
+    assert result["roc"]["fpr"] == [pytest.approx(1 / 14)]
+    assert result["pr"]["precision"] == [pytest.approx(4 / 5)]
+    assert result["per_class"]["b"]["roc"]["fpr"] == [0.0]
+    assert result["per_class"]["a"]["pr"]["recall"] == [pytest.approx(0.75)]
+
+
+def test_fairness_averages_the_classes_where_a_rate_is_defined():
+    def rates(fpr0, fpr1):
+        return {
+            "classId:0": {
+                f"{evaluation.FAIRNESS_PREFIX}false_positive_rate@0.5": {"doubleValue": fpr0}
+            },
+            "classId:1": {
+                f"{evaluation.FAIRNESS_PREFIX}false_positive_rate@0.5": {"doubleValue": fpr1}
+            },
+            "": {"example_count": {"doubleValue": 7.0}},
+        }
+
+    slicing = [
+        ((), {"": rates(0.1, 0.3)}),
+        ((("sex", b"male"),), {"": rates(0.2, "NaN")}),
+        ((("island", b"Dream"),), {"": rates(0.9, 0.9)}),
+    ]
+    result = evaluation.fairness(slicing, "sex", [0.5], ["a", "b"])
+    by_value = {s["value"]: s for s in result["slices"]}
+    assert set(by_value) == {"(overall)", "male"}
+    assert by_value["(overall)"]["metrics"]["false_positive_rate"] == pytest.approx(0.2)
+    assert by_value["male"]["metrics"]["false_positive_rate"] == pytest.approx(0.2)
+    assert by_value["male"]["per_class"]["b"]["false_positive_rate"] is None
+    assert by_value["male"]["example_count"] == 7
