@@ -128,11 +128,8 @@ def fairness_metrics_spec(config: PipelineConfig, class_ids: Sequence[int]) -> t
 
 
 def regression_extras() -> list[tfma.MetricConfig]:
-    """R² (Keras' R2Score) and the residual histogram (pipeline/residuals.py)."""
-    return [
-        tfma.MetricConfig(class_name="R2Score"),
-        tfma.MetricConfig(class_name="ResidualHistogram", module=RESIDUALS_MODULE),
-    ]
+    """R² and the residual histogram (pipeline/residuals.py)."""
+    return [tfma.MetricConfig(class_name="ResidualHistogram", module=RESIDUALS_MODULE)]
 
 
 # --- Reading TFMA's results --------------------------------------------------------------

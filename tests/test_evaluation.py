@@ -93,7 +93,7 @@ def test_the_eval_config_slices_and_asks_for_fairness_curves_and_regression_extr
     assert names["FairnessIndicators"].module == evaluation.FAIRNESS_MODULE
     regression = eval_config(_load(tmp_path, repo_root, "penguins_body_mass.yaml"), [])
     names = {m.class_name: m for spec in regression.metrics_specs for m in spec.metrics}
-    assert {"R2Score", "ResidualHistogram", "MeanAbsoluteError"} <= set(names)
+    assert {"ResidualHistogram", "MeanAbsoluteError"} <= set(names)
 
 
 def _row(feature, value, count, accuracy):
@@ -153,7 +153,7 @@ def test_slice_values_without_eval_examples_are_listed_with_count_zero():
     assert "no eval examples" in rows[1]["note"]
 
 
-def test_the_residual_histogram_metric_counts_every_example():
+def test_the_residual_metric_counts_every_example_and_gives_r2():
     [computation] = residuals.ResidualHistogram(bins=4).computations()
     combiner = computation.combiner
     accumulators = []
@@ -169,6 +169,8 @@ def test_the_residual_histogram_metric_counts_every_example():
     by_name = {key.name: value for key, value in output.items()}
     np.testing.assert_allclose(by_name[residuals.EDGES_NAME], [-1.0, 0.75, 2.5, 4.25, 6.0])
     np.testing.assert_allclose(by_name[residuals.COUNTS_NAME], [2, 0, 0, 1])  # -1, 0 and 6
+    # labels 10, 12, 20: mean 14, SST 16 + 4 + 36; SSE 1 + 0 + 36
+    assert by_name[residuals.R2_NAME] == pytest.approx(1 - 37 / 56)
 
 
 def _matrix(threshold, tp, fp, tn, fn):
