@@ -156,11 +156,13 @@ def _overall(result) -> dict[str, Any]:
 
 
 def _metric_values(result) -> dict[str, float | None]:
-    """The overall slice's metrics; Fairness Indicators are in their own section."""
+    """The overall slice's metrics. Fairness Indicators are in their own section, and
+    TFMA's `<metric>_diff` against the baseline in `baseline` (with both values)."""
     return {
         name: value
         for name, value in evaluation.scalar_metrics(_overall(result), nan_as_none=False).items()
         if not name.startswith(evaluation.FAIRNESS_PREFIX)
+        and not name.split("/")[0].endswith("_diff")
     }
 
 

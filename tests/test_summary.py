@@ -8,7 +8,7 @@ from google.protobuf import json_format
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as mccm
 from tensorflow_model_analysis.proto import config_pb2
 
-from pipeline import summary
+from pipeline import evaluation, summary
 from pipeline.config import load_config
 from pipeline.pipeline import eval_config
 
@@ -116,7 +116,7 @@ def test_the_candidates_metrics_read_back_from_a_tfma_run_with_a_baseline(tmp_pa
         output_path=str(tmp_path / "evaluation"),
     )
 
-    result = summary._candidate_result(str(tmp_path / "evaluation"))
+    result = summary.candidate_result(str(tmp_path / "evaluation"))
     metrics = summary._metric_values(result)
     matrix = summary.confusion_matrix(summary._confusion_plot(result), LABELS)
     per_class = summary.per_class(metrics, LABELS, matrix["matrix"])
@@ -126,3 +126,18 @@ def test_the_candidates_metrics_read_back_from_a_tfma_run_with_a_baseline(tmp_pa
     assert per_class["Chinstrap"]["recall"] == pytest.approx(3 / 5)
     assert per_class["Gentoo"]["f1_score"] == pytest.approx(2 * 7 / (2 * 7 + 2 + 1))
     assert per_class["Adelie"]["support"] == 6
+
+    baseline = summary._metric_values(
+        summary._model_result(str(tmp_path / "evaluation"), baseline=True)
+    )
+    compared = evaluation.baseline_diff(metrics, baseline)
+    accuracy = compared["sparse_categorical_accuracy"]
+    assert accuracy["candidate"] == pytest.approx(15 / 19)
+    assert accuracy["baseline"] == pytest.approx(6 / 19)  # everything called Adelie
+    assert accuracy["diff"] == pytest.approx(9 / 19)
+    assert set(compared) == set(metrics)
+    curves = evaluation.curves(summary._overall_plots(result), LABELS)
+    # The micro average counts each example once per class; at threshold 0 all are positive.
+    assert curves["roc"]["tpr"][0] == curves["roc"]["fpr"][0] == 1.0
+    assert sum(curves["calibration"]["count"]) == 3 * 19
+    assert set(curves["per_class"]) == set(LABELS)
