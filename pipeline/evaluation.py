@@ -51,13 +51,13 @@ CALIBRATION_BUCKETS = 10
 def slice_features(config: PipelineConfig) -> tuple[str, ...]:
     """The features whose values are slices: the configured ones, or by default every
     categorical feature with at most `max_slice_values` values in the curated schema
-    (every categorical feature when the schema is inferred each run)."""
+    (every categorical feature when the schema is inferred each run, or not local)."""
     evaluation = config.evaluation
     if evaluation.slice_features is not None:
         return evaluation.slice_features
-    if not config.schema_file:
-        return config.categorical_features
     domains = schema_domains(config.schema_file)
+    if not domains:
+        return config.categorical_features
     return tuple(
         f
         for f in config.categorical_features
@@ -66,8 +66,9 @@ def slice_features(config: PipelineConfig) -> tuple[str, ...]:
 
 
 def schema_domains(schema_file: str | None) -> dict[str, tuple[str, ...]]:
-    """The values of each feature with a string domain in a schema .pbtxt ({} without one)."""
-    if not schema_file:
+    """The values of each feature with a string domain in a local schema .pbtxt; {} without
+    one, or for a cluster URI (gs://), which a compile on a workstation cannot read."""
+    if not schema_file or not Path(schema_file).is_file():
         return {}
     from google.protobuf import text_format
 
