@@ -216,3 +216,11 @@ def test_fairness_averages_the_classes_where_a_rate_is_defined():
     assert by_value["male"]["metrics"]["false_positive_rate"] == pytest.approx(0.2)
     assert by_value["male"]["per_class"]["b"]["false_positive_rate"] is None
     assert by_value["male"]["example_count"] == 7
+
+
+def test_every_gate_metric_a_config_accepts_has_a_summary_name():
+    from pipeline.config import GATE_METRICS
+
+    for names in GATE_METRICS.values():
+        assert set(names) <= set(evaluation.METRIC_KEYS)
+    assert set(evaluation.METRIC_KEYS) >= evaluation.LOWER_IS_BETTER
