@@ -358,10 +358,14 @@ def _format_gates(gates: Mapping[str, Any]) -> list[str]:
     lines = []
     for check in gates.get("checks", []):
         verdict = "passed" if check["passed"] else "FAILED"
-        value = "no slice judged" if check["value"] is None else f"{check['value']:.4f}"
+        where = (
+            check.get("note", "no slice judged")
+            if check["value"] is None
+            else f"{check['value']:.4f} at {check['slice']}"
+        )
         lines.append(
             f"  slice gate {check['gate']} {check['metric']} {check['threshold']}: {verdict}"
-            f" ({value} at {check['slice']})"
+            f" ({where})"
         )
     return lines
 
