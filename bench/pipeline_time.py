@@ -32,7 +32,8 @@ WHY = {
     "Trainer": "final fit with best hyperparameters + SavedModel export (3 signatures)",
     "Quantization": "int8 rebuild, TFLite conversion x2, eval + latency of 4 models",
     "latest_blessed_model_resolver": "ML Metadata query",
-    "Evaluator": "TFMA Beam job: loads the model(s), computes metrics on eval split",
+    "Evaluator": "TFMA Beam job: loads the model(s), computes metrics on eval split, per slice",
+    "SliceGate": "reads TFMA's per-slice metrics, checks the slice gates",
     "InfraValidation": "starts a model server, waits AVAILABLE, replays warmup requests",
     "Pusher": "copies the model into the serving directory",
 }
