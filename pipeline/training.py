@@ -387,9 +387,7 @@ def fit_record(
 def _history(history: keras.callbacks.History) -> dict[str, list[float]]:
     """Every logged value per epoch (loss, val_loss, metrics; both phases of fine-tuning),
     as plain floats, for the report's training curves."""
-    return {
-        key: [round(float(v), 6) for v in values] for key, values in history.history.items()
-    }
+    return {key: [round(float(v), 6) for v in values] for key, values in history.history.items()}
 
 
 class _EarlyStopping(keras.callbacks.EarlyStopping):

@@ -238,9 +238,7 @@ class Explained:
 
     def completeness_errors(self) -> np.ndarray:
         """|sum of attributions − (f(x) − f(baseline))| per example."""
-        return np.abs(
-            self.attributions.sum(axis=1) - (self.outputs - self.baseline_outputs)
-        )
+        return np.abs(self.attributions.sum(axis=1) - (self.outputs - self.baseline_outputs))
 
 
 def explain(explainer: Explainer, features: Mapping[str, np.ndarray], steps: int) -> Explained:
