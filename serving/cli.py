@@ -568,6 +568,8 @@ def _explain(args: argparse.Namespace) -> int:
     """One JSON line per row: the explained class or output and each feature's attribution."""
     from serving import client as serving_client
 
+    # Loading the explainer imports TFX and Beam, whose INFO lines would bury the answer.
+    logging.getLogger().setLevel(logging.WARNING)
     try:
         rows = _explain_rows(args)
         results = serving_client.explain_rows(args.model_dir, rows, steps=args.steps)

@@ -1,7 +1,9 @@
 """The explainer bundle: what explaining one raw example needs, in one directory.
 
-`explainer/` holds the Trainer's Keras model (`model.keras`), a copy of the transform
-graph (`transform/`) and `explainer.json` (features, task, class names). The Explanations
+`explainer/` holds the Trainer's Keras model (`model.keras`), the transform graph as a tar
+(`transform.tar`) and `explainer.json` (features, task, class names, IG steps). The graph
+travels as a tar because TFX's Pusher copies a model leaving out every file named
+`saved_model.pb` (it writes the top-level one last), which would break a nested SavedModel. The Explanations
 component writes it; the ModelCard component ships it in the pushed model under
 `assets.extra/explainer/`, so `python -m serving.cli explain` works on a pushed model
 directory alone.
@@ -10,9 +12,12 @@ directory alone.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
+import tarfile
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,14 +25,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx.utils import io_utils
 
 from components.explanations import attributions
 from components.explanations.spec import EXPLAINER_DIR
 from models.features import FeatureSpec
 
 MODEL_FILE = "model.keras"
-TRANSFORM_DIR = "transform"
+TRANSFORM_TAR = "transform.tar"
 META_FILE = "explainer.json"
 # Where a pushed model carries the bundle (TF Serving ignores assets.extra beyond warmup).
 PUSHED_BUNDLE = os.path.join("assets.extra", EXPLAINER_DIR)
@@ -43,6 +47,8 @@ class Bundle:
     spec: FeatureSpec
     class_names: list[str]
     steps: int
+    # Holds the extracted transform graph for as long as the bundle is used.
+    workdir: tempfile.TemporaryDirectory
 
 
 def write(
@@ -69,11 +75,30 @@ def write(
     target = os.path.join(output, EXPLAINER_DIR)
     tf.io.gfile.makedirs(target)
     tf.io.gfile.copy(source, os.path.join(target, MODEL_FILE), overwrite=True)
-    io_utils.copy_dir(transform_graph, os.path.join(target, TRANSFORM_DIR))
+    _write_tar(transform_graph, os.path.join(target, TRANSFORM_TAR))
     meta = {"features": spec.to_dict(), "class_names": list(class_names), "steps": steps}
     with tf.io.gfile.GFile(os.path.join(target, META_FILE), "w") as f:
         f.write(json.dumps(meta, indent=2))
     return target
+
+
+def _write_tar(directory: str, path: str) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for root, _, files in tf.io.gfile.walk(directory):
+            for name in files:
+                source = os.path.join(root, name)
+                data = tf.io.gfile.GFile(source, "rb").read()
+                info = tarfile.TarInfo(os.path.relpath(source, directory))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _extract_tar(path: str, target: str) -> None:
+    with tarfile.open(fileobj=io.BytesIO(tf.io.gfile.GFile(path, "rb").read())) as tar:
+        tar.extractall(target, filter="data")
 
 
 def locate(path: str) -> str:
@@ -110,49 +135,59 @@ def load(directory: str) -> Bundle:
     spec = FeatureSpec.from_dict(meta["features"])
     model = keras.models.load_model(os.path.join(directory, MODEL_FILE), compile=False)
     rebuilt, segments = attributions.differentiable_model(model, spec)
+    workdir = tempfile.TemporaryDirectory(prefix="explainer-")
+    _extract_tar(os.path.join(directory, TRANSFORM_TAR), workdir.name)
     return Bundle(
         explainer=attributions.Explainer(rebuilt, segments, spec.is_classification),
-        transform_output=tft.TFTransformOutput(os.path.join(directory, TRANSFORM_DIR)),
+        transform_output=tft.TFTransformOutput(workdir.name),
+        workdir=workdir,
         spec=spec,
         class_names=list(meta["class_names"]),
         steps=int(meta["steps"]),
     )
 
 
-def _raw_value(spec: FeatureSpec, key: str, value: Any) -> Any:
-    """A CSV/JSON value as a tf.Example value: numeric text to float, missing to None."""
+def _raw_value(key: str, value: Any, dtype: tf.dtypes.DType) -> Any:
+    """A CSV/JSON value as the schema's type for a tf.Example: numbers from text, missing
+    (empty, NA, NaN) as None, a series as a list of floats."""
     if value is None or (isinstance(value, str) and value.strip() in _MISSING):
         return None
-    if key in spec.numeric:
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"feature {key!r}: expected a number, got {value!r}") from err
-        return None if math.isnan(number) else number
-    if key in spec.sequence:
-        return [float(v) for v in value]
-    return value
+    if dtype == tf.string:
+        return value
+    values = value if isinstance(value, list | tuple) else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"feature {key!r}: expected a number, got {value!r}") from err
+    if any(math.isnan(n) for n in numbers):
+        return None
+    if dtype == tf.int64:
+        if any(not n.is_integer() for n in numbers):
+            raise ValueError(f"feature {key!r}: the schema says integer, got {value!r}")
+        numbers = [int(n) for n in numbers]
+    return numbers if isinstance(value, list | tuple) else numbers[0]
 
 
 def transformed(bundle: Bundle, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Raw rows (feature name -> value, as a CSV or JSON gives them) through the transform graph.
 
     Raises:
-      ValueError: a row lacks a feature, or a numeric value is not a number.
+      ValueError: a row lacks a feature, or a value is not of its schema type.
     """
     from serving.examples import make_example
 
     spec = bundle.spec
+    raw_spec = bundle.transform_output.raw_feature_spec()
+    features = {k: raw_spec[k] for k in spec.features}
+    floats = [k for k, f in features.items() if f.dtype == tf.float32]
     examples = []
     for number, row in enumerate(rows):
         missing = [k for k in spec.features if k not in row]
         if missing:
             raise ValueError(f"row {number} lacks features {missing} (has {sorted(row)})")
-        values = {k: _raw_value(spec, k, row[k]) for k in spec.features}
-        floats = (*spec.numeric, *spec.sequence)
+        values = {k: _raw_value(k, row[k], features[k].dtype) for k in spec.features}
         examples.append(make_example(values, float_features=floats).SerializeToString())
-    raw_spec = bundle.transform_output.raw_feature_spec()
-    raw = tf.io.parse_example(tf.constant(examples), {k: raw_spec[k] for k in spec.features})
+    raw = tf.io.parse_example(tf.constant(examples), features)
     layer = bundle.transform_output.transform_features_layer()
     return {
         name: np.asarray(value)
