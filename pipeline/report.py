@@ -285,6 +285,8 @@ def _explanations(summary: Mapping[str, Any]) -> list[str]:
                 "No explanations in this run (explanations.enabled is false, or it did not run)."
             )
         ]
+    if not explanations["global"]:
+        return [_absent(explanations.get("note") or "The explanations hold no attributions.")]
     completeness = explanations.get("completeness", {})
     parts = [
         f"<p>{_esc(explanations['method'])} on {explanations['examples']} eval examples, "

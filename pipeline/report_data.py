@@ -81,14 +81,14 @@ def split_statistics(path: str) -> dict[str, Any]:
 
 def anomalies(uri: str) -> dict[str, list[str]]:
     """ExampleValidator's anomalies per split: ["feature: description", ...]."""
-    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     found = {}
     for split in SPLITS:
         path = os.path.join(uri, f"Split-{split}", "SchemaDiff.pb")
         if not tf.io.gfile.exists(path):
             continue
-        result = tfdv.load_anomalies_binary(path)
+        result = anomalies_pb2.Anomalies.FromString(tf.io.gfile.GFile(path, "rb").read())
         found[split] = [
             f"{name}: {info.short_description or info.description}"
             for name, info in sorted(result.anomaly_info.items())

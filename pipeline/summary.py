@@ -350,6 +350,7 @@ def explanations_section(record: RunRecord) -> dict[str, Any] | None:
         "per_example": explained["per_example"],
         "heatmaps": [h["path"] for h in explained.get("heatmaps", [])],
         "seconds": explained.get("seconds"),
+        **({"note": explained["note"]} if "note" in explained else {}),
     }
 
 

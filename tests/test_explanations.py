@@ -103,3 +103,22 @@ def test_a_categorical_input_without_a_one_hot_layer_is_refused():
     model = keras.Model({"c_xf": ids}, keras.layers.Dense(1)(embedded))
     with pytest.raises(ValueError, match=r"\['c_xf'\] do not feed a CategoryEncoding"):
         attributions.differentiable_model(model, spec)
+
+
+def test_an_image_models_pixels_are_attributed_and_complete():
+    from models import cnn
+    from tests.tftlib import TINY_CNN_HPARAMS
+
+    spec = FeatureSpec((), (), "label", "classification", image=("img",), image_shape=(8, 8, 1))
+    model = cnn.build_model(TINY_CNN_HPARAMS, spec, {}, num_classes=2)
+    explainer = attributions.Explainer(
+        *attributions.differentiable_model(model, spec), classification=True
+    )
+    assert [(s.feature, s.kind, s.shape) for s in explainer.segments] == [
+        ("img", "image", (8, 8, 1))
+    ]
+    images = np.random.default_rng(2).random((3, 8, 8, 1)).astype(np.float32)
+    explained = attributions.explain(explainer, {"img_xf": images}, steps=50)
+    change = np.abs(explained.outputs - explained.baseline_outputs)
+    assert np.all(explained.completeness_errors() <= 0.02 * change + 2e-3)
+    assert explainer.image_map(explained.attributions[0], "img").shape == (8, 8)

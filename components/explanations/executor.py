@@ -18,7 +18,7 @@ from components.explanations import attributions, bundle
 from components.explanations import spec as keys
 from components.quantization import measure
 from models.export import class_names_of
-from models.features import FeatureSpec
+from models.features import FeatureSpec, transformed_name
 
 # Per-example attributions kept in explanations.json (the global scores use all).
 _EXAMPLES_LISTED = 20
@@ -63,11 +63,14 @@ def explain_model(
     explainer = bundle.load(os.path.join(output, keys.EXPLAINER_DIR)).explainer
     records = measure.sample_records(os.path.join(transformed_eval, "*"), settings.examples, seed=0)
     features = measure.parse_features(records, transform_output.transformed_feature_spec())
-    explained = attributions.explain(explainer, features, settings.steps)
-    result = summarise(explainer, explained, settings, class_names)
-    result["heatmaps"] = write_heatmaps(
-        explainer, explained, features, settings, class_names, output
-    )
+    if explainer.segments:
+        explained = attributions.explain(explainer, features, settings.steps)
+        result = summarise(explainer, explained, settings, class_names)
+        result["heatmaps"] = write_heatmaps(
+            explainer, explained, features, settings, class_names, output
+        )
+    else:
+        result = _nothing_to_attribute(settings, len(records))
     result["seconds"] = round(time.perf_counter() - started, 2)
     with tf.io.gfile.GFile(os.path.join(output, keys.EXPLANATIONS_FILE), "w") as f:
         f.write(json.dumps(result, indent=2))
@@ -111,6 +114,23 @@ def summarise(
     }
 
 
+def _nothing_to_attribute(settings: Settings, examples: int) -> dict[str, Any]:
+    """explanations.json for a model whose only inputs are texts (token ids)."""
+    return {
+        "method": "integrated_gradients",
+        "examples": examples,
+        "steps": settings.steps,
+        "baseline": attributions.BASELINE,
+        "explained_output": "none",
+        "global": [],
+        "completeness": {"max_abs_error": None, "mean_abs_error": None},
+        "per_example": [],
+        "heatmaps": [],
+        "note": f"no feature to attribute to: text features {list(settings.spec.text)} "
+        "enter as token ids, which integrated gradients cannot differentiate",
+    }
+
+
 def write_heatmaps(
     explainer: attributions.Explainer,
     explained: attributions.Explained,
@@ -136,7 +156,7 @@ def write_heatmaps(
             continue
         per_class[target] = per_class.get(target, 0) + 1
         for feature in settings.spec.image:
-            image = np.asarray(features[f"{feature}_xf"][i], np.float32)
+            image = np.asarray(features[transformed_name(feature)][i], np.float32)
             heat = explainer.image_map(explained.attributions[i], feature)
             figure, axes = plt.subplots(1, 2, figsize=(4, 2))
             axes[0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
