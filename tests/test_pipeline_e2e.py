@@ -162,7 +162,7 @@ def test_the_report_renders_in_a_real_browser(first):
 
 
 def test_explanations_and_the_model_card_ship_with_the_pushed_model(first, capsys):
-    from serving import cli
+    from pipeline import cli
 
     config, summary = first
     explanations = summary["explanations"]
@@ -185,7 +185,8 @@ def test_explanations_and_the_model_card_ship_with_the_pushed_model(first, capsy
         writer = csv.DictWriter(f, fieldnames=list(row))
         writer.writeheader()
         writer.writerow(row)
-    assert cli.main(["explain", "--model-dir", str(pushed.parent), "--input", str(rows)]) == 0
+    argv = ["explain", "--config", config.source_file, "--output-root", config.output_root]
+    assert cli.main([*argv, "--input", str(rows)]) == 0  # the newest version under serving/
     [answer] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert answer["explained"] == row["species"]
     assert {a["feature"] for a in answer["attributions"]} == features
