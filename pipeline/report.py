@@ -214,7 +214,9 @@ def _gates(evaluation: Mapping[str, Any]) -> list[str]:
 def _baseline(evaluation: Mapping[str, Any]) -> list[str]:
     baseline = evaluation.get("baseline")
     if not baseline:
-        return ["<p>No baseline: nothing served yet to compare with.</p>"]
+        if evaluation.get("baseline_compared"):
+            return ["<p>Compared with the last blessed model (the <code>_diff</code> metrics).</p>"]
+        return ["<p>No baseline: nothing blessed yet to compare with.</p>"]
     rows = [
         [name, v["candidate"], v["baseline"], v["diff"]] for name, v in sorted(baseline.items())
     ]
