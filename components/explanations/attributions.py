@@ -201,7 +201,10 @@ class Explainer:
         """IG of one flat example from the zero baseline, all steps in one batch."""
 
         def call_model(batch, call_model_args=None, expected_keys=None):
-            _, gradient = self._output_and_gradient(tf.constant(batch), target, dict(held))
+            # The target as a tensor: one trace for every class, not one per class.
+            _, gradient = self._output_and_gradient(
+                tf.constant(batch), tf.constant(target), dict(held)
+            )
             return {saliency.INPUT_OUTPUT_GRADIENTS: gradient.numpy()}
 
         return saliency.IntegratedGradients().GetMask(
