@@ -122,3 +122,38 @@ def test_an_image_models_pixels_are_attributed_and_complete():
     change = np.abs(explained.outputs - explained.baseline_outputs)
     assert np.all(explained.completeness_errors() <= 0.02 * change + 2e-3)
     assert explainer.image_map(explained.attributions[0], "img").shape == (8, 8)
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "expected"),
+    [
+        ("39.1", "float32", 39.1),
+        ("NA", "float32", None),
+        ("", "int64", None),
+        ("3750", "int64", 3750),
+        ("Biscoe", "string", "Biscoe"),
+        ([1, "2.5"], "float32", [1.0, 2.5]),
+    ],
+)
+def test_raw_values_take_the_schemas_type(value, dtype, expected):
+    import tensorflow as tf
+
+    from components.explanations import bundle
+
+    assert bundle._raw_value("f", value, tf.as_dtype(dtype)) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "message"),
+    [
+        ("abc", "float32", "feature 'f': expected a number, got 'abc'"),
+        ("37.5", "int64", "feature 'f': the schema says integer, got '37.5'"),
+    ],
+)
+def test_a_raw_value_of_the_wrong_kind_names_the_feature(value, dtype, message):
+    import tensorflow as tf
+
+    from components.explanations import bundle
+
+    with pytest.raises(ValueError, match=message):
+        bundle._raw_value("f", value, tf.as_dtype(dtype))
