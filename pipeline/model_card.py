@@ -138,7 +138,8 @@ def _explanations(explanations: Mapping[str, Any] | None) -> dict[str, Any] | No
 
 
 def _number(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    # Four significant digits: an L2 factor of 2e-06 must not read as 0.
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _rows(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -206,7 +207,7 @@ def markdown(facts: Mapping[str, Any]) -> str:
             "",
         ]
         lines += _rows(
-            ("feature", "mean |attribution|"),
+            ("feature", "mean absolute attribution"),
             [(g["feature"], g["score"]) for g in explanations["global"]],
         )
     lines += ["", "## Considerations", ""]
