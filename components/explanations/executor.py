@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -165,7 +166,9 @@ def write_heatmaps(
                 ax.axis("off")
             name = class_names[target] if class_names else str(target)
             figure.suptitle(f"{feature}: predicted {name}", fontsize=8)
-            path = os.path.join(directory, f"{feature}-{name}-{per_class[target]}.png")
+            # Class names are data ("T-shirt/top"): only safe characters go into a file name.
+            safe = re.sub(r"[^A-Za-z0-9_.]+", "_", name)
+            path = os.path.join(directory, f"{feature}-{safe}-{per_class[target]}.png")
             figure.savefig(path, dpi=80, bbox_inches="tight")
             plt.close(figure)
             written.append({"feature": feature, "class": name, "path": path})
