@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict explain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -42,6 +42,10 @@ serve:
 
 predict:
 	$(IN_ENV) python -m pipeline.cli predict --config $(CONFIG) --input $(INPUT)
+
+# Integrated gradients of each row of INPUT against the pushed model (no server needed).
+explain:
+	$(IN_ENV) python -m pipeline.cli explain --config $(CONFIG) --input $(INPUT)
 
 # Kubernetes manifests for tensorflow/serving (ACCELERATOR=cpu|gpu|tpu, MODEL_PATH=gs://... or pvc:...).
 manifests:

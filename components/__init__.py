@@ -8,4 +8,12 @@ def __getattr__(name: str):
         from components.quantization.spec import QuantizationReport
 
         return QuantizationReport
+    if name == "Attributions":
+        from components.explanations.spec import Attributions
+
+        return Attributions
+    if name == "ModelCardArtifact":
+        from components.model_card.spec import ModelCardArtifact
+
+        return ModelCardArtifact
     raise AttributeError(f"module 'components' has no attribute {name!r}")

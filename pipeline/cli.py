@@ -64,6 +64,8 @@ def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]
     if args.command == "serve":
         base = str(Path(config.serving_root) / config.model_name)
         return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.extra]
+    if args.command == "explain":
+        return _explain_args(args, config)
     predict = ["predict", "--model-name", config.model_name, "--input", args.input]
     if len(config.image_features) == 1:
         # Image files (or a folder of them) as INPUT become rows of this feature.
@@ -78,6 +80,19 @@ def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]
     return [*predict, *args.extra]
 
 
+def _explain_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]:
+    """`serving explain` against this config's pushed model (its newest version)."""
+    from pathlib import Path
+
+    model_dir = str(Path(config.serving_root) / config.model_name)
+    explain = ["explain", "--model-dir", model_dir, "--input", args.input]
+    if len(config.image_features) == 1:
+        explain += ["--image-feature", config.image_features[0]]
+    elif config.data.format == "text_folder":
+        explain += ["--text-feature", config.text_features[0]]
+    return [*explain, *args.extra]
+
+
 def _serving(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -86,11 +101,11 @@ def _serving(args: argparse.Namespace) -> int:
     config = load_config(args.config, output_root=args.output_root)
     argv = _serving_args(args, config)
     quiet = contextlib.nullcontext()
-    if args.command == "predict":
+    if args.command in ("predict", "explain"):
         # A client's answer (or its one-line error) is all the terminal shows; TensorFlow's
         # C++ start-up lines go to a log. The server keeps its log on the terminal.
         quiet = progress.native_stderr_to(
-            progress.log_path(config, f"predict-{progress.new_run_id()}")
+            progress.log_path(config, f"{args.command}-{progress.new_run_id()}")
         )
     with quiet:
         from serving import cli as serving_cli
@@ -188,7 +203,16 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--input", required=True, help="CSV with a header, or a JSON list of objects"
     )
-    for cmd in (serve, predict):
+    explain = sub.add_parser(
+        "explain",
+        help="integrated gradients of raw rows (CSV/JSON, an image, a text) against the pushed model",
+    )
+    explain.add_argument(
+        "--input",
+        required=True,
+        help="CSV with a header, a JSON list of objects, an image or a text",
+    )
+    for cmd in (serve, predict, explain):
         cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
         cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
         cmd.set_defaults(func=_serving)
@@ -199,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
-    # serve and predict pass the options they do not know on to `python -m serving`.
+    # serve, predict and explain pass the options they do not know on to `python -m serving`.
     args.extra = [a for a in extra if a != "--"]
     if args.extra and args.func is not _serving:
         p.error(f"unrecognized arguments: {' '.join(args.extra)}")

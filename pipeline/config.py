@@ -263,6 +263,29 @@ class QuantizationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExplanationsConfig:
+    """The Explanations component: integrated gradients on `examples` eval examples with
+    `steps` interpolation steps; for images, heatmaps of `heatmaps_per_class` examples per
+    class."""
+
+    enabled: bool = True
+    examples: int = 200
+    steps: int = 50
+    heatmaps_per_class: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCardConfig:
+    """What the model card says that ML Metadata cannot know: who the model is for, what it
+    must not be used for, and the slice size below which a slice's metrics are a caveat."""
+
+    intended_use: str = "not stated (set model_card.intended_use in the config)"
+    users: str = "not stated (set model_card.users in the config)"
+    out_of_scope: str = "not stated (set model_card.out_of_scope in the config)"
+    min_slice_examples: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything a pipeline run needs, validated."""
 
@@ -295,6 +318,8 @@ class PipelineConfig:
     # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
     cluster: ClusterConfig = ClusterConfig()
     quantization: QuantizationConfig = QuantizationConfig()
+    explanations: ExplanationsConfig = ExplanationsConfig()
+    model_card: ModelCardConfig = ModelCardConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -486,6 +511,8 @@ def _parse(
         serving_root=str(serving_root),
         cluster=parse_cluster(top),
         quantization=_quantization(top.section("quantization")),
+        explanations=_explanations(top.section("explanations")),
+        model_card=_model_card(top.section("model_card")),
     )
     top.finish()
     _check_family(top, config)
@@ -1107,3 +1134,27 @@ def _quantization(reader: _Reader) -> QuantizationConfig:
             "max_metric_drop", f"must be in [0, 1], got {quantization.max_metric_drop}"
         )
     return quantization
+
+
+def _explanations(reader: _Reader) -> ExplanationsConfig:
+    d = ExplanationsConfig()
+    explanations = ExplanationsConfig(
+        enabled=reader.get("enabled", bool, d.enabled),
+        examples=reader.positive("examples", d.examples),
+        steps=reader.positive("steps", d.steps, minimum=2),
+        heatmaps_per_class=reader.positive("heatmaps_per_class", d.heatmaps_per_class, minimum=0),
+    )
+    reader.finish()
+    return explanations
+
+
+def _model_card(reader: _Reader) -> ModelCardConfig:
+    d = ModelCardConfig()
+    card = ModelCardConfig(
+        intended_use=reader.get("intended_use", str, d.intended_use),
+        users=reader.get("users", str, d.users),
+        out_of_scope=reader.get("out_of_scope", str, d.out_of_scope),
+        min_slice_examples=reader.positive("min_slice_examples", d.min_slice_examples),
+    )
+    reader.finish()
+    return card

@@ -447,6 +447,9 @@ def summarise(
         "quantization": section(summary_lib.quantization_section),
         "infra_validation": section(summary_lib.infra_validation_section),
         "pushed": section(summary_lib.pushed_section),
+        "explanations": section(summary_lib.explanations_section),
+        "model_card": section(summary_lib.model_card_section),
+        "statistics": section(summary_lib.statistics_section),
     }
 
 

@@ -15,7 +15,9 @@ from tensorflow_model_analysis.proto import config_pb2 as tfma
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
+from components.explanations import Explanations
 from components.infra_validation import InfraValidation
+from components.model_card import ModelCard
 from components.quantization import Quantization
 from components.slice_gate import SliceGate
 from models import registry
@@ -312,6 +314,44 @@ def _slice_gate(config: PipelineConfig, evaluator) -> SliceGate:
     ).with_id(SLICE_GATE_ID)
 
 
+def card_config(config: PipelineConfig) -> dict[str, Any]:
+    """What the model card takes from the config (the ModelCard component's parameter)."""
+    card = config.model_card
+    return {
+        "model": {
+            "name": config.model_name,
+            "family": config.model_family,
+            "task": config.task,
+            "features": list(config.features),
+            "label": config.label,
+        },
+        "considerations": {
+            "intended_use": card.intended_use,
+            "users": card.users,
+            "out_of_scope": card.out_of_scope,
+        },
+        "min_slice_examples": card.min_slice_examples,
+    }
+
+
+def _explanations(config: PipelineConfig, trainer, transform) -> list[Explanations]:
+    """Integrated gradients of the Trainer's model, unless the config turns them off."""
+    explanations = config.explanations
+    if not explanations.enabled:
+        return []
+    return [
+        Explanations(
+            model=trainer.outputs["model"],
+            transform_graph=transform.outputs["transform_graph"],
+            transformed_examples=transform.outputs["transformed_examples"],
+            spec=feature_spec(config),
+            examples=explanations.examples,
+            steps=explanations.steps,
+            heatmaps_per_class=explanations.heatmaps_per_class,
+        )
+    ]
+
+
 def data_components(config: PipelineConfig, data_root: str) -> tuple[Any, Any]:
     """ExampleGen and StatisticsGen: how the pipeline reads the data and describes it.
 
@@ -363,7 +403,8 @@ def create_pipeline(
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
       Transform, Tuner, Trainer, Quantization (unless disabled), latest-blessed-model
-      resolver, Evaluator, SliceGate, InfraValidation, Pusher.
+      resolver, Evaluator, SliceGate, InfraValidation, Explanations (unless disabled),
+      ModelCard, Pusher.
     """
     example_gen, statistics_gen = data_components(config, data_root)
     if config.schema_file:
@@ -427,9 +468,23 @@ def create_pipeline(
     infra_validation = InfraValidation(
         model=served_model, examples=example_gen.outputs["examples"], model_name=config.model_name
     )
+    explanations = _explanations(config, trainer, transform)
+    # The card goes inside the model that is pushed: ModelCard copies the warmed-up model
+    # with assets.extra/model_card.md into the blessing the Pusher takes.
+    model_card = ModelCard(
+        infra_blessing=infra_validation.outputs["blessing"],
+        evaluation=evaluator.outputs["evaluation"],
+        model_blessing=slice_gate.outputs["blessing"],
+        model_run=trainer.outputs["model_run"],
+        hyperparameters=tuner.outputs["best_hyperparameters"],
+        statistics=statistics_gen.outputs["statistics"],
+        card_config=card_config(config),
+        explanations=explanations[0].outputs["explanations"] if explanations else None,
+        quantization_report=quantization[0].outputs["report"] if quantization else None,
+    )
     pusher = tfx.components.Pusher(
         model_blessing=slice_gate.outputs["blessing"],
-        infra_blessing=infra_validation.outputs["blessing"],
+        infra_blessing=model_card.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
@@ -451,6 +506,8 @@ def create_pipeline(
             evaluator,
             slice_gate,
             infra_validation,
+            *explanations,
+            model_card,
             pusher,
         ],
         enable_cache=enable_cache,

@@ -1,103 +1,161 @@
-"""The HTML report of a run: the figures people would rather see than read, from summary.json."""
+"""The HTML report of a run: one self-contained page (inline PNGs, no scripts, no network)
+rendered from summary.json; every section says plainly when the run has nothing for it.
+
+Figures are in `pipeline/report_figures.py`, the data statistics' reading in
+`pipeline/report_data.py`.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-import io
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import matplotlib
-import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _component_times(summary: Mapping[str, Any]) -> str:
-    names = list(summary["components"])
-    seconds = [summary["components"][n]["seconds"] for n in names]
-    colours = ["#9e9e9e" if summary["components"][n]["cached"] else "#1f77b4" for n in names]
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(names) + 1))
-    axes.barh(names[::-1], seconds[::-1], color=colours[::-1])
-    axes.set_xlabel("seconds (grey: cached)")
-    axes.set_title(f"Components, {summary['seconds']:.0f}s in all")
-    return _png(figure)
-
-
-def _tuner_trials(tuner: Mapping[str, Any]) -> str:
-    scores = tuner["trial_scores"]
-    best = [min(scores[: i + 1]) for i in range(len(scores))]
-    figure, axes = plt.subplots(figsize=(7, 3))
-    axes.plot(range(1, len(scores) + 1), scores, "o", label="trial")
-    axes.plot(range(1, len(scores) + 1), best, "-", label="best so far")
-    axes.set_xlabel("trial")
-    axes.set_ylabel(tuner["objective"])
-    axes.set_yscale("log")
-    axes.legend()
-    axes.set_title("Bayesian optimisation")
-    return _png(figure)
-
-
-_QUANTIZED = ("float", "int8", "float_tflite", "int8_tflite")
-
-
-def _quantization(quantization: Mapping[str, Any]) -> str:
-    """Size, batch-1 latency and the primary metric of the float and quantized models."""
-    names = [n for n in _QUANTIZED if n in quantization]
-    metric = quantization["metric"]
-    panels = (
-        ("size (KiB)", [quantization[n]["size_bytes"] / 1024 for n in names]),
-        ("batch-1 latency (ms)", [quantization[n]["latency_ms"]["batch_1"] for n in names]),
-        (f"{metric} (eval)", [quantization[n]["metrics"].get(metric, float("nan")) for n in names]),
-    )
-    figure, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for i, (ax, (title, values)) in enumerate(zip(axes, panels, strict=True)):
-        ax.bar(names, values, color=["#1f77b4", "#ff7f0e", "#aec7e8", "#ffbb78"][: len(names)])
-        ax.set_title(title)
-        ax.tick_params(axis="x", rotation=30)
-        if i < 2:
-            ax.set_yscale("log")
-    figure.suptitle(f"Quantization: served {quantization['served']}", y=1.04)
-    return _png(figure)
-
-
-def _confusion_matrix(confusion: Mapping[str, Any]) -> str:
-    """Counts in the cells; colour is the share of the true class's row, so a rare class
-    reads as clearly as a common one."""
-    labels, counts = confusion["labels"], np.asarray(confusion["matrix"], dtype=float)
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-    side = 0.6 * len(labels) + 2.5
-    figure, axes = plt.subplots(figsize=(side + 1.5, side))
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (i, j), count in np.ndenumerate(counts):
-        colour = "white" if shares[i, j] > 0.5 else "black"
-        axes.text(j, i, f"{count:.0f}", ha="center", va="center", color=colour, fontsize=8)
-    ticks = range(len(labels))
-    axes.set_xticks(ticks, labels, rotation=45, ha="right")
-    axes.set_yticks(ticks, labels)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(f"Confusion matrix (eval split, {counts.sum():.0f} examples)")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
-    return _png(figure)
-
+from pipeline import report_figures as figures
 
 _PER_CLASS = ("precision", "recall", "f1_score", "auc")
+_SECTIONS = (
+    ("overview", "Run"),
+    ("data", "Data"),
+    ("tuning", "Tuning"),
+    ("training", "Training"),
+    ("evaluation", "Evaluation"),
+    ("fairness", "Fairness"),
+    ("explanations", "Explanations"),
+    ("quantization", "Quantization and serving latency"),
+    ("model-card", "Model card"),
+)
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _img(data: str | None, alt: str) -> str:
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">' if data else ""
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return _esc(value)
+
+
+def _table(rows: Mapping[str, Any]) -> str:
+    cells = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[Any]], classes: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr{f' class={c!r}' if c else ''}>"
+        + "".join(f"<td>{_number(v)}</td>" for v in row)
+        + "</tr>"
+        for row, c in zip(rows, list(classes) + [""] * (len(rows) - len(classes)), strict=True)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _absent(what: str) -> str:
+    return f'<p class="absent">{_esc(what)}</p>'
+
+
+def _overview(summary: Mapping[str, Any]) -> list[str]:
+    evaluation = summary.get("evaluation") or {}
+    pushed = summary.get("pushed")
+    facts = {
+        "status": summary["status"],
+        "seconds": f"{summary['seconds']:.1f}",
+        "blessed": evaluation.get("blessed", "not evaluated"),
+        "pushed": f"{pushed['model_dir']} (version {pushed['version']})" if pushed else "nothing",
+    }
+    parts = [_table(facts)]
+    if summary.get("error"):
+        parts.append(f"<pre>{_esc(summary['error'])}</pre>")
+    if summary.get("components"):
+        parts.append(
+            _img(
+                figures.component_times(summary["components"], summary["seconds"]),
+                "component times",
+            )
+        )
+    return parts
+
+
+def _data(summary: Mapping[str, Any]) -> list[str]:
+    statistics = summary.get("statistics")
+    if not statistics or not statistics.get("splits"):
+        return [_absent("No data statistics in this run (StatisticsGen did not run).")]
+    splits = statistics["splits"]
+    names = sorted({n for s in splits.values() for n in s["features"]})
+    header = ["feature", "kind"]
+    for split in splits:
+        header += [f"{split} missing", f"{split} mean ± std / distinct"]
+    rows = []
+    for name in names:
+        row = [
+            name,
+            next(s["features"][name]["kind"] for s in splits.values() if name in s["features"]),
+        ]
+        for stats in splits.values():
+            feature = stats["features"].get(name)
+            if feature is None:
+                row += ["absent", ""]
+                continue
+            row.append(f"{feature['missing']} of {feature['missing'] + feature['present']}")
+            if feature["kind"] == "numeric":
+                row.append(f"{feature['mean']:.3g} ± {feature['std']:.3g}")
+            else:
+                row.append(feature.get("unique", ""))
+        rows.append(row)
+    counts = ", ".join(f"{split} {s['examples']} examples" for split, s in splits.items())
+    parts = [f"<p>{_esc(counts)}</p>", _grid(header, rows)]
+    parts.append(_img(figures.numeric_histograms(splits), "numeric histograms, train vs eval"))
+    parts.append(_img(figures.categorical_values(splits), "categorical values, train vs eval"))
+    anomalies = {k: v for k, v in statistics.get("anomalies", {}).items() if v}
+    if anomalies:
+        items = "".join(
+            f"<li>{_esc(s)}: {_esc(a)}</li>" for s, found in anomalies.items() for a in found
+        )
+        parts.append(f"<h3>Anomalies</h3><ul>{items}</ul>")
+    else:
+        parts.append("<p>No anomalies against the schema.</p>")
+    return parts
+
+
+def _tuning(summary: Mapping[str, Any]) -> list[str]:
+    tuner = summary.get("tuner")
+    if not tuner or not tuner.get("trial_scores"):
+        return [_absent("No tuning trials in this run.")]
+    return [
+        _img(figures.tuner_trials(tuner), "tuner trials"),
+        _table(tuner["best_hyperparameters"]),
+    ]
+
+
+def _training(summary: Mapping[str, Any]) -> list[str]:
+    training = summary.get("training")
+    if not training:
+        return [_absent("No training record in this run.")]
+    parts = [_table({k: v for k, v in training.items() if k != "history"})]
+    history = training.get("history")
+    if history:
+        parts.append(
+            _img(figures.training_curves(history, training.get("best_epoch")), "training curves")
+        )
+    else:
+        parts.append(_absent("No per-epoch history (a Trainer from before it was recorded)."))
+    return parts
 
 
 def _per_class_table(per_class: Mapping[str, Mapping[str, float]]) -> str:
     header = "".join(f"<th>{name}</th>" for name in ("class", *_PER_CLASS, "examples"))
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td>"
+        f"<tr><td>{_esc(name)}</td>"
         + "".join(f"<td>{metrics[m]:.4f}</td>" if m in metrics else "<td></td>" for m in _PER_CLASS)
         + f"<td>{metrics.get('support', '')}</td></tr>"
         for name, metrics in per_class.items()
@@ -105,54 +163,243 @@ def _per_class_table(per_class: Mapping[str, Mapping[str, float]]) -> str:
     return f"<table><tr>{header}</tr>{rows}</table>"
 
 
-def _table(rows: Mapping[str, Any]) -> str:
-    cells = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in rows.items()
+def _slices(evaluation: Mapping[str, Any]) -> list[str]:
+    slices = evaluation.get("slices") or []
+    if not slices:
+        return [_absent("No slices were evaluated.")]
+    names = sorted({m for s in slices for m in s.get("metrics", {}) if "/" not in m})[:6]
+    failing = {
+        c.get("slice")
+        for c in (evaluation.get("gates") or {}).get("checks", [])
+        if not c.get("passed")
+    }
+    rows, classes = [], []
+    for entry in slices:
+        label = f"{entry['feature']}={entry['value']}"
+        rows.append(
+            [
+                label,
+                entry["example_count"],
+                *(entry["metrics"].get(n, "") for n in names),
+                entry.get("note", ""),
+            ]
+        )
+        classes.append("fail" if label in failing or entry["value"] in failing else "")
+    return ["<h3>Per slice</h3>", _grid(["slice", "examples", *names, "note"], rows, classes)]
+
+
+def _gates(evaluation: Mapping[str, Any]) -> list[str]:
+    gates = evaluation.get("gates")
+    if not gates:
+        return []
+    rows = [
+        [
+            c["gate"],
+            c["metric"],
+            c["threshold"],
+            c["min_examples"],
+            c["value"],
+            c.get("slice") or "",
+            "passed" if c["passed"] else "FAILED",
+        ]
+        for c in gates.get("checks", [])
+    ]
+    verdict = "passed" if gates.get("passed") else "FAILED: the model is not blessed"
+    return [
+        f"<h3>Gates: {_esc(verdict)}</h3>",
+        _grid(["gate", "metric", "threshold", "min examples", "value", "slice", "result"], rows),
+    ]
+
+
+def _baseline(evaluation: Mapping[str, Any]) -> list[str]:
+    baseline = evaluation.get("baseline")
+    if not baseline:
+        if evaluation.get("baseline_compared"):
+            return ["<p>Compared with the last blessed model (the <code>_diff</code> metrics).</p>"]
+        return ["<p>No baseline: nothing blessed yet to compare with.</p>"]
+    rows = [
+        [name, v["candidate"], v["baseline"], v["diff"]] for name, v in sorted(baseline.items())
+    ]
+    return [
+        "<h3>Against the served model</h3>",
+        _grid(["metric", "candidate", "baseline", "difference"], rows),
+    ]
+
+
+def _evaluation(summary: Mapping[str, Any]) -> list[str]:
+    evaluation = summary.get("evaluation")
+    if not evaluation:
+        return [_absent("No evaluation in this run.")]
+    metrics = {k: f"{v:.4f}" for k, v in sorted(evaluation["metrics"].items()) if "/" not in k}
+    parts = [f"<p>Blessed: <b>{_esc(evaluation['blessed'])}</b></p>", _table(metrics)]
+    parts += _baseline(evaluation)
+    if evaluation.get("confusion_matrix"):
+        parts.append(
+            _img(figures.confusion_matrix(evaluation["confusion_matrix"]), "confusion matrix")
+        )
+    if evaluation.get("per_class"):
+        parts += ["<h3>Per class</h3>", _per_class_table(evaluation["per_class"])]
+    curves = evaluation.get("curves")
+    if curves:
+        scope = curves.get("scope") or curves.get("note") if isinstance(curves, Mapping) else None
+        parts.append(
+            _img(figures.evaluation_curves(curves), "ROC, precision-recall and calibration")
+        )
+        if scope:
+            parts.append(f"<p>{_esc(scope)}</p>")
+    if evaluation.get("residuals"):
+        parts.append(_img(figures.residuals(evaluation["residuals"]), "residuals"))
+    parts += _gates(evaluation)
+    if "slices" in evaluation:
+        parts += _slices(evaluation)
+    return parts
+
+
+def _fairness(summary: Mapping[str, Any]) -> list[str]:
+    fairness = (summary.get("evaluation") or {}).get("fairness")
+    if not fairness:
+        return [_absent("No fairness metrics: no sensitive feature is configured.")]
+    thresholds = ", ".join(str(t) for t in fairness.get("thresholds", []))
+    slices = fairness.get("slices", [])
+    names = sorted({m for s in slices for m in s.get("metrics", {})})
+    rows = [
+        [s["value"], s["example_count"], *(s["metrics"].get(n, "") for n in names)] for s in slices
+    ]
+    return [
+        f"<p>By {_esc(fairness['feature'])}, at decision threshold(s) {_esc(thresholds)}.</p>",
+        _grid([fairness["feature"], "examples", *names], rows),
+    ]
+
+
+def _inline_png(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return base64.b64encode(f.read()).decode()
+    except OSError:
+        return None
+
+
+def _explanations(summary: Mapping[str, Any]) -> list[str]:
+    explanations = summary.get("explanations")
+    if not explanations:
+        return [
+            _absent(
+                "No explanations in this run (explanations.enabled is false, or it did not run)."
+            )
+        ]
+    if not explanations["global"]:
+        return [_absent(explanations.get("note") or "The explanations hold no attributions.")]
+    completeness = explanations.get("completeness", {})
+    parts = [
+        f"<p>{_esc(explanations['method'])} on {explanations['examples']} eval examples, "
+        f"{explanations.get('steps', '')} steps; explained: {_esc(explanations.get('explained_output', ''))}; "
+        f"baseline: {_esc(explanations['baseline'])}. Completeness (|Σ attributions − (f(x) − f(baseline))|): "
+        f"max {_esc(completeness.get('max_abs_error'))}, mean {_esc(completeness.get('mean_abs_error'))}.</p>",
+        _img(figures.importance(explanations["global"]), "global feature importance"),
+    ]
+    examples = explanations.get("per_example", [])[:10]
+    if examples:
+        names = [g["feature"] for g in explanations["global"]]
+        rows = [
+            [e["target"], e["output"], *(e["attributions"].get(n, "") for n in names)]
+            for e in examples
+        ]
+        parts += ["<h3>Examples</h3>", _grid(["explained", "output", *names], rows)]
+    for path in explanations.get("heatmaps", []):
+        parts.append(_img(_inline_png(path), f"heatmap {os.path.basename(path)}"))
+    parts.append(f"<p>Artifact: <code>{_esc(explanations['artifact'])}</code></p>")
+    return parts
+
+
+def _quantization(summary: Mapping[str, Any]) -> list[str]:
+    quantization = summary.get("quantization")
+    if not quantization or not all(n in quantization for n in ("float", "int8")):
+        return [_absent("No quantization in this run, so no latency was measured.")]
+    names = [n for n in ("float", "int8", "float_tflite", "int8_tflite") if n in quantization]
+    metric = quantization["metric"]
+    rows = [
+        [
+            n,
+            quantization[n]["size_bytes"],
+            quantization[n]["metrics"].get(metric, ""),
+            quantization[n]["latency_ms"].get("batch_1", ""),
+            quantization[n]["latency_ms"].get("batch_256", ""),
+        ]
+        for n in names
+    ]
+    return [
+        _img(figures.quantization(quantization), "quantization trade-off"),
+        f"<p>{_esc(quantization.get('reason', ''))}</p>",
+        _grid(["model", "bytes", metric, "latency batch 1 (ms)", "latency batch 256 (ms)"], rows),
+    ]
+
+
+def _model_card(summary: Mapping[str, Any]) -> list[str]:
+    card = summary.get("model_card")
+    if not card:
+        return [_absent("No model card in this run (the ModelCard component did not run).")]
+    parts = [
+        f'<p><a href="file://{_esc(card["html"])}">model_card.html</a> · '
+        f'<a href="file://{_esc(card["markdown"])}">model_card.md</a> (also in the pushed model, '
+        "assets.extra/model_card.md)</p>"
+    ]
+    try:
+        with open(card["facts"]) as f:
+            facts = json.load(f)
+    except (OSError, ValueError):
+        return parts
+    considerations = facts.get("considerations", {})
+    parts.append(
+        _table({k: considerations.get(k, "") for k in ("intended_use", "users", "out_of_scope")})
     )
-    return f"<table>{cells}</table>"
+    limitations = considerations.get("limitations") or ["none recorded"]
+    parts.append(
+        "<h3>Limitations</h3><ul>" + "".join(f"<li>{_esc(n)}</li>" for n in limitations) + "</ul>"
+    )
+    return parts
+
+
+_RENDERERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "overview": _overview,
+    "data": _data,
+    "tuning": _tuning,
+    "training": _training,
+    "evaluation": _evaluation,
+    "fairness": _fairness,
+    "explanations": _explanations,
+    "quantization": _quantization,
+    "model-card": _model_card,
+}
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+    "td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left;font-size:14px}"
+    "img{max-width:100%;display:block;margin:1em 0}.absent{color:#777;font-style:italic}"
+    "tr.fail td{background:#fde0dc}nav a{margin-right:1em}"
+)
 
 
 def render(summary: Mapping[str, Any]) -> str:
-    """The report as one self-contained HTML page."""
+    """The report as one self-contained HTML page.
+
+    Args:
+      summary: the run summary (summary.json's content).
+
+    Returns:
+      The page: run overview and component timing, data statistics, tuning, training
+      curves, evaluation (slices, gates, curves), fairness, explanations, quantization and
+      latency, model card; each section says so when the run has nothing for it.
+    """
+    nav = "".join(f'<a href="#{key}">{title}</a>' for key, title in _SECTIONS)
     parts = [
-        f"<h1>Pipeline {html.escape(summary['pipeline'])}</h1>",
-        f"<p>Run {html.escape(str(summary['run_id']))}: <b>{summary['status']}</b> in {summary['seconds']:.1f}s</p>",
+        f"<h1>Pipeline {_esc(summary['pipeline'])}</h1>",
+        f"<p>Run {_esc(summary['run_id'])}: <b>{_esc(summary['status'])}</b> in {summary['seconds']:.1f}s</p>",
+        f"<nav>{nav}</nav>",
     ]
-    if summary.get("error"):
-        parts.append(f"<pre>{html.escape(summary['error'])}</pre>")
-    if summary["components"]:
-        parts.append(f'<img src="data:image/png;base64,{_component_times(summary)}">')
-    tuner = summary.get("tuner")
-    if tuner and tuner.get("trial_scores"):
-        parts.append("<h2>Tuning</h2>")
-        parts.append(f'<img src="data:image/png;base64,{_tuner_trials(tuner)}">')
-        parts.append(_table(tuner["best_hyperparameters"]))
-    training = summary.get("training")
-    if training:
-        parts.append("<h2>Training</h2>")
-        parts.append(_table(training))
-    evaluation = summary.get("evaluation")
-    if evaluation:
-        parts.append(f"<h2>Evaluation (blessed: {evaluation['blessed']})</h2>")
-        metrics = {k: f"{v:.4f}" for k, v in sorted(evaluation["metrics"].items()) if "/" not in k}
-        parts.append(_table(metrics))
-        if evaluation.get("confusion_matrix"):
-            parts.append(
-                f'<img alt="confusion matrix" src="data:image/png;base64,'
-                f'{_confusion_matrix(evaluation["confusion_matrix"])}">'
-            )
-        if evaluation.get("per_class"):
-            parts.append("<h3>Per class</h3>")
-            parts.append(_per_class_table(evaluation["per_class"]))
-    quantization = summary.get("quantization")
-    if quantization and all(n in quantization for n in ("float", "int8")):
-        parts.append("<h2>Quantization</h2>")
-        parts.append(f'<img src="data:image/png;base64,{_quantization(quantization)}">')
-        parts.append(f"<p>{html.escape(str(quantization.get('reason', '')))}</p>")
-    pushed = summary.get("pushed")
-    parts.append(
-        f"<h2>Pushed</h2><p>{html.escape(pushed['model_dir']) if pushed else 'nothing'}</p>"
+    for key, title in _SECTIONS:
+        parts.append(
+            f'<section id="{key}"><h2>{title}</h2>{"".join(_RENDERERS[key](summary))}</section>'
+        )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(summary['pipeline'])}</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
     )
-    style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}td,th{padding:2px 12px;border-bottom:1px solid #ddd;text-align:left}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(summary['pipeline'])}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"

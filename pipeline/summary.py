@@ -79,6 +79,25 @@ class RunRecord:
         execution = self.executions.get(node)
         return _STATES.get(execution.last_known_state, "unknown") if execution else "not_run"
 
+    def producer_seconds(self, node: str) -> float | None:
+        """For a cached node: how long the earlier execution that made its outputs ran
+        (ML Metadata's create and last-update times), so a cached run still shows what each
+        step costs. None for a node that ran in this run or has no outputs."""
+        execution = self.executions.get(node)
+        artifacts = [a for by_key in self.outputs.get(node, {}).values() for a in by_key]
+        if execution is None or self.status(node) != "cached" or not artifacts:
+            return None
+        events = self._store.get_events_by_artifact_ids([a.id for a in artifacts])
+        producers = {
+            e.execution_id
+            for e in events
+            if e.type == metadata_store_pb2.Event.OUTPUT and e.execution_id != execution.id
+        }
+        if not producers:
+            return None
+        [first, *_] = sorted(self._store.get_executions_by_id(producers), key=lambda e: e.id)
+        return (first.last_update_time_since_epoch - first.create_time_since_epoch) / 1000.0
+
     def output(self, node: str, key: str) -> metadata_store_pb2.Artifact | None:
         artifacts = self.outputs.get(node, {}).get(key, [])
         return artifacts[-1] if artifacts else None
@@ -370,6 +389,44 @@ def _format_gates(gates: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def explanations_section(record: RunRecord) -> dict[str, Any] | None:
+    """Integrated gradients of the model (components/explanations): method, examples,
+    baseline, global importance per raw feature, heatmap files, the artifact."""
+    artifact = record.output("Explanations", "explanations")
+    if artifact is None:
+        return None
+    path = os.path.join(artifact.uri, "explanations.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    explained = json.loads(tf.io.gfile.GFile(path).read())
+    return {
+        "method": explained["method"],
+        "examples": explained["examples"],
+        "baseline": explained["baseline"],
+        "global": explained["global"],
+        "artifact": artifact.uri,
+        "steps": explained["steps"],
+        "explained_output": explained["explained_output"],
+        "completeness": explained["completeness"],
+        "per_example": explained["per_example"],
+        "heatmaps": [h["path"] for h in explained.get("heatmaps", [])],
+        "seconds": explained.get("seconds"),
+        **({"note": explained["note"]} if "note" in explained else {}),
+    }
+
+
+def model_card_section(record: RunRecord) -> dict[str, Any] | None:
+    """Where the ModelCard component wrote the card (Markdown, HTML, its facts)."""
+    artifact = record.output("ModelCard", "model_card")
+    if artifact is None:
+        return None
+    paths = {
+        kind: os.path.join(artifact.uri, f"model_card.{ext}")
+        for kind, ext in (("markdown", "md"), ("html", "html"), ("facts", "json"))
+    }
+    return paths if tf.io.gfile.exists(paths["markdown"]) else None
+
+
 def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
     metric, ratios = quantization["metric"], quantization["size_ratios"]
     lines = [f"  quantization: served {quantization['served']} ({quantization['reason']})"]
@@ -392,7 +449,7 @@ def _format_quantization(quantization: Mapping[str, Any]) -> list[str]:
 def components_section(
     record: RunRecord, node_ids, seconds: Mapping[str, float]
 ) -> dict[str, dict[str, Any]]:
-    return {
+    sections = {
         node: {
             "status": record.status(node),
             "seconds": round(seconds.get(node, 0.0), 2),
@@ -400,6 +457,22 @@ def components_section(
         }
         for node in node_ids
     }
+    for node, section in sections.items():
+        produced = record.producer_seconds(node) if section["cached"] else None
+        if produced is not None:
+            section["produced_seconds"] = round(produced, 2)
+    return sections
+
+
+def statistics_section(record: RunRecord) -> dict[str, Any] | None:
+    """StatisticsGen's per-feature statistics per split and ExampleValidator's anomalies."""
+    from pipeline import report_data
+
+    statistics = record.output("StatisticsGen", "statistics")
+    if statistics is None:
+        return None
+    anomalies = record.output("ExampleValidator", "anomalies")
+    return report_data.statistics(statistics.uri, anomalies.uri if anomalies else None)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -435,6 +508,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.extend(_format_gates(evaluation.get("gates") or {}))
     if summary.get("quantization"):
         lines.extend(_format_quantization(summary["quantization"]))
+    explanations = summary.get("explanations")
+    if explanations:
+        top = ", ".join(f"{g['feature']} {g['score']:.3f}" for g in explanations["global"][:5])
+        lines.append(f"  explanations (IG, {explanations['examples']} eval examples): {top}")
     infra = summary.get("infra_validation")
     if infra:
         lines.append(

@@ -366,7 +366,8 @@ class FitClock(keras.callbacks.Callback):
 def fit_record(
     clock: FitClock, data: TrainingData, history: keras.callbacks.History
 ) -> dict[str, Any]:
-    """What the Trainer's fit did, for `training.json` and the run summary.
+    """What the Trainer's fit did, for `training.json` and the run summary: epochs, best
+    epoch, examples, seconds, examples/s, and `history` (each logged value per epoch).
 
     `examples_per_second` counts training examples over the fits' wall time, the eval
     split's pass each epoch included (as `model.fit` with validation data does).
@@ -379,7 +380,14 @@ def fit_record(
         "train_examples": data.train_examples,
         "seconds": round(clock.seconds, 2),
         "examples_per_second": round(examples / clock.seconds, 1) if clock.seconds else None,
+        "history": _history(history),
     }
+
+
+def _history(history: keras.callbacks.History) -> dict[str, list[float]]:
+    """Every logged value per epoch (loss, val_loss, metrics; both phases of fine-tuning),
+    as plain floats, for the report's training curves."""
+    return {key: [round(float(v), 6) for v in values] for key, values in history.history.items()}
 
 
 class _EarlyStopping(keras.callbacks.EarlyStopping):

@@ -4,6 +4,7 @@
     python -m serving predict --model-name penguins --input rows.csv
     python -m serving manifests --model-name penguins --model-path gs://b/serving/penguins \\
         --accelerator gpu --out k8s/
+    python -m serving explain --model-dir output/serving/penguins --input rows.csv
 
 `serve` execs tensorflow_model_server with the same flags when it is on PATH (unless
 --embedded), otherwise runs the embedded server in the foreground until interrupted.
@@ -141,6 +142,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--timeout-s", type=float, default=10.0)
     predict.set_defaults(handler=_predict)
+
+    explain = commands.add_parser(
+        "explain", help="integrated gradients of raw examples against a pushed model directory"
+    )
+    explain.add_argument(
+        "--model-dir",
+        required=True,
+        help="a pushed model: the serving directory (newest version), a version directory, or "
+        "an explainer bundle (the Explanations artifact's explainer/)",
+    )
+    explain.add_argument(
+        "--input",
+        required=True,
+        help="CSV with a header or a JSON list of objects (one row each), or with "
+        "--image-feature an image file, with --text-feature a .txt file",
+    )
+    explain.add_argument("--image-feature", metavar="NAME", help="INPUT is an image for NAME")
+    explain.add_argument("--text-feature", metavar="NAME", help="INPUT is a text for NAME")
+    explain.add_argument("--row", type=int, help="explain only this row of a CSV/JSON (from 0)")
+    explain.add_argument(
+        "--steps", type=_positive_count, help="integration steps (default: the pipeline's)"
+    )
+    explain.set_defaults(handler=_explain)
 
     manifests = commands.add_parser("manifests", help="write Kubernetes manifests for TF Serving")
     manifests.add_argument("--model-name", required=True)
@@ -525,6 +549,35 @@ def _rpc_failure(err, args: argparse.Namespace) -> str:
     if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"the server at {args.address} did not answer within {args.timeout_s}s"
     return f"the server at {args.address} refused the request: {err.code().name}: {details}"
+
+
+def _explain_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.image_feature:
+        return _read_images(image_files(args.input)[:1], args.image_feature)
+    if args.text_feature:
+        return [{args.text_feature: Path(args.input).read_text(encoding="utf-8")}]
+    rows = read_rows(args.input)
+    if args.row is None:
+        return rows
+    if not 0 <= args.row < len(rows):
+        raise ValueError(f"{args.input}: --row {args.row}, but it has {len(rows)} rows")
+    return [rows[args.row]]
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """One JSON line per row: the explained class or output and each feature's attribution."""
+    from serving import client as serving_client
+
+    # Loading the explainer imports TFX and Beam, whose INFO lines would bury the answer.
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        rows = _explain_rows(args)
+        results = serving_client.explain_rows(args.model_dir, rows, steps=args.steps)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"explain: {err}") from err
+    for result in results:
+        print(json.dumps(result))
+    return 0
 
 
 def _manifests(args: argparse.Namespace) -> int:

@@ -396,3 +396,32 @@ def _number(value: Any, dtype: tf.DType) -> float | int:
 def _examples(rows: Sequence[Mapping[str, Any]], float_features: Iterable[str]) -> list:
     floats = tuple(float_features)
     return [make_example(row, floats) for row in rows]
+
+
+def explain_rows(
+    model_dir: str, rows: Sequence[Mapping[str, Any]], steps: int | None = None
+) -> list[dict[str, Any]]:
+    """Integrated gradients of raw rows against a pushed model, without a server.
+
+    The pushed model carries its explainer (the float Keras model the served one was made
+    from, and the transform graph) in `assets.extra/explainer/`; see
+    components/explanations/bundle.py.
+
+    Args:
+      model_dir: the serving directory (its newest version is used), a version directory,
+        or an explainer bundle.
+      rows: raw feature name -> value, as `predict_rows` takes them (CSV text is parsed).
+      steps: integration steps; None for the pipeline's.
+
+    Returns:
+      Per row: "explained" (the predicted class, or "output"), "output", "baseline_output",
+      "completeness_error" and "attributions" [{"feature", "attribution"}], largest first.
+
+    Raises:
+      FileNotFoundError: no explainer bundle in `model_dir`.
+      ValueError: a row lacks a feature or has a value of the wrong kind.
+    """
+    # The explainer needs TF Transform and the models package, which serving does not.
+    from components.explanations import bundle
+
+    return bundle.explain_rows(bundle.load(bundle.locate(model_dir)), rows, steps)

@@ -81,6 +81,23 @@ def test_predict_names_the_image_feature_of_an_image_config(repo_root):
     ]
 
 
+def test_explain_points_at_the_configs_pushed_model(repo_root):
+    config = str(repo_root / "configs/fashion_mnist.yaml")
+    args = _args(["explain", "--config", config, "--input", "shirt.png", "--", "--row", "0"])
+    loaded = load_config(args.config)
+    assert cli._serving_args(args, loaded) == [
+        "explain",
+        "--model-dir",
+        f"{loaded.serving_root}/fashion_mnist",
+        "--input",
+        "shirt.png",
+        "--image-feature",
+        "image",
+        "--row",
+        "0",
+    ]
+
+
 def test_unknown_options_of_other_commands_are_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["run", "--bogus"])

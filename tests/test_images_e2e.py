@@ -44,6 +44,8 @@ def summary(root, repo_root):
     raw["tuner"].update(max_trials=1, epochs=2)
     raw["training"].update(epochs=6)
     raw["evaluation"]["lower_bound"] = 0.6
+    # Integrated gradients of a CNN cost ~0.1 s per example here: 60 are enough for heatmaps.
+    raw["explanations"] = {"examples": 60}
     path = root / "fashion.yaml"
     path.write_text(yaml.safe_dump(raw))
     return local_runner.run(load_config(path, output_root=str(root / "out")))
@@ -63,6 +65,15 @@ def test_a_cnn_is_trained_blessed_and_pushed(summary):
     assert summary["evaluation"]["blessed"] is True
     assert summary["infra_validation"]["blessed"] is True
     assert summary["pushed"] is not None
+
+
+def test_explanations_draw_integrated_gradient_heatmaps_per_predicted_class(summary):
+    explanations = summary["explanations"]
+    assert [g["feature"] for g in explanations["global"]] == ["image"]
+    heatmaps = explanations["heatmaps"]
+    classes = collections.Counter(Path(p).name.rsplit("-", 1)[0] for p in heatmaps)
+    assert len(classes) >= 3 and max(classes.values()) <= 2  # heatmaps_per_class: 2
+    assert all(Path(p).read_bytes().startswith(b"\x89PNG") for p in heatmaps)
 
 
 def test_the_served_model_answers_grpc_predict_with_png_bytes(summary, tmp_path):

@@ -137,6 +137,9 @@ def test_the_fit_record_counts_epochs_examples_and_time(data, settings):
     assert record["best_epoch"] == 1 + int(np.argmin(history.history["val_loss"]))
     assert record["seconds"] > 0
     assert record["examples_per_second"] == pytest.approx(3 * examples / clock.seconds, rel=0.01)
+    assert set(record["history"]) >= {"loss", "val_loss"}
+    assert record["history"]["val_loss"] == pytest.approx(history.history["val_loss"], abs=1e-5)
+    assert len(record["history"]["loss"]) == 3
 
 
 def test_slow_epochs_print_a_progress_line_and_fast_ones_do_not(capsys):
