@@ -28,8 +28,8 @@ VERTEX = {
 
 # A tiny budget so that the compiled pipeline runs quickly on two cores.
 FAST = {
-    "tuner": {"max_trials": 2, "epochs": 5},
-    "training": {"epochs": 40, "early_stopping_patience": 5},
+    "tuner": {"max_trials": 1, "epochs": 2},
+    "training": {"epochs": 15, "early_stopping_patience": 3},
     "evaluation": {"lower_bound": 0.5, "max_regression": 0.5},
     "beam": {"mode": "in_memory"},
 }
