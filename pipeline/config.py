@@ -40,6 +40,8 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 BEAM_MODES = ("auto", "in_memory", "multi_processing")
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
 REGRESSION_METRICS = ("mse", "mae", "rmse")
+# What the tuner may rank trials by: the eval split's loss or a metric the model compiles.
+TUNER_OBJECTIVES = {"classification": ("loss", "accuracy"), "regression": ("loss", "mae")}
 QUANTIZATION_METHODS = ("int8_weights",)
 QUANTIZATION_SERVE = ("quantized", "float")
 GUARD_FAILURE_ACTIONS = ("push_float", "push_nothing")
@@ -164,16 +166,25 @@ class TunerConfig:
     epochs: int = 40
     seed: int = 42
     search_space: SearchSpace = SearchSpace()
-    # Each trial trains on about this many training examples (a different random
-    # subset each epoch); None: all. The Trainer always trains the best on everything.
-    max_train_examples: int | None = None
+    # Each trial trains on a random sample of about this many training examples (drawn
+    # once per Tuner run); the Trainer always trains the best on everything.
+    max_train_examples: int = 100_000
+    # What trials are ranked by, and early stopping watches, on the eval split: "loss"
+    # or a metric the model computes ("accuracy", "mae"). Resolved at load from
+    # evaluation.metric (tuner_objective); never None in a loaded config.
+    objective: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """`batch_size` None: chosen from the training examples (pipeline/training.py
+    `auto_batch_size`). Transformed data of up to `cache_max_mb` (estimated in memory)
+    is cached in memory; larger data streams from the Transform's files every epoch."""
+
     epochs: int = 80
-    batch_size: int = 32
+    batch_size: int | None = None
     early_stopping_patience: int = 8
+    cache_max_mb: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,6 +421,7 @@ def _parse(
         schema_file = (
             _existing(top, "schema_file", schema_file) if schema_file_exists else str(schema_file)
         )
+    evaluation = _evaluation(top.section("evaluation"), task)
     config = PipelineConfig(
         source_file=source,
         pipeline_name=_identifier(top, "pipeline_name"),
@@ -429,9 +441,9 @@ def _parse(
         label=label,
         label_classes=top.names("label_classes", ()),
         model=_model(top.section("model"), config_dir),
-        tuner=_tuner(top.section("tuner")),
+        tuner=_tuner(top.section("tuner"), task, evaluation.metric),
         training=_training(top.section("training")),
-        evaluation=_evaluation(top.section("evaluation"), task),
+        evaluation=evaluation,
         beam=_beam(top.section("beam")),
         schema_file=schema_file,
         output_root=str(root_path),
@@ -876,7 +888,16 @@ def _choices(reader: _Reader, key: str, kind: type, default: tuple) -> tuple:
     return tuple(values)
 
 
-def _tuner(reader: _Reader) -> TunerConfig:
+def tuner_objective(task: str, metric: str) -> str:
+    """The tuner's default objective for the blessing metric: the metric itself where the
+    model computes it during training (accuracy, mae); otherwise the loss, which for
+    regression is the mse (and ranks as rmse does) and for classification is the
+    cross-entropy, a proper score that tracks precision, recall and auc better than
+    accuracy does."""
+    return metric if metric in TUNER_OBJECTIVES[task] else "loss"
+
+
+def _tuner(reader: _Reader, task: str, metric: str) -> TunerConfig:
     d = TunerConfig()
     tuner = TunerConfig(
         algorithm=reader.choice("algorithm", TUNER_ALGORITHMS, d.algorithm),
@@ -884,7 +905,8 @@ def _tuner(reader: _Reader) -> TunerConfig:
         epochs=reader.positive("epochs", d.epochs),
         seed=reader.get("seed", int, d.seed),
         search_space=_search_space(reader.section("search_space")),
-        max_train_examples=reader.positive("max_train_examples", None),
+        max_train_examples=reader.positive("max_train_examples", d.max_train_examples),
+        objective=reader.choice("objective", TUNER_OBJECTIVES[task], tuner_objective(task, metric)),
     )
     reader.finish()
     return tuner
@@ -898,6 +920,7 @@ def _training(reader: _Reader) -> TrainingConfig:
         early_stopping_patience=reader.positive(
             "early_stopping_patience", d.early_stopping_patience
         ),
+        cache_max_mb=reader.positive("cache_max_mb", d.cache_max_mb, minimum=0),
     )
     reader.finish()
     return training

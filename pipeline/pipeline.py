@@ -107,11 +107,13 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "epochs": config.tuner.epochs,
             "seed": config.tuner.seed,
             "max_train_examples": config.tuner.max_train_examples,
+            "objective": config.tuner.objective,
         },
         "training": {
             "epochs": config.training.epochs,
             "batch_size": config.training.batch_size,
             "early_stopping_patience": config.training.early_stopping_patience,
+            "cache_max_mb": config.training.cache_max_mb,
         },
         "fine_tune": _fine_tune(config),
         "code_version": code_version,
