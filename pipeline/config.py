@@ -174,6 +174,11 @@ class TunerConfig:
     # evaluation.metric (tuner_objective); never None in a loaded config.
     objective: str | None = None
 
+    @property
+    def objective_direction(self) -> str:
+        """Whether the objective is better higher ("max": accuracy) or lower ("min")."""
+        return "max" if self.objective == "accuracy" else "min"
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:

@@ -441,7 +441,11 @@ def summarise(
         "error": error,
         "seconds": round(elapsed, 2),
         "components": summary_lib.components_section(record, node_ids, seconds) if record else {},
-        "tuner": section(summary_lib.tuner_section),
+        "tuner": section(
+            lambda r: summary_lib.tuner_section(
+                r, config.tuner.objective, config.tuner.objective_direction
+            )
+        ),
         "training": section(summary_lib.training_section),
         "evaluation": section(summary_lib.evaluation_section),
         "quantization": section(summary_lib.quantization_section),

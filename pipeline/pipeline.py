@@ -108,6 +108,7 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "seed": config.tuner.seed,
             "max_train_examples": config.tuner.max_train_examples,
             "objective": config.tuner.objective,
+            "objective_direction": config.tuner.objective_direction,
         },
         "training": {
             "epochs": config.training.epochs,

@@ -57,11 +57,6 @@ class Objective:
     name: str = "val_loss"
     direction: str = "min"
 
-    @classmethod
-    def of(cls, metric: str) -> Objective:
-        """The objective for `loss` or a compiled metric (`accuracy` is higher-is-better)."""
-        return cls(f"val_{metric}", "max" if metric == "accuracy" else "min")
-
     def best_epoch(self, history: keras.callbacks.History) -> int | None:
         """The index of the best epoch in `history`, or None before any."""
         values = history.history.get(self.name, [])
@@ -123,7 +118,9 @@ class TrainingSettings:
             patience=config["training"]["early_stopping_patience"],
             seed=config["tuner"]["seed"],
             fine_tuning=FineTuning(**fine_tune) if fine_tune else None,
-            objective=Objective.of(config["tuner"]["objective"]),
+            objective=Objective(
+                f"val_{config['tuner']['objective']}", config["tuner"]["objective_direction"]
+            ),
             cache_max_mb=config["training"]["cache_max_mb"],
         )
 
