@@ -144,6 +144,25 @@ class FineTuneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EmbeddingConfig:
+    """Categorical features with at least `min_vocabulary` ids (OOV included) are embedded
+    in `dim` dimensions (None: models/encoders.py `embedding_size`, a rule of thumb);
+    smaller ones stay one-hot."""
+
+    min_vocabulary: int = 64
+    dim: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyConfig:
+    """The TFT vocabularies of categorical features: the `top_k` most frequent values
+    (None: all) seen at least `min_frequency` times; other values share the OOV id."""
+
+    top_k: int | None = None
+    min_frequency: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The model family and, for transfer learning, the backbone to reuse.
 
@@ -157,6 +176,7 @@ class ModelConfig:
     augmentation: AugmentationConfig = AugmentationConfig()
     base_model: str | None = None
     fine_tune: FineTuneConfig = FineTuneConfig()
+    embeddings: EmbeddingConfig = EmbeddingConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +293,7 @@ class PipelineConfig:
     # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
     cluster: ClusterConfig = ClusterConfig()
     quantization: QuantizationConfig = QuantizationConfig()
+    categorical_vocabulary: VocabularyConfig = VocabularyConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -395,6 +416,7 @@ def _parse(
     features = top.section("features")
     numeric = features.names("numeric", ())
     categorical = features.names("categorical", ())
+    vocabulary = _vocabulary(features.section("vocabulary"))
     image = features.names("image", ())
     image_shape = _image_shape(features, image)
     text = _TextFeatures.of(features)
@@ -455,6 +477,7 @@ def _parse(
         serving_root=str(serving_root),
         cluster=parse_cluster(top),
         quantization=_quantization(top.section("quantization")),
+        categorical_vocabulary=vocabulary,
     )
     top.finish()
     _check_family(top, config)
@@ -480,6 +503,7 @@ def _model(reader: _Reader, config_dir: Path) -> ModelConfig:
         ),
         base_model=base_model,
         fine_tune=_fine_tune(reader.section("fine_tune")),
+        embeddings=_embeddings(reader.section("embeddings")),
     )
     augmentation.finish()
     reader.finish()
@@ -900,6 +924,26 @@ def tuner_objective(task: str, metric: str) -> str:
     cross-entropy, a proper score that tracks precision, recall and auc better than
     accuracy does."""
     return metric if metric in TUNER_OBJECTIVES[task] else "loss"
+
+
+def _embeddings(reader: _Reader) -> EmbeddingConfig:
+    d = EmbeddingConfig()
+    embeddings = EmbeddingConfig(
+        min_vocabulary=reader.positive("min_vocabulary", d.min_vocabulary, minimum=2),
+        dim=reader.positive("dim", d.dim),
+    )
+    reader.finish()
+    return embeddings
+
+
+def _vocabulary(reader: _Reader) -> VocabularyConfig:
+    d = VocabularyConfig()
+    vocabulary = VocabularyConfig(
+        top_k=reader.positive("top_k", d.top_k),
+        min_frequency=reader.positive("min_frequency", d.min_frequency),
+    )
+    reader.finish()
+    return vocabulary
 
 
 def _tuner(reader: _Reader, task: str, metric: str) -> TunerConfig:

@@ -64,6 +64,8 @@ def preprocessing_options(config: PipelineConfig) -> dict[str, Any]:
     return {
         "vocabulary_size": config.vocabulary_size,
         "sequence_normalization": config.sequence_normalization,
+        "categorical_top_k": config.categorical_vocabulary.top_k,
+        "categorical_min_frequency": config.categorical_vocabulary.min_frequency,
     }
 
 
@@ -85,6 +87,9 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         augment_flip=augmentation.flip,
         augment_translate=augmentation.translate,
         augment_zoom=augmentation.zoom,
+        # 0: the size from models/encoders.py's rule of thumb.
+        embedding_min_vocabulary=config.model.embeddings.min_vocabulary,
+        embedding_dim=config.model.embeddings.dim or 0,
     )
     family = config.model_family
     fixed = registry.BACKBONE_KEYS[family] if config.model.base_model else ()
