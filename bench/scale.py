@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -101,8 +102,18 @@ class TreeMemory:
         self._thread.join()
 
 
-def _run_measured(command: list[str], log: Path) -> tuple[float, TreeMemory, int]:
-    """Runs `command`, following its `[k/n] Component ...` lines to attribute memory."""
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_measured(command: list[str], log: Path) -> tuple[float, float, TreeMemory, int]:
+    """Runs `command`, following its `[k/n] Component ...` lines to attribute memory.
+
+    Returns wall seconds, CPU seconds of the process tree (on a shared machine the wall
+    time also counts other people's work), the memory sampler and the exit code.
+    """
+    cpu = _children_cpu_seconds()
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -116,7 +127,7 @@ def _run_measured(command: list[str], log: Path) -> tuple[float, TreeMemory, int
                 memory.phase = step.group(1)
         code = process.wait()
     memory.stop()
-    return time.perf_counter() - started, memory, code
+    return time.perf_counter() - started, _children_cpu_seconds() - cpu, memory, code
 
 
 def run_pipeline(csv: Path, rows: int, work: Path) -> dict:
@@ -128,7 +139,7 @@ def run_pipeline(csv: Path, rows: int, work: Path) -> dict:
     config.write_text(yaml.safe_dump(raw))
     log = work / "pipeline.log"
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)]
-    wall, memory, code = _run_measured(command, log)
+    wall, cpu, memory, code = _run_measured(command, log)
     if code != 0:
         raise RuntimeError(f"the pipeline at {rows} rows failed (exit {code}); log: {log}")
     summary = json.loads((work / "output" / "babynames" / "summary.json").read_text())
@@ -136,6 +147,7 @@ def run_pipeline(csv: Path, rows: int, work: Path) -> dict:
     return {
         "rows": rows,
         "seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
         "peak_rss_gb": round(memory.peak / 2**30, 2),
         "components": {
             name: {
@@ -205,11 +217,16 @@ def run_floor(csv: Path, run: dict, work: Path) -> dict:
         "batch_size": training["batch_size"],
     }
     command = [sys.executable, "-m", "bench.scale", "--floor", json.dumps(args)]
-    wall, memory, code = _run_measured(command, work / "floor.log")
+    wall, cpu, memory, code = _run_measured(command, work / "floor.log")
     if code != 0:
         raise RuntimeError(f"the floor script failed (exit {code}); log: {work / 'floor.log'}")
     result = json.loads((work / "floor.log").read_text().strip().splitlines()[-1])
-    return {**result, "process_seconds": round(wall, 1), "peak_rss_gb": memory.peak / 2**30}
+    return {
+        **result,
+        "process_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+        "peak_rss_gb": round(memory.peak / 2**30, 2),
+    }
 
 
 def exponents(runs: list[dict]) -> dict[str, list[float]]:
@@ -242,6 +259,8 @@ def table(runs: list[dict], floor_result: dict | None) -> str:
         lines.append(f"{name:<30}" + "".join(f"{c:>22}" for c in cells) + f"   {shown}{goal}")
     totals = "".join(f"{r['seconds']:>9.1f} s {r['peak_rss_gb']:>5.2f} GB" for r in runs)
     lines.append(f"{'total (cold run)':<30}{totals}")
+    cpu = "".join(f"{r.get('cpu_seconds', 0):>20.1f} s" for r in runs)
+    lines.append(f"{'total CPU seconds':<30}{cpu}")
     accuracy = "".join(f"{r['accuracy'] or 0:>22.4f}" for r in runs)
     lines.append(f"{'eval accuracy':<30}{accuracy}")
     last = runs[-1]
@@ -255,7 +274,8 @@ def table(runs: list[dict], floor_result: dict | None) -> str:
         lines.append(
             f"plain pandas + tf_keras script, same model, rows and epochs: "
             f"{floor_result['seconds']:.0f} s ({floor_result['process_seconds']:.0f} s with "
-            f"start-up), {floor_result['peak_rss_gb']:.2f} GB, accuracy "
+            f"start-up, {floor_result['cpu_seconds']:.0f} CPU s), "
+            f"{floor_result['peak_rss_gb']:.2f} GB, accuracy "
             f"{floor_result['accuracy']:.4f}"
         )
         lines.append(
@@ -271,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--write-csv", type=int, help="only write the CSV of this many rows")
     parser.add_argument("--no-floor", action="store_true", help="skip the plain script")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse sizes measured before (output/bench)"
+    )
     parser.add_argument("--floor", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor:
@@ -283,10 +306,16 @@ def main(argv: list[str] | None = None) -> None:
     runs, floor_result = [], None
     sizes = [int(s) for s in args.sizes.split(",")]
     for rows in sizes:
+        measured = RESULTS.parent / f"scale-{rows}.json"
+        if args.reuse and measured.exists() and rows != sizes[-1]:
+            runs.append(json.loads(measured.read_text()))
+            continue
         csv = write_csv(rows)
         work = Path(tempfile.mkdtemp(prefix=f"scale-{rows}-"))
         print(f"{rows:,} rows: {csv}, outputs in {work}", flush=True)
         runs.append(run_pipeline(csv, rows, work))
+        measured.parent.mkdir(parents=True, exist_ok=True)
+        measured.write_text(json.dumps(runs[-1], indent=2))
         print(f"  {runs[-1]['seconds']} s, {runs[-1]['peak_rss_gb']} GB", flush=True)
         if rows == sizes[-1] and not args.no_floor:
             floor_result = run_floor(csv, runs[-1], work)
