@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 import tf_keras as keras
+import yaml
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from models import int8_sequence, quantization
@@ -15,6 +16,8 @@ from models.encoders import embedding_size
 from models.features import FeatureSpec, transformed_name
 from models.mlp import build_model
 from models.preprocessing import _categorical
+from pipeline.config import load_config
+from pipeline.local_runner import beam_args
 
 SPEC = FeatureSpec(numeric=("year",), categorical=("name", "sex"), label="y", task="classification")
 NAMES = 5000
@@ -102,3 +105,26 @@ def test_tft_keeps_the_top_k_values_and_the_rest_share_the_oov_id(tmp_path):
         )
     assert sorted({row["c"] for row in ids}) == [0, 1, 2]
     assert [row["c"] for row in ids][-1] == 2
+
+
+def test_beam_runs_multi_processing_for_many_rows_even_when_the_file_is_small(repo_root):
+    config = load_config(repo_root / "configs" / "penguins.yaml")
+    assert beam_args(config, data_bytes=26 * 2**20, rows=10_000) == [
+        "--direct_running_mode=in_memory"
+    ]
+    many = beam_args(config, data_bytes=26 * 2**20, rows=1_000_000)
+    assert many[0] == "--direct_running_mode=multi_processing"
+    assert beam_args(config, data_bytes=200 * 2**20)[0] == "--direct_running_mode=multi_processing"
+
+
+def test_the_babynames_config_loads_with_embeddings_and_a_tuner_sample(repo_root, tmp_path):
+    raw = yaml.safe_load((repo_root / "configs" / "babynames.yaml").read_text())
+    (tmp_path / "names.csv").write_text("year,sex,name,n,prop\n1880,F,Mary,7065,0.07\n")
+    raw["data"]["source"] = str(tmp_path / "names.csv")
+    (tmp_path / "babynames.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "babynames.yaml")
+    assert config.categorical_features == ("name",)
+    assert config.model.embeddings.min_vocabulary == 64 and config.model.embeddings.dim is None
+    assert config.tuner.max_train_examples == 100_000
+    assert config.tuner.objective == "accuracy"
+    assert config.training.batch_size is None
