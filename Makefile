@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict explain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict explain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-scale babynames-data compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -70,6 +70,14 @@ bench-trainer:
 # One cold run each of configs/bbc_news.yaml and configs/forda.yaml against issue 11's targets.
 bench-text-series:
 	$(IN_ENV) python -m bench.text_series
+
+# The babynames pipeline cold at 10k, 100k and 1M rows, and a plain pandas + tf_keras floor (issue 14).
+bench-scale:
+	$(IN_ENV) python -m bench.scale
+
+# The 1M-row babynames CSV configs/babynames.yaml reads.
+babynames-data:
+	$(IN_ENV) python -m bench.scale --write-csv 1000000
 
 clean:
 	rm -rf output

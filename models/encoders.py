@@ -1,6 +1,7 @@
 """Encoders per feature type: transformed features in, vectors for the combiner out.
 
-Tabular features (numeric z-scores, categorical ids) enter as they are or one-hot;
+Tabular features (numeric z-scores, categorical ids) enter as they are, one-hot (small
+vocabularies) or embedded (large ones);
 an image goes through a small convolutional network, with random augmentation in
 front that Keras runs only in training.
 """
@@ -14,13 +15,44 @@ import tf_keras as keras
 
 from models.features import FeatureSpec, transformed_name
 
+# The hyperparameters (fixed, from the config's model.embeddings) that choose between
+# one-hot and an embedding for a categorical feature.
+EMBEDDING_HPARAMS = ("embedding_min_vocabulary", "embedding_dim")
 
-def tabular_inputs(spec: FeatureSpec, vocab_sizes: Mapping[str, int]) -> tuple[dict, list]:
+
+def embedding_size(vocabulary: int) -> int:
+    """fast.ai's rule of thumb for a categorical embedding: min(50, round(1.6 * V ** 0.56)),
+    V the ids (16 at V = 64, 50 from V ~ 460)."""
+    return int(min(50, round(1.6 * vocabulary**0.56)))
+
+
+def categorical_encoder(
+    vocabulary: int, hparams: Mapping[str, Any], name: str
+) -> keras.layers.Layer:
+    """One categorical feature's encoder: one-hot below `embedding_min_vocabulary` ids,
+    an embedding of `embedding_dim` (0: `embedding_size`) dimensions from there.
+
+    One-hot costs the first Dense layer (and every batch) V inputs; an embedding a fixed
+    few, which a vocabulary of tens of thousands of names needs. Hyperparameters without
+    `embedding_min_vocabulary` (older runs) mean one-hot.
+    """
+    threshold = hparams.get("embedding_min_vocabulary")
+    if not threshold or vocabulary < int(threshold):
+        return keras.layers.CategoryEncoding(vocabulary, output_mode="one_hot", name=name)
+    dim = int(hparams.get("embedding_dim") or 0) or embedding_size(vocabulary)
+    return keras.layers.Embedding(vocabulary, dim, name=name)
+
+
+def tabular_inputs(
+    spec: FeatureSpec, vocab_sizes: Mapping[str, int], hparams: Mapping[str, Any] | None = None
+) -> tuple[dict, list]:
     """Keras inputs for the numeric and categorical features, and their encodings.
 
     Args:
       spec: the features; its image features are left out.
       vocab_sizes: ids per categorical feature, OOV buckets included.
+      hparams: `embedding_min_vocabulary` and `embedding_dim` (`categorical_encoder`);
+        None: every categorical feature one-hot.
 
     Returns:
       (transformed name -> keras.Input, one [batch, n] tensor per feature to concatenate).
@@ -33,9 +65,8 @@ def tabular_inputs(spec: FeatureSpec, vocab_sizes: Mapping[str, int]) -> tuple[d
     for key in spec.categorical:
         name = transformed_name(key)
         inputs[name] = keras.Input(shape=(), name=name, dtype="int64")
-        parts.append(
-            keras.layers.CategoryEncoding(vocab_sizes[key], output_mode="one_hot")(inputs[name])
-        )
+        encoder = categorical_encoder(vocab_sizes[key], hparams or {}, f"{name}_encoding")
+        parts.append(encoder(inputs[name]))
     return inputs, parts
 
 

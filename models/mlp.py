@@ -8,7 +8,7 @@ from typing import Any
 import tf_keras as keras
 
 from models.combiner import concat_combiner
-from models.encoders import tabular_inputs
+from models.encoders import EMBEDDING_HPARAMS, tabular_inputs
 from models.features import FeatureSpec
 from models.heads import compiled_model
 
@@ -22,6 +22,7 @@ HPARAMS = (
     "optimizer",
     "lr_schedule",
     "lr_decay_rate",
+    *EMBEDDING_HPARAMS,
 )
 
 
@@ -38,7 +39,9 @@ def build_model(
 
     Args:
       hparams: `units`, `layers`, `dropout`, `l2`, `learning_rate`, `optimizer`,
-        `lr_schedule` (constant when absent), `lr_decay_rate` (exponential schedule).
+        `lr_schedule` (constant when absent), `lr_decay_rate` (exponential schedule);
+        `embedding_min_vocabulary`, `embedding_dim` (models/encoders.py
+        `categorical_encoder`; absent: one-hot).
       spec: the features and the task.
       vocab_sizes: ids per categorical feature, OOV buckets included.
       num_classes: number of classes, for classification.
@@ -59,7 +62,7 @@ def build_model(
             f"the mlp family takes numeric and categorical features, not images "
             f"{list(spec.image)}; use model family cnn"
         )
-    inputs, parts = tabular_inputs(spec, vocab_sizes)
+    inputs, parts = tabular_inputs(spec, vocab_sizes, hparams)
     return compiled_model(
         inputs,
         concat_combiner(parts, hparams),

@@ -41,11 +41,19 @@ def _numeric(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return tft.scale_to_z_score(imputed)
 
 
-def _categorical(x: tf.Tensor | tf.SparseTensor, key: str) -> tf.Tensor:
-    """Maps strings to vocabulary ids; missing and unseen values share the OOV bucket."""
+def _categorical(
+    x: tf.Tensor | tf.SparseTensor, key: str, top_k: int | None = None, min_frequency: int = 1
+) -> tf.Tensor:
+    """Maps strings to vocabulary ids; missing and unseen values share the OOV bucket, as
+    do values outside the `top_k` most frequent or seen fewer than `min_frequency` times
+    (which bounds the vocabulary, and the model's tables, on high-cardinality columns)."""
     dense = _to_dense(x, "")
     return tft.compute_and_apply_vocabulary(
-        dense, num_oov_buckets=OOV_BUCKETS, vocab_filename=vocabulary_name(key)
+        dense,
+        top_k=top_k,
+        frequency_threshold=min_frequency if min_frequency > 1 else None,
+        num_oov_buckets=OOV_BUCKETS,
+        vocab_filename=vocabulary_name(key),
     )
 
 
@@ -171,7 +179,8 @@ def preprocessing_fn(
       inputs: raw features as parsed with the schema; optional ones are SparseTensors.
       custom_config: `{"features": FeatureSpec.to_dict()}`, and for text or sequence
         features `"preprocessing": {"vocabulary_size": top_k, "sequence_normalization":
-        "per_series" | "global"}` (pipeline.pipeline.preprocessing_options).
+        "per_series" | "global"}`, and optionally `"categorical_top_k"` and
+        `"categorical_min_frequency"` (pipeline.pipeline.preprocessing_options).
 
     Returns:
       Numeric features as float z-scores and categorical ones as int64 ids, each of
@@ -183,11 +192,16 @@ def preprocessing_fn(
     """
     spec = FeatureSpec.from_dict(custom_config["features"])
     outputs = {transformed_name(k): _numeric(inputs[k]) for k in spec.numeric}
+    options = custom_config.get("preprocessing", {})
     for key in spec.categorical:
-        outputs[transformed_name(key)] = _categorical(inputs[key], key)
+        outputs[transformed_name(key)] = _categorical(
+            inputs[key],
+            key,
+            options.get("categorical_top_k"),
+            options.get("categorical_min_frequency", 1),
+        )
     for key in spec.image:
         outputs[transformed_name(key)] = _image(inputs[key], key, spec.image_shape)
-    options = custom_config.get("preprocessing", {})
     for key in spec.text:
         outputs[transformed_name(key)] = _text(
             inputs[key], key, spec.max_tokens, options["vocabulary_size"]

@@ -775,10 +775,11 @@ def tflite_inputs(model: keras.Model) -> list[TFLiteInput]:
     Categorical ids are int8 when every vocabulary fits (<= 128 ids), int32 otherwise; a
     text's token ids ([max_tokens] per example) stay int64, as Transform gives them.
     """
+    # An embedding's ids (a large vocabulary's) need int32 as much as a one-hot's.
     depths = [
-        layer.num_tokens
+        layer.num_tokens if isinstance(layer, keras.layers.CategoryEncoding) else layer.input_dim
         for layer in model.layers
-        if isinstance(layer, keras.layers.CategoryEncoding)
+        if isinstance(layer, keras.layers.CategoryEncoding | keras.layers.Embedding)
     ]
     id_dtype = tf.int8 if all(d <= _MAX_INT8_VOCABULARY for d in depths) else tf.int32
     return [

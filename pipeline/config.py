@@ -46,6 +46,8 @@ GATE_METRICS = {
     "regression": ("mae", "mse", "rmse", "r2"),
 }
 SLICE_GATES = ("min_slice_metric", "max_slice_gap")
+# What the tuner may rank trials by: the eval split's loss or a metric the model compiles.
+TUNER_OBJECTIVES = {"classification": ("loss", "accuracy"), "regression": ("loss", "mae")}
 QUANTIZATION_METHODS = ("int8_weights",)
 QUANTIZATION_SERVE = ("quantized", "float")
 GUARD_FAILURE_ACTIONS = ("push_float", "push_nothing")
@@ -148,6 +150,25 @@ class FineTuneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EmbeddingConfig:
+    """Categorical features with at least `min_vocabulary` ids (OOV included) are embedded
+    in `dim` dimensions (None: models/encoders.py `embedding_size`, a rule of thumb);
+    smaller ones stay one-hot."""
+
+    min_vocabulary: int = 64
+    dim: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyConfig:
+    """The TFT vocabularies of categorical features: the `top_k` most frequent values
+    (None: all) seen at least `min_frequency` times; other values share the OOV id."""
+
+    top_k: int | None = None
+    min_frequency: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The model family and, for transfer learning, the backbone to reuse.
 
@@ -161,6 +182,7 @@ class ModelConfig:
     augmentation: AugmentationConfig = AugmentationConfig()
     base_model: str | None = None
     fine_tune: FineTuneConfig = FineTuneConfig()
+    embeddings: EmbeddingConfig = EmbeddingConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,16 +192,30 @@ class TunerConfig:
     epochs: int = 40
     seed: int = 42
     search_space: SearchSpace = SearchSpace()
-    # Each trial trains on about this many training examples (a different random
-    # subset each epoch); None: all. The Trainer always trains the best on everything.
-    max_train_examples: int | None = None
+    # Each trial trains on a random sample of about this many training examples (drawn
+    # once per Tuner run); the Trainer always trains the best on everything.
+    max_train_examples: int = 100_000
+    # What trials are ranked by, and early stopping watches, on the eval split: "loss"
+    # or a metric the model computes ("accuracy", "mae"). Resolved at load from
+    # evaluation.metric (tuner_objective); never None in a loaded config.
+    objective: str | None = None
+
+    @property
+    def objective_direction(self) -> str:
+        """Whether the objective is better higher ("max": accuracy) or lower ("min")."""
+        return "max" if self.objective == "accuracy" else "min"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """`batch_size` None: chosen from the training examples (pipeline/training.py
+    `auto_batch_size`). Transformed data of up to `cache_max_mb` (estimated in memory)
+    is cached in memory; larger data streams from the Transform's files every epoch."""
+
     epochs: int = 80
-    batch_size: int = 32
+    batch_size: int | None = None
     early_stopping_patience: int = 8
+    cache_max_mb: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,12 +264,15 @@ class EvaluationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BeamConfig:
-    """Beam's DirectRunner. `auto` uses in_memory below `multi_processing_min_mb`
-    of input: on small data, starting worker processes costs more than it saves."""
+    """Beam's DirectRunner. `auto` uses in_memory below `multi_processing_min_mb` of
+    input and `multi_processing_min_rows` rows (or examples): on small data, starting
+    worker processes costs more than it saves. Rows count as well as bytes because a
+    narrow CSV (1M rows of 4 columns is 26 MB) is small on disk but long to process."""
 
     mode: str = "auto"
     num_workers: int = 0
     multi_processing_min_mb: int = 100
+    multi_processing_min_rows: int = 250_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +359,7 @@ class PipelineConfig:
     quantization: QuantizationConfig = QuantizationConfig()
     explanations: ExplanationsConfig = ExplanationsConfig()
     model_card: ModelCardConfig = ModelCardConfig()
+    categorical_vocabulary: VocabularyConfig = VocabularyConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -452,6 +492,7 @@ def _parse(
     features = top.section("features")
     numeric = features.names("numeric", ())
     categorical = features.names("categorical", ())
+    vocabulary = _vocabulary(features.section("vocabulary"))
     image = features.names("image", ())
     image_shape = _image_shape(features, image)
     text = _TextFeatures.of(features)
@@ -483,6 +524,7 @@ def _parse(
         schema_file = (
             _existing(top, "schema_file", schema_file) if schema_file_exists else str(schema_file)
         )
+    evaluation = _evaluation(top.section("evaluation"), task, categorical)
     config = PipelineConfig(
         source_file=source,
         pipeline_name=_identifier(top, "pipeline_name"),
@@ -502,9 +544,9 @@ def _parse(
         label=label,
         label_classes=top.names("label_classes", ()),
         model=_model(top.section("model"), config_dir),
-        tuner=_tuner(top.section("tuner")),
+        tuner=_tuner(top.section("tuner"), task, evaluation.metric),
         training=_training(top.section("training")),
-        evaluation=_evaluation(top.section("evaluation"), task, categorical),
+        evaluation=evaluation,
         beam=_beam(top.section("beam")),
         schema_file=schema_file,
         output_root=str(root_path),
@@ -513,6 +555,7 @@ def _parse(
         quantization=_quantization(top.section("quantization")),
         explanations=_explanations(top.section("explanations")),
         model_card=_model_card(top.section("model_card")),
+        categorical_vocabulary=vocabulary,
     )
     top.finish()
     _check_family(top, config)
@@ -538,6 +581,7 @@ def _model(reader: _Reader, config_dir: Path) -> ModelConfig:
         ),
         base_model=base_model,
         fine_tune=_fine_tune(reader.section("fine_tune")),
+        embeddings=_embeddings(reader.section("embeddings")),
     )
     augmentation.finish()
     reader.finish()
@@ -951,7 +995,36 @@ def _choices(reader: _Reader, key: str, kind: type, default: tuple) -> tuple:
     return tuple(values)
 
 
-def _tuner(reader: _Reader) -> TunerConfig:
+def tuner_objective(task: str, metric: str) -> str:
+    """The tuner's default objective for the blessing metric: the metric itself where the
+    model computes it during training (accuracy, mae); otherwise the loss, which for
+    regression is the mse (and ranks as rmse does) and for classification is the
+    cross-entropy, a proper score that tracks precision, recall and auc better than
+    accuracy does."""
+    return metric if metric in TUNER_OBJECTIVES[task] else "loss"
+
+
+def _embeddings(reader: _Reader) -> EmbeddingConfig:
+    d = EmbeddingConfig()
+    embeddings = EmbeddingConfig(
+        min_vocabulary=reader.positive("min_vocabulary", d.min_vocabulary, minimum=2),
+        dim=reader.positive("dim", d.dim),
+    )
+    reader.finish()
+    return embeddings
+
+
+def _vocabulary(reader: _Reader) -> VocabularyConfig:
+    d = VocabularyConfig()
+    vocabulary = VocabularyConfig(
+        top_k=reader.positive("top_k", d.top_k),
+        min_frequency=reader.positive("min_frequency", d.min_frequency),
+    )
+    reader.finish()
+    return vocabulary
+
+
+def _tuner(reader: _Reader, task: str, metric: str) -> TunerConfig:
     d = TunerConfig()
     tuner = TunerConfig(
         algorithm=reader.choice("algorithm", TUNER_ALGORITHMS, d.algorithm),
@@ -959,7 +1032,8 @@ def _tuner(reader: _Reader) -> TunerConfig:
         epochs=reader.positive("epochs", d.epochs),
         seed=reader.get("seed", int, d.seed),
         search_space=_search_space(reader.section("search_space")),
-        max_train_examples=reader.positive("max_train_examples", None),
+        max_train_examples=reader.positive("max_train_examples", d.max_train_examples),
+        objective=reader.choice("objective", TUNER_OBJECTIVES[task], tuner_objective(task, metric)),
     )
     reader.finish()
     return tuner
@@ -973,6 +1047,7 @@ def _training(reader: _Reader) -> TrainingConfig:
         early_stopping_patience=reader.positive(
             "early_stopping_patience", d.early_stopping_patience
         ),
+        cache_max_mb=reader.positive("cache_max_mb", d.cache_max_mb, minimum=0),
     )
     reader.finish()
     return training
@@ -1095,6 +1170,9 @@ def _beam(reader: _Reader) -> BeamConfig:
         num_workers=reader.positive("num_workers", d.num_workers, minimum=0),
         multi_processing_min_mb=reader.positive(
             "multi_processing_min_mb", d.multi_processing_min_mb
+        ),
+        multi_processing_min_rows=reader.positive(
+            "multi_processing_min_rows", d.multi_processing_min_rows
         ),
     )
     reader.finish()

@@ -65,16 +65,20 @@ def _python_files(directory):
             yield path
 
 
-def beam_args(config: PipelineConfig, data_bytes: int) -> list[str]:
+def beam_args(config: PipelineConfig, data_bytes: int, rows: int = 0) -> list[str]:
     """DirectRunner options.
 
     in_memory runs everything in this process and is fastest for small inputs;
     multi_processing pays a few seconds to start one worker per core but scales
-    with the data. `auto` picks by input size (beam.multi_processing_min_mb).
+    with the data. `auto` picks by the input's bytes or rows, whichever is large
+    (beam.multi_processing_min_mb, beam.multi_processing_min_rows).
     """
     mode = config.beam.mode
     if mode == "auto":
-        big = data_bytes >= config.beam.multi_processing_min_mb * 1024 * 1024
+        big = (
+            data_bytes >= config.beam.multi_processing_min_mb * 1024 * 1024
+            or rows >= config.beam.multi_processing_min_rows
+        )
         mode = "multi_processing" if big else "in_memory"
     workers = config.beam.num_workers or (os.cpu_count() or 1)
     args = [f"--direct_running_mode={mode}"]
@@ -122,7 +126,7 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
         label_classes=config.label_classes or staged.label_values,
         code_version=code_version(),
         metadata_connection_config=_connection(paths["metadata"]),
-        beam_pipeline_args=beam_args(config, staged.size_bytes),
+        beam_pipeline_args=beam_args(config, staged.size_bytes, staged.rows),
     )
 
 
@@ -441,7 +445,11 @@ def summarise(
         "error": error,
         "seconds": round(elapsed, 2),
         "components": summary_lib.components_section(record, node_ids, seconds) if record else {},
-        "tuner": section(summary_lib.tuner_section),
+        "tuner": section(
+            lambda r: summary_lib.tuner_section(
+                r, config.tuner.objective, config.tuner.objective_direction
+            )
+        ),
         "training": section(summary_lib.training_section),
         "evaluation": section(summary_lib.evaluation_section),
         "quantization": section(summary_lib.quantization_section),

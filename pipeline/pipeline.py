@@ -68,6 +68,8 @@ def preprocessing_options(config: PipelineConfig) -> dict[str, Any]:
     return {
         "vocabulary_size": config.vocabulary_size,
         "sequence_normalization": config.sequence_normalization,
+        "categorical_top_k": config.categorical_vocabulary.top_k,
+        "categorical_min_frequency": config.categorical_vocabulary.min_frequency,
     }
 
 
@@ -89,6 +91,9 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         augment_flip=augmentation.flip,
         augment_translate=augmentation.translate,
         augment_zoom=augmentation.zoom,
+        # 0: the size from models/encoders.py's rule of thumb.
+        embedding_min_vocabulary=config.model.embeddings.min_vocabulary,
+        embedding_dim=config.model.embeddings.dim or 0,
     )
     family = config.model_family
     fixed = registry.BACKBONE_KEYS[family] if config.model.base_model else ()
@@ -111,11 +116,14 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "epochs": config.tuner.epochs,
             "seed": config.tuner.seed,
             "max_train_examples": config.tuner.max_train_examples,
+            "objective": config.tuner.objective,
+            "objective_direction": config.tuner.objective_direction,
         },
         "training": {
             "epochs": config.training.epochs,
             "batch_size": config.training.batch_size,
             "early_stopping_patience": config.training.early_stopping_patience,
+            "cache_max_mb": config.training.cache_max_mb,
         },
         "fine_tune": _fine_tune(config),
         "code_version": code_version,

@@ -110,8 +110,11 @@ def _custom(artifact: metadata_store_pb2.Artifact, key: str) -> Any:
     return getattr(value, value.WhichOneof("value"))
 
 
-def tuner_section(record: RunRecord) -> dict[str, Any] | None:
-    """Algorithm, trial count, best hyperparameters and best score (val_loss)."""
+def tuner_section(
+    record: RunRecord, objective: str = "loss", direction: str = "min"
+) -> dict[str, Any] | None:
+    """Algorithm, trial count, best hyperparameters and best score of the objective
+    (config `tuner.objective` on the eval split, better `direction`: "min" or "max")."""
     best = record.output("Tuner", "best_hyperparameters")
     results = record.output("Tuner", "tuner_results")
     if best is None or results is None:
@@ -122,10 +125,12 @@ def tuner_section(record: RunRecord) -> dict[str, Any] | None:
     trials = json.loads(tf.io.gfile.GFile(os.path.join(results.uri, "tuner_results.json")).read())
     return {
         "algorithm": "keras_tuner.BayesianOptimization",
-        "objective": "val_loss",
+        "objective": f"val_{objective}",
         "trials": len(trials),
         "best_hyperparameters": config["values"],
-        "best_score": min(t["score"] for t in trials) if trials else None,
+        "best_score": (max if direction == "max" else min)(t["score"] for t in trials)
+        if trials
+        else None,
         "trial_scores": [t["score"] for t in sorted(trials, key=lambda t: int(t["trial_id"]))],
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,28 @@ TRAINING_RECORD = "training.json"
 # The config key that names the backbone, for errors found only when it is loaded.
 BASE_MODEL_KEY = "model.base_model"
 _SHUFFLE_BUFFER = 10_000
+# Examples per read from the Transform's files; batches for training are made after.
+_READ_BATCH = 1024
+# Bytes tf.data's in-memory cache spends per tensor of an example beyond its data
+# (order of magnitude): small tabular examples are mostly this overhead.
+_TENSOR_OVERHEAD_BYTES = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What trials are ranked by and early stopping watches: a metric of the eval split
+    (Keras' `val_` name) and whether lower or higher is better."""
+
+    name: str = "val_loss"
+    direction: str = "min"
+
+    def best_epoch(self, history: keras.callbacks.History) -> int | None:
+        """The index of the best epoch in `history`, or None before any."""
+        values = history.history.get(self.name, [])
+        if not values:
+            return None
+        pick = max if self.direction == "max" else min
+        return pick(range(len(values)), key=values.__getitem__)
 
 
 def check_keras_2() -> None:
@@ -72,10 +95,14 @@ class TrainingSettings:
     epochs: int
     tuner_epochs: int
     tuner_examples: int | None
-    batch_size: int
+    # None: chosen from the training examples (`auto_batch_size`).
+    batch_size: int | None
     patience: int
     seed: int
     fine_tuning: FineTuning | None = None
+    objective: Objective = Objective()
+    # Transformed data estimated larger than this in memory streams from disk instead.
+    cache_max_mb: float = float("inf")
 
     @classmethod
     def from_custom_config(cls, config: Mapping[str, Any]) -> TrainingSettings:
@@ -91,12 +118,16 @@ class TrainingSettings:
             patience=config["training"]["early_stopping_patience"],
             seed=config["tuner"]["seed"],
             fine_tuning=FineTuning(**fine_tune) if fine_tune else None,
+            objective=Objective(
+                f"val_{config['tuner']['objective']}", config["tuner"]["objective_direction"]
+            ),
+            cache_max_mb=config["training"]["cache_max_mb"],
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """Transformed train/eval datasets, cached in memory, and what the model needs to know."""
+    """Transformed train/eval datasets, batched, and what the model needs to know."""
 
     train: tf.data.Dataset
     eval: tf.data.Dataset
@@ -106,16 +137,67 @@ class TrainingData:
     # Batches and examples in an epoch of `train`; None: not counted yet (see `steps_per_epoch`).
     train_steps: int | None = None
     train_examples: int | None = None
+    # The batch size of `train` (trial samples are batched alike); None: unknown.
+    batch_size: int | None = None
 
 
-def _dataset(files, data_accessor, transform_output, label_key: str, batch_size: int, shuffle_seed):
+def auto_batch_size(examples: int) -> int:
+    """The batch size when the config names none: 32 up to ~16k training examples, then
+    the power of two nearest sqrt(examples) / 4 (64 at 100k, 256 at 1M), at most 1024.
+
+    Small data keeps small batches (more optimizer steps per epoch); large data gets
+    fewer, larger steps, so an epoch's per-step overhead stops dominating its time.
+    """
+    size = 2 ** round(math.log2(max(1.0, math.sqrt(examples) / 4)))
+    return int(min(1024, max(32, size)))
+
+
+def _files(patterns) -> list[str]:
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    return sorted(path for pattern in patterns for path in tf.io.gfile.glob(pattern))
+
+
+def count_records(patterns) -> int:
+    """Records in the (gzipped) TFRecord files matching `patterns`, read without parsing.
+
+    Raises:
+      ValueError: no file matches.
+    """
+    files = _files(patterns)
+    if not files:
+        raise ValueError(f"no transformed examples match {patterns}")
+    compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
+    records = tf.data.TFRecordDataset(files, compression_type=compression, num_parallel_reads=2)
+    zero = tf.constant(0, tf.int64)
+    batches = records.batch(_READ_BATCH)
+    return int(batches.reduce(zero, lambda n, b: n + tf.size(b, out_type=tf.int64)))
+
+
+def _reader(files, data_accessor, transform_output, label_key: str) -> tf.data.Dataset:
+    """The transformed examples in file order, in reading batches of `_READ_BATCH`."""
     options = tfxio.TensorFlowDatasetOptions(
-        batch_size=batch_size, label_key=label_key, num_epochs=1, shuffle=False
+        batch_size=_READ_BATCH, label_key=label_key, num_epochs=1, shuffle=False
     )
-    dataset = data_accessor.tf_dataset_factory(
+    return data_accessor.tf_dataset_factory(
         files, options, transform_output.transformed_metadata.schema
     )
-    dataset = dataset.unbatch().cache()
+
+
+def estimated_cache_mb(reader: tf.data.Dataset, examples: int) -> float:
+    """What caching `examples` examples like the first batch of `reader` would take in memory."""
+    first = next(iter(reader.take(1)))
+    tensors = tf.nest.flatten(first, expand_composites=True)
+    rows = max(1, int(tf.shape(first[1])[0]))
+    data = sum(t.numpy().nbytes for t in tensors) / rows
+    return (data + _TENSOR_OVERHEAD_BYTES * len(tensors)) * examples / 2**20
+
+
+def _dataset(reader: tf.data.Dataset, batch_size: int, shuffle_seed, cache: bool):
+    """Batches of `reader`'s examples: cached in memory if `cache` (else read from disk
+    every epoch), shuffled every epoch if a seed is given."""
+    dataset = reader.unbatch()
+    if cache:
+        dataset = dataset.cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
     # Shard by example, not by file: there may be fewer files than workers under
@@ -126,41 +208,43 @@ def _dataset(files, data_accessor, transform_output, label_key: str, batch_size:
 
 
 def load_training_data(fn_args, settings: TrainingSettings) -> TrainingData:
-    """Reads the transformed examples named by TFX's fn_args."""
+    """Reads the transformed examples named by TFX's fn_args.
+
+    The training examples are counted first (a read without parsing): the count sets the
+    batch size when the config names none, the steps per epoch, and whether the data is
+    small enough (`settings.cache_max_mb`) to cache in memory or streams from disk.
+    """
     transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     label = settings.spec.label_xf
-    train = _dataset(
-        fn_args.train_files,
-        fn_args.data_accessor,
-        transform_output,
-        label,
-        settings.batch_size,
-        settings.seed,
+    examples = count_records(fn_args.train_files)
+    batch_size = settings.batch_size or auto_batch_size(examples)
+    readers = [
+        _reader(files, fn_args.data_accessor, transform_output, label)
+        for files in (fn_args.train_files, fn_args.eval_files)
+    ]
+    eval_examples = count_records(fn_args.eval_files)
+    cache = estimated_cache_mb(readers[0], examples + eval_examples) <= settings.cache_max_mb
+    steps = math.ceil(examples / batch_size)
+    where = "cached in memory" if cache else "streamed from disk each epoch"
+    print(
+        f"      {examples} training examples, batch {batch_size}: {steps} steps per epoch; {where}",
+        flush=True,
     )
-    evaluation = _dataset(
-        fn_args.eval_files,
-        fn_args.data_accessor,
-        transform_output,
-        label,
-        settings.batch_size,
-        None,
-    )
-    data = TrainingData(
-        train=train,
-        eval=evaluation,
+    return TrainingData(
+        train=_dataset(readers[0], batch_size, settings.seed, cache),
+        eval=_dataset(readers[1], batch_size, None, cache),
         vocab_sizes=vocab_sizes_of(transform_output, settings.spec),
         class_names=class_names_of(transform_output, settings.spec),
         transform_output=transform_output,
+        train_steps=steps,
+        train_examples=examples,
+        batch_size=batch_size,
     )
-    return counted(data)
 
 
 def counted(data: TrainingData) -> TrainingData:
-    """The data with the batches and examples of one training epoch counted.
-
-    Counting reads the data once; the cache in `_dataset` then holds it, so the first
-    epoch reads it from memory instead.
-    """
+    """The data with the batches and examples of one training epoch counted (a pass over
+    it, unless already known)."""
     if data.train_steps is not None and data.train_examples is not None:
         return data
 
@@ -178,22 +262,39 @@ def steps_per_epoch(data: TrainingData) -> int:
     return counted(data).train_steps
 
 
-def trial_data(data: TrainingData, examples: int | None, batch_size: int) -> TrainingData:
-    """The training data of one tuner trial: about `examples` of the training examples.
+def trial_data(
+    data: TrainingData, examples: int | None, batch_size: int, seed: int = 0
+) -> TrainingData:
+    """The training data of the tuner's trials: a random sample of about `examples` of the
+    training examples, drawn once and cached in memory, reshuffled every epoch.
 
-    The training split is shuffled again every epoch, so each epoch of a trial sees a
-    different random subset; the eval split stays whole, so trials compare fairly.
+    Drawing the sample reads the training data once; every trial epoch then costs the
+    sample's size, not the data's. The eval split stays whole, so trials compare fairly.
     """
-    if examples is None:
-        return data
-    batches = max(1, examples // batch_size)
     whole = counted(data)
-    return dataclasses.replace(
-        whole,
-        train=data.train.take(batches),
-        train_steps=min(batches, whole.train_steps),
-        train_examples=min(batches * batch_size, whole.train_examples),
+    if examples is None or whole.train_examples <= examples:
+        return whole
+    share = examples / whole.train_examples
+
+    def keep(index, _):
+        draw_seed = tf.stack([tf.constant(seed, tf.int64), index])
+        return tf.random.stateless_uniform([], seed=draw_seed) < share
+
+    sample = data.train.unbatch().enumerate().filter(keep).map(lambda _, example: example)
+    sample = (
+        sample.cache()
+        .shuffle(min(examples, _SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
     )
+    # Counting reads the whole training data once and fills the sample's cache.
+    drawn = counted(dataclasses.replace(whole, train=sample, train_steps=None, train_examples=None))
+    print(
+        f"      trials train on a sample of {drawn.train_examples} of "
+        f"{whole.train_examples} training examples",
+        flush=True,
+    )
+    return drawn
 
 
 def load_base_model(path: str) -> keras.Model:
@@ -275,14 +376,16 @@ def train(
     With a backbone (and `settings.fine_tuning`): `frozen_epochs` with the reused encoder
     frozen, then the rest unfrozen, recompiled at `learning_rate_factor` x the learning
     rate with a fresh schedule over those epochs. Early stopping spans both phases: the
-    weights kept are those of the best epoch of either.
+    weights kept are those of the best epoch of either, by `settings.objective`.
 
     Returns:
       The model with its best epoch's weights, and the history of every epoch.
     """
     if backbone is None:
         model = build(settings, data, hparams, epochs)
-        return model, fit(model, data, epochs, settings.patience, callbacks)
+        return model, fit(
+            model, data, epochs, settings.patience, callbacks, objective=settings.objective
+        )
     tuning = settings.fine_tuning
     if tuning is None:
         raise ValueError("a backbone needs settings.fine_tuning (frozen epochs, rate factor)")
@@ -292,7 +395,15 @@ def train(
     if frozen == 0:
         history = None
     else:
-        history = fit(model, data, frozen, settings.patience, callbacks, total_epochs=epochs)
+        history = fit(
+            model,
+            data,
+            frozen,
+            settings.patience,
+            callbacks,
+            total_epochs=epochs,
+            objective=settings.objective,
+        )
         if frozen == epochs:
             return model, history
     transfer.unfreeze(model, settings.spec)
@@ -304,8 +415,18 @@ def train(
         epochs=epochs - frozen,
         learning_rate_factor=tuning.learning_rate_factor,
     )
-    best = min(history.history["val_loss"]) if history else None
-    tuned = fit(model, data, epochs, settings.patience, callbacks, initial_epoch=frozen, best=best)
+    objective = settings.objective
+    best = history.history[objective.name][objective.best_epoch(history)] if history else None
+    tuned = fit(
+        model,
+        data,
+        epochs,
+        settings.patience,
+        callbacks,
+        initial_epoch=frozen,
+        best=best,
+        objective=objective,
+    )
     if history is None:
         return model, tuned
     for key, values in tuned.history.items():
@@ -315,27 +436,59 @@ def train(
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One line per epoch once epochs take long enough to make a silent terminal look hung.
+    """Progress lines once training takes long enough to make a silent terminal look hung.
 
     Fast epochs (tabular data) print nothing, so a 60-epoch MLP stays quiet; slow ones
     (images) print at most one line every `every_s` seconds, and the last epoch always
-    does once anything was printed.
+    does once anything was printed. Within an epoch longer than `step_every_s` (large
+    data), a line with the step reached out of `steps` and the running loss.
     """
 
-    def __init__(self, epochs: int, prefix: str = "epoch", every_s: float = 5.0):
+    def __init__(
+        self,
+        epochs: int,
+        prefix: str = "epoch",
+        every_s: float = 5.0,
+        steps: int | None = None,
+        step_every_s: float = 30.0,
+    ):
         super().__init__()
+        # Batch logs stay tensors: converting them every step would sync the device.
+        self._supports_tf_logs = True
         self._epochs = epochs
         self._prefix = prefix
         self._every_s = every_s
+        self._steps = steps
+        self._step_every_s = step_every_s
+        self._epoch = 0
         self._last = time.monotonic()
         self._printed = False
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        # The clock is read every 64 steps only: a step of a small MLP takes ~1 ms.
+        if (batch + 1) % 64:
+            return
+        now = time.monotonic()
+        if now - self._last < self._step_every_s:
+            return
+        of = f"/{self._steps}" if self._steps else ""
+        loss = (logs or {}).get("loss")
+        shown = f", loss {float(loss):.4f}" if loss is not None else ""
+        print(
+            f"      {self._prefix} {self._epoch + 1}/{self._epochs}: step {batch + 1}{of}{shown}",
+            flush=True,
+        )
+        self._last, self._printed = now, True
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         now = time.monotonic()
         last = epoch + 1 == self._epochs or self.model.stop_training
         if now - self._last < self._every_s and not (last and self._printed):
             return
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))
+        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted((logs or {}).items()))
         print(f"      {self._prefix} {epoch + 1}/{self._epochs}: {shown}", flush=True)
         self._last, self._printed = now, True
 
@@ -364,7 +517,10 @@ class FitClock(keras.callbacks.Callback):
 
 
 def fit_record(
-    clock: FitClock, data: TrainingData, history: keras.callbacks.History
+    clock: FitClock,
+    data: TrainingData,
+    history: keras.callbacks.History,
+    objective: Objective = Objective(),
 ) -> dict[str, Any]:
     """What the Trainer's fit did, for `training.json` and the run summary: epochs, best
     epoch, examples, seconds, examples/s, and `history` (each logged value per epoch).
@@ -373,11 +529,12 @@ def fit_record(
     split's pass each epoch included (as `model.fit` with validation data does).
     """
     examples = (data.train_examples or 0) * clock.epochs
-    losses = history.history.get("val_loss", [])
+    best = objective.best_epoch(history)
     return {
         "epochs": clock.epochs,
-        "best_epoch": 1 + min(range(len(losses)), key=losses.__getitem__) if losses else None,
+        "best_epoch": None if best is None else 1 + best,
         "train_examples": data.train_examples,
+        "batch_size": data.batch_size,
         "seconds": round(clock.seconds, 2),
         "examples_per_second": round(examples / clock.seconds, 1) if clock.seconds else None,
         "history": _history(history),
@@ -391,12 +548,17 @@ def _history(history: keras.callbacks.History) -> dict[str, list[float]]:
 
 
 class _EarlyStopping(keras.callbacks.EarlyStopping):
-    """Early stopping on val_loss that keeps the best epoch's weights, and can continue an
-    earlier fit: given that fit's best val_loss, the weights the model starts with count
-    as that epoch's, and are kept unless an epoch of this fit beats them."""
+    """Early stopping on the objective that keeps the best epoch's weights, and can
+    continue an earlier fit: given that fit's best value, the weights the model starts
+    with count as that epoch's, and are kept unless an epoch of this fit beats them."""
 
-    def __init__(self, patience: int, best: float | None = None):
-        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+    def __init__(self, patience: int, best: float | None = None, objective=Objective()):
+        super().__init__(
+            monitor=objective.name,
+            mode=objective.direction,
+            patience=patience,
+            restore_best_weights=True,
+        )
         self._best_before = best
 
     def on_train_begin(self, logs=None) -> None:
@@ -416,6 +578,7 @@ def fit(
     initial_epoch: int = 0,
     total_epochs: int | None = None,
     best: float | None = None,
+    objective: Objective = Objective(),
 ) -> keras.callbacks.History:
     """Fits with early stopping on the eval split, keeping the best epoch's weights.
 
@@ -423,28 +586,32 @@ def fit(
       model: a compiled model.
       data: the train and eval splits.
       epochs: the epoch to stop at (as Keras' `fit` counts, from `initial_epoch`).
-      patience: epochs without a better val_loss before stopping.
+      patience: epochs without a better objective before stopping.
       callbacks: more Keras callbacks.
       initial_epoch: the epoch to start at, when this fit continues another.
       total_epochs: epochs of the whole run, for the progress lines (default `epochs`).
-      best: the val_loss of the weights the model starts with, when this fit continues
+      best: the objective of the weights the model starts with, when this fit continues
         another; they are kept unless an epoch beats them.
+      objective: the eval metric early stopping watches and the best epoch is chosen by.
     """
-    stop = _EarlyStopping(patience, best)
+    stop = _EarlyStopping(patience, best, objective)
+    progress = EpochProgress(total_epochs or epochs, steps=data.train_steps)
     return model.fit(
         data.train,
         validation_data=data.eval,
         epochs=epochs,
         initial_epoch=initial_epoch,
-        callbacks=[stop, *callbacks, EpochProgress(total_epochs or epochs)],
+        callbacks=[stop, *callbacks, progress],
         verbose=0,
     )
 
 
-def best_epoch_metrics(history: keras.callbacks.History) -> dict[str, float]:
-    """The validation metrics of the epoch with the lowest val_loss."""
+def best_epoch_metrics(
+    history: keras.callbacks.History, objective: Objective = Objective()
+) -> dict[str, float]:
+    """The validation metrics of the epoch best by `objective`."""
     logs = history.history
-    best = min(range(len(logs["val_loss"])), key=lambda i: logs["val_loss"][i])
+    best = objective.best_epoch(history)
     return {k: float(v[best]) for k, v in logs.items() if k.startswith("val_")}
 
 
@@ -466,7 +633,8 @@ class TfKerasBayesianTuner(keras_tuner.BayesianOptimization):
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         keras.utils.set_random_seed(self.oracle.seed or 0)
         _, history = self._train_fn(trial.hyperparameters.values)
-        metrics = best_epoch_metrics(history)
+        ranked_by = self.oracle.objective
+        metrics = best_epoch_metrics(history, Objective(ranked_by.name, ranked_by.direction))
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         print(
             f"      trial {int(trial.trial_id) + 1}/{self.oracle.max_trials}: {shown}", flush=True
@@ -498,13 +666,12 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """TFX Tuner entry point: Bayesian search over the configured space."""
     check_keras_2()
     settings = TrainingSettings.from_custom_config(fn_args.custom_config)
-    data = trial_data(
-        load_training_data(fn_args, settings), settings.tuner_examples, settings.batch_size
-    )
+    whole = load_training_data(fn_args, settings)
+    data = trial_data(whole, settings.tuner_examples, whole.batch_size, settings.seed)
     backbone = _backbone(settings)
     tuner = TfKerasBayesianTuner(
         train_fn=lambda hp: train(settings, data, hp, settings.tuner_epochs, (), backbone),
-        objective=keras_tuner.Objective("val_loss", direction="min"),
+        objective=keras_tuner.Objective(settings.objective.name, settings.objective.direction),
         max_trials=fn_args.custom_config["tuner"]["max_trials"],
         hyperparameters=search_hyperparameters(settings),
         tune_new_entries=False,
@@ -547,7 +714,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model, history = train(settings, data, hparams, settings.epochs, [board, clock], backbone)
     tf.io.gfile.makedirs(log_dir)
     with tf.io.gfile.GFile(os.path.join(log_dir, TRAINING_RECORD), "w") as f:
-        f.write(json.dumps(fit_record(clock, data, history), indent=2))
+        f.write(json.dumps(fit_record(clock, data, history, settings.objective), indent=2))
     # The plain Keras model (no TFT layer) is kept for the quantization step.
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     keras_dir = distribution.output_dir(os.path.join(model_root, KERAS_MODEL_DIR), devices)

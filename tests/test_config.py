@@ -443,3 +443,23 @@ def test_a_base_model_needs_the_cnn_family(penguins, tmp_path, repo_root):
     penguins["model"]["base_model"] = str(_saved_model(tmp_path / "m"))
     with pytest.raises(ConfigError, match="model.base_model: transfer learning .* family cnn"):
         load_config(_write(tmp_path, penguins, repo_root))
+
+
+def test_the_tuner_objective_follows_the_evaluation_metric(tmp_path, penguins, repo_root):
+    config = load_config(_write(tmp_path, penguins, repo_root))
+    assert config.tuner.objective == "accuracy"
+    assert config.tuner.max_train_examples == 100_000
+    for metric, objective in (("auc", "loss"), ("precision", "loss")):
+        penguins["evaluation"] = {"metric": metric}
+        assert load_config(_write(tmp_path, penguins, repo_root)).tuner.objective == objective
+    penguins["tuner"]["objective"] = "loss"
+    assert load_config(_write(tmp_path, penguins, repo_root)).tuner.objective == "loss"
+    penguins["tuner"]["objective"] = "mae"
+    with pytest.raises(ConfigError, match=r"tuner\.objective.*\['loss', 'accuracy'\]"):
+        load_config(_write(tmp_path, penguins, repo_root))
+
+
+def test_the_batch_size_is_chosen_from_the_data_unless_configured(tmp_path, penguins, repo_root):
+    del penguins["training"]["batch_size"]
+    config = load_config(_write(tmp_path, penguins, repo_root))
+    assert (config.training.batch_size, config.training.cache_max_mb) == (None, 256)

@@ -11,13 +11,17 @@ from models.search_space import hyperparameters
 from pipeline.training import (
     EpochProgress,
     FitClock,
+    Objective,
     TfKerasBayesianTuner,
     TrainingData,
     TrainingSettings,
+    auto_batch_size,
     best_epoch_metrics,
     build,
     check_keras_2,
+    count_records,
     counted,
+    estimated_cache_mb,
     fit,
     fit_record,
     steps_per_epoch,
@@ -116,14 +120,73 @@ def test_fit_writes_tensorboard_logs_and_reports_best_epoch(tmp_path, data, sett
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
 
 
-def test_a_trial_trains_on_a_subset_and_is_evaluated_on_everything(data):
-    batches = sum(1 for _ in data.train)
-    assert batches >= 2
-    subset = trial_data(data, 4, batch_size=4)
-    assert sum(1 for _ in subset.train) == 1 < batches
-    assert steps_per_epoch(subset) == 1 and steps_per_epoch(data) == batches
+def _numbered(examples: int, batch_size: int = 4) -> TrainingData:
+    """Examples whose only feature is their index, shuffled every epoch like real data."""
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ({"i": np.arange(examples, dtype=np.float32)}, np.zeros(examples, np.int64))
+    )
+    dataset = dataset.shuffle(examples, seed=0, reshuffle_each_iteration=True).batch(batch_size)
+    return TrainingData(dataset, dataset, {}, ["a", "b"], None, batch_size=batch_size)
+
+
+def _indices(dataset: tf.data.Dataset) -> list[int]:
+    return sorted(int(i) for features, _ in dataset for i in features["i"].numpy())
+
+
+def test_trials_train_on_one_random_sample_and_are_evaluated_on_everything():
+    data = _numbered(2000)
+    subset = trial_data(data, 200, batch_size=8, seed=3)
+    first, second = _indices(subset.train), _indices(subset.train)
+    # One sample for the whole Tuner run: every epoch sees the same examples, reshuffled.
+    assert first == second
+    assert 140 <= len(first) <= 260 and len(set(first)) == len(first)
+    # Drawn at random, not the first examples read.
+    assert max(first) > 1000
+    assert subset.train_examples == len(first)
+    assert steps_per_epoch(subset) == -(-len(first) // 8)
     assert subset.eval is data.eval
-    assert trial_data(data, None, batch_size=4) is data
+    assert trial_data(data, None, batch_size=4).train_examples == 2000
+    assert trial_data(data, 5000, batch_size=4).train is data.train
+
+
+def test_the_batch_size_grows_with_the_training_examples():
+    assert [auto_batch_size(n) for n in (344, 16_000, 100_000, 1_000_000, 10**9)] == [
+        32,
+        32,
+        64,
+        256,
+        1024,
+    ]
+
+
+def test_records_are_counted_in_gzipped_files_and_the_cache_estimated(tmp_path):
+    for shard, rows in enumerate((700, 1500)):
+        path = str(tmp_path / f"part-{shard}.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for _ in range(rows):
+                writer.write(b"x")
+    assert count_records([str(tmp_path / "part-*")]) == 2200
+    with pytest.raises(ValueError, match="no transformed examples match"):
+        count_records([str(tmp_path / "none-*")])
+    features = {"a": np.zeros(100, np.float32), "b": np.zeros(100, np.int64)}
+    batches = tf.data.Dataset.from_tensors((features, np.zeros(100, np.int64)))
+    # Three tensors an example: 4 + 8 + 8 bytes of data, plus the cache's overhead each.
+    per_example = 20 + 3 * 128
+    assert estimated_cache_mb(batches, 2**20) == pytest.approx(per_example)
+
+
+def test_early_stopping_and_the_best_epoch_follow_the_objective(data, settings):
+    history = keras.callbacks.History()
+    history.history = {"val_loss": [0.5, 0.4, 0.6], "val_accuracy": [0.6, 0.7, 0.9]}
+    assert best_epoch_metrics(history)["val_accuracy"] == 0.7
+    accuracy = Objective("val_accuracy", "max")
+    assert best_epoch_metrics(history, accuracy) == {"val_loss": 0.6, "val_accuracy": 0.9}
+    model = build(settings, data, hyperparameters(SPACE).values)
+    # No epoch can beat an accuracy above 1: the starting weights are kept.
+    before = [w.copy() for w in model.get_weights()]
+    fit(model, data, epochs=2, patience=5, best=1.5, objective=accuracy)
+    for restored, start in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(restored, start)
 
 
 def test_the_fit_record_counts_epochs_examples_and_time(data, settings):
@@ -136,6 +199,7 @@ def test_the_fit_record_counts_epochs_examples_and_time(data, settings):
     assert record["epochs"] == 3 == len(history.epoch)
     assert record["best_epoch"] == 1 + int(np.argmin(history.history["val_loss"]))
     assert record["seconds"] > 0
+    assert record["batch_size"] is None
     assert record["examples_per_second"] == pytest.approx(3 * examples / clock.seconds, rel=0.01)
     assert set(record["history"]) >= {"loss", "val_loss"}
     assert record["history"]["val_loss"] == pytest.approx(history.history["val_loss"], abs=1e-5)
@@ -155,6 +219,12 @@ def test_slow_epochs_print_a_progress_line_and_fast_ones_do_not(capsys):
         "      epoch 1/3: loss 1.0000, val_loss 2.0000",
         "      epoch 3/3: loss 0.5000",
     ]
+    progress = EpochProgress(epochs=2, steps=640, step_every_s=0.0)
+    progress.set_model(keras.Sequential())
+    progress.on_epoch_begin(1)
+    progress.on_train_batch_end(62, {"loss": tf.constant(0.25)})
+    progress.on_train_batch_end(63, {"loss": tf.constant(0.25)})
+    assert capsys.readouterr().out == "      epoch 2/2: step 64/640, loss 0.2500\n"
 
 
 @pytest.mark.parametrize(

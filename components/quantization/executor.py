@@ -246,10 +246,12 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
     calibration = measure.parse_features(
         measure.sample_records(train_pattern, settings.representative_samples), feature_spec
     )
+    # Accuracy and the guard on a sample of a large eval split, read in one bounded pass.
     evaluation = measure.parse_features(
-        measure.read_records(os.path.join(paths.transformed_eval, "*")), feature_spec
+        measure.sample_records(os.path.join(paths.transformed_eval, "*"), measure.EVAL_SAMPLE),
+        feature_spec,
     )
-    raw_eval = measure.read_records(os.path.join(paths.raw_eval, "*"))
+    raw_eval = measure.sample_records(os.path.join(paths.raw_eval, "*"), measure.EVAL_SAMPLE)
 
     model = load_float_model(paths.trainer_model)
     to_quantize = _model_to_quantize(model, train_pattern, feature_spec, settings)
