@@ -69,6 +69,14 @@ def test_tokenize_lower_cases_and_splits_punctuation_off():
     ]
 
 
+def test_bytes_that_are_not_utf8_become_a_replacement_character_token():
+    # Staging decodes files (with data.fallback_encoding); serving_raw takes any bytes: a
+    # cp1252 pound sign is one U+FFFD token (out of vocabulary), the rest reads as usual.
+    tokens = tokenize(tf.constant([b"Costs \xa35 More", b""]))
+    assert [t.decode() for t in tokens[0].numpy()] == ["costs", "\ufffd", "5", "more"]
+    assert tokens[1].shape == (0,)
+
+
 def test_text_becomes_padded_truncated_ids_with_0_for_padding_and_oov_after_the_words(
     text_output,
 ):
