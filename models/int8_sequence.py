@@ -285,8 +285,12 @@ class FloorDivMeanPooling(keras.layers.Layer):
     tokens hits whenever it is near the middle of its calibrated range (so a model
     fails on some text lengths), and a quantized reciprocal loses most of its precision
     for long texts. FLOOR_DIV has no int8 kernel, so the converter keeps it float:
-    `floor(total * 2**16 / tokens) / 2**16` is the mean to within 2**-16, computed in
-    float from the int8 sum. Used only in the model given to the TFLite converter.
+    `floor(total / (tokens * 2**-16)) * 2**-16` is the mean to within 2**-16, computed in
+    float from the int8 sum. The 2**16 scales the divisor, not the sum: the converter
+    gives an int8 product `total * 2**16` the product's scale on the sum itself
+    (measured: every sum of a trained bag of embeddings then rounds to 0, and its
+    fully-integer TFLite model answers one class), while `tokens * 2**-16` keeps the
+    count's precision. Used only in the model given to the TFLite converter.
     """
 
     _PRECISION = 2.0**16
@@ -297,7 +301,8 @@ class FloorDivMeanPooling(keras.layers.Layer):
         weights = tf.cast(mask, inputs.dtype)[:, :, tf.newaxis]
         total = tf.reduce_sum(inputs * weights, axis=1)
         count = tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
-        return tf.math.floordiv(total * self._PRECISION, count) * (1.0 / self._PRECISION)
+        step = 1.0 / self._PRECISION
+        return tf.math.floordiv(total, count * step) * step
 
 
 class BiasFusedConv1D(keras.layers.Layer):

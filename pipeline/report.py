@@ -113,6 +113,36 @@ def _table(rows: Mapping[str, Any]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _text_table(stats: Mapping[str, Any]) -> str:
+    """A text feature's token statistics, a column per split (`pipeline.text_stats`)."""
+    splits = stats["splits"]
+
+    def row(name, value):
+        cells = "".join(f"<td>{html.escape(value(s))}</td>" for s in splits.values())
+        return f"<tr><td>{html.escape(name)}</td>{cells}</tr>"
+
+    header = "".join(f"<th>{html.escape(split)}</th>" for split in splits)
+    rows = [
+        row("texts", lambda s: f"{s['texts']:,}"),
+        row(
+            "tokens per text (median, p90, max)",
+            lambda s: "{p50}, {p90}, {max}".format(**s["tokens_per_text"]),
+        ),
+        row(
+            f"longer than max_tokens ({stats['max_tokens']})",
+            lambda s: f"{s['longer_than_max_tokens']:.1%}",
+        ),
+        row("empty", lambda s: f"{s['empty']:.1%}"),
+        row(
+            f"in the vocabulary ({stats['vocabulary_size']:,} tokens)",
+            lambda s: (
+                "-" if s["vocabulary_coverage"] is None else f"{s['vocabulary_coverage']:.1%}"
+            ),
+        ),
+    ]
+    return f"<table><tr><th></th>{header}</tr>{''.join(rows)}</table>"
+
+
 def render(summary: Mapping[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     parts = [
@@ -132,6 +162,9 @@ def render(summary: Mapping[str, Any]) -> str:
     if training:
         parts.append("<h2>Training</h2>")
         parts.append(_table(training))
+    for feature, stats in (summary.get("text") or {}).items():
+        parts.append(f"<h2>Text {html.escape(feature)}</h2>")
+        parts.append(_text_table(stats))
     evaluation = summary.get("evaluation")
     if evaluation:
         parts.append(f"<h2>Evaluation (blessed: {evaluation['blessed']})</h2>")
