@@ -114,6 +114,13 @@ def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_pa
     )
     model = _pushed(summary)
     assert summary["evaluation"]["metrics"]["example_count"] == 100
+    # Token statistics of the run's own examples and vocabulary (the train split's words).
+    text = summary["text"]["text"]
+    train, evaluation = text["splits"]["train"], text["splits"]["eval"]
+    assert (train["texts"], evaluation["texts"], text["max_tokens"]) == (300, 100, 512)
+    assert 100 < evaluation["tokens_per_text"]["p50"] < evaluation["tokens_per_text"]["max"]
+    assert 0.8 < evaluation["vocabulary_coverage"] < train["vocabulary_coverage"] <= 1.0
+    assert 0.0 < evaluation["longer_than_max_tokens"] < 1.0 and evaluation["empty"] == 0.0
     best = summary["tuner"]["best_hyperparameters"]
     assert best["encoder"] == "transformer"
     # conv1d is not listed: its keys never reach the tuner.
