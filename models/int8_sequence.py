@@ -326,12 +326,12 @@ class BiasFusedConv1D(keras.layers.Layer):
         self.strides, self.dilation_rate = conv.strides[0], conv.dilation_rate[0]
         self.padding = conv.padding.upper()
         self.activation = conv.activation
-        self._weights_of = [w.numpy() for w in conv.weights]
+        self._initial = [w.numpy() for w in conv.weights]
 
     def build(self, input_shape):
         self.kernel, *bias = (
             self.add_weight(name, shape=value.shape, initializer=keras.initializers.Constant(value))
-            for name, value in zip(("kernel", "bias"), self._weights_of, strict=False)
+            for name, value in zip(("kernel", "bias"), self._initial, strict=False)
         )
         self.bias = bias[0] if bias else None
         super().build(input_shape)
