@@ -9,7 +9,7 @@ import tf_keras as keras
 from models.export import export_serving_model, vocab_sizes_of
 from models.features import OOV_BUCKETS, FeatureSpec, transformed_name, vocabulary_name
 from models.preprocessing import tokenize
-from pipeline import text_stats
+from pipeline import report, text_stats
 from tests.tftlib import analyze_and_transform, serialize
 
 MAX_TOKENS = 6
@@ -108,6 +108,9 @@ def test_token_statistics_count_tokens_cut_empty_texts_and_vocabulary_coverage(
     assert (evaluation["texts"], evaluation["tokens"], evaluation["empty"]) == (3, 24, 0.0)
     lines = text_stats.format_lines({"text": stats})
     assert "41.7%" in lines[1] and "25.0% cut" in lines[1]
+    summary = {"pipeline": "p", "run_id": "r", "status": "succeeded", "seconds": 1.0}
+    page = report.render({**summary, "components": {}, "text": {"text": stats}})
+    assert "<h2>Text text</h2>" in page and "in the vocabulary (3 tokens)</td><td>41.7%" in page
 
 
 def test_text_becomes_padded_truncated_ids_with_0_for_padding_and_oov_after_the_words(
