@@ -301,7 +301,10 @@ def text_section(
     examples = record.inputs.get("Transform", {}).get("examples")
     if not features or transform_graph is None or not examples:
         return None
-    return text_stats.token_statistics(examples[-1].uri, transform_graph.uri, features, max_tokens)
+    import tensorflow_transform as tft
+
+    transform_output = tft.TFTransformOutput(transform_graph.uri)
+    return text_stats.token_statistics(examples[-1].uri, transform_output, features, max_tokens)
 
 
 def quantization_section(record: RunRecord) -> dict[str, Any] | None:
