@@ -285,8 +285,12 @@ class FloorDivMeanPooling(keras.layers.Layer):
     tokens hits whenever it is near the middle of its calibrated range (so a model
     fails on some text lengths), and a quantized reciprocal loses most of its precision
     for long texts. FLOOR_DIV has no int8 kernel, so the converter keeps it float:
-    `floor(total * 2**16 / tokens) / 2**16` is the mean to within 2**-16, computed in
-    float from the int8 sum. Used only in the model given to the TFLite converter.
+    `floor(total / (tokens * 2**-16)) * 2**-16` is the mean to within 2**-16, computed in
+    float from the int8 sum. The 2**16 scales the divisor, not the sum: the converter
+    gives an int8 product `total * 2**16` the product's scale on the sum itself
+    (measured: every sum of a trained bag of embeddings then rounds to 0, and its
+    fully-integer TFLite model answers one class), while `tokens * 2**-16` keeps the
+    count's precision. Used only in the model given to the TFLite converter.
     """
 
     _PRECISION = 2.0**16
@@ -297,4 +301,49 @@ class FloorDivMeanPooling(keras.layers.Layer):
         weights = tf.cast(mask, inputs.dtype)[:, :, tf.newaxis]
         total = tf.reduce_sum(inputs * weights, axis=1)
         count = tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
-        return tf.math.floordiv(total * self._PRECISION, count) * (1.0 / self._PRECISION)
+        step = 1.0 / self._PRECISION
+        return tf.math.floordiv(total, count * step) * step
+
+
+class BiasFusedConv1D(keras.layers.Layer):
+    """A Conv1D written as the converter can fuse its bias and activation into CONV_2D.
+
+    Keras' Conv1D adds its bias after squeezing the 2-D convolution's output back to
+    [batch, steps, filters], so the TFLite converter keeps the bias as an ADD op of its
+    own (an int8 bias tensor, an output tensor and their quantization parameters per
+    convolution) next to a CONV_2D without bias. Here the bias is added before the
+    squeeze, where the converter fuses it: the int8 CONV_2D gets an int32 bias at the
+    product of the input's and the filter's scales, and one op less. Used only in the
+    model given to the TFLite converter, with the Conv1D's own weights (batch
+    normalization already folded into them by `models.quantization.inference_model`).
+
+    Args:
+      conv: the Conv1D to replace (channels last, padding valid or same).
+    """
+
+    def __init__(self, conv: keras.layers.Conv1D, **kwargs):
+        super().__init__(name=conv.name, **kwargs)
+        self.strides, self.dilation_rate = conv.strides[0], conv.dilation_rate[0]
+        self.padding = conv.padding.upper()
+        self.activation = conv.activation
+        self._initial = [w.numpy() for w in conv.weights]
+
+    def build(self, input_shape):
+        self.kernel, *bias = (
+            self.add_weight(name, shape=value.shape, initializer=keras.initializers.Constant(value))
+            for name, value in zip(("kernel", "bias"), self._initial, strict=False)
+        )
+        self.bias = bias[0] if bias else None
+        super().build(input_shape)
+
+    def call(self, inputs):
+        outputs = tf.nn.conv2d(
+            tf.expand_dims(inputs, 1),
+            tf.expand_dims(self.kernel, 0),
+            [1, 1, self.strides, 1],
+            self.padding,
+            dilations=[1, 1, self.dilation_rate, 1],
+        )
+        if self.bias is not None:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(tf.squeeze(outputs, 1))

@@ -743,11 +743,22 @@ def _portable(layer: keras.layers.Layer) -> keras.layers.Layer | None:
     """The layer's TFLite-friendly replacement, or None to keep it."""
     if isinstance(layer, MaskedMeanPooling):
         return int8_sequence.FloorDivMeanPooling(name=layer.name)
+    if _fusable_conv1d(layer):
+        return int8_sequence.BiasFusedConv1D(layer)
     if not isinstance(layer, keras.layers.CategoryEncoding):
         return None
     if layer.output_mode != "one_hot":
         raise ValueError(f"layer {layer.name!r}: only one_hot CategoryEncoding converts to TFLite")
     return OneHot(layer.num_tokens, name=layer.name)
+
+
+def _fusable_conv1d(layer: keras.layers.Layer) -> bool:
+    return (
+        type(layer) is keras.layers.Conv1D
+        and layer.padding in ("valid", "same")
+        and layer.data_format == "channels_last"
+        and layer.groups == 1
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -883,7 +894,10 @@ def to_tflite(
     `integer_activations(model)` is false (attention, layer normalization): then int8
     weights and float activations. Masked recurrent layers are unrolled and the masked
     mean pooling divides with FLOOR_DIV (`models.int8_sequence.FloorDivMeanPooling`), in
-    the converted model only.
+    the converted model only; Conv1D layers add their bias before their output is
+    squeezed back to 3-D, so that it fuses into the CONV_2D
+    (`models.int8_sequence.BiasFusedConv1D`). Intermediate tensors are unnamed
+    (`without_inner_tensor_names`).
 
     Args:
       model: a functional tf_keras model taking transformed features.
@@ -913,12 +927,39 @@ def to_tflite(
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        return converter.convert()
+        flatbuffer = converter.convert()
     except Exception as err:
         kind = "int8" if representative is not None else "float"
         raise ConversionError(
             f"TFLite {kind} conversion of model {model.name!r} failed: {err}"
         ) from err
+    return without_inner_tensor_names(flatbuffer)
+
+
+def without_inner_tensor_names(flatbuffer: bytes) -> bytes:
+    """The flatbuffer with names only on its inputs and outputs.
+
+    The converter names every tensor after the ops fused into it (up to ~200 bytes
+    each): debugging information, 2-3% of a small int8 model, that an interpreter never
+    reads. The inputs' and outputs' names and the signature stay, so tensors are still
+    found by feature name. (TFLite's own `flatbuffer_utils.strip_strings` also drops
+    those, and with them the signature.)
+
+    Args:
+      flatbuffer: a TFLite model.
+
+    Returns:
+      The same model without the names of its intermediate and constant tensors.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    for subgraph in model.subgraphs:
+        kept = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in kept:
+                tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 class ConversionError(RuntimeError):

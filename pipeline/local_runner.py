@@ -451,6 +451,9 @@ def summarise(
             )
         ),
         "training": section(summary_lib.training_section),
+        "text": section(
+            lambda r: summary_lib.text_section(r, config.text_features, config.max_tokens)
+        ),
         "evaluation": section(summary_lib.evaluation_section),
         "quantization": section(summary_lib.quantization_section),
         "infra_validation": section(summary_lib.infra_validation_section),

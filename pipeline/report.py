@@ -87,6 +87,13 @@ def _overview(summary: Mapping[str, Any]) -> list[str]:
 
 
 def _data(summary: Mapping[str, Any]) -> list[str]:
+    return _statistics(summary) + [
+        f"<h3>Text {_esc(feature)}</h3>{_text_table(stats)}"
+        for feature, stats in (summary.get("text") or {}).items()
+    ]
+
+
+def _statistics(summary: Mapping[str, Any]) -> list[str]:
     statistics = summary.get("statistics")
     if not statistics or not statistics.get("splits"):
         return [_absent("No data statistics in this run (StatisticsGen did not run).")]
@@ -376,6 +383,36 @@ _STYLE = (
     "img{max-width:100%;display:block;margin:1em 0}.absent{color:#777;font-style:italic}"
     "tr.fail td{background:#fde0dc}nav a{margin-right:1em}"
 )
+
+
+def _text_table(stats: Mapping[str, Any]) -> str:
+    """A text feature's token statistics, a column per split (`pipeline.text_stats`)."""
+    splits = stats["splits"]
+
+    def row(name, value):
+        cells = "".join(f"<td>{html.escape(value(s))}</td>" for s in splits.values())
+        return f"<tr><td>{html.escape(name)}</td>{cells}</tr>"
+
+    header = "".join(f"<th>{html.escape(split)}</th>" for split in splits)
+    rows = [
+        row("texts", lambda s: f"{s['texts']:,}"),
+        row(
+            "tokens per text (median, p90, max)",
+            lambda s: "{p50}, {p90}, {max}".format(**s["tokens_per_text"]),
+        ),
+        row(
+            f"longer than max_tokens ({stats['max_tokens']})",
+            lambda s: f"{s['longer_than_max_tokens']:.1%}",
+        ),
+        row("empty", lambda s: f"{s['empty']:.1%}"),
+        row(
+            f"in the vocabulary ({stats['vocabulary_size']:,} tokens)",
+            lambda s: (
+                "-" if s["vocabulary_coverage"] is None else f"{s['vocabulary_coverage']:.1%}"
+            ),
+        ),
+    ]
+    return f"<table><tr><th></th>{header}</tr>{''.join(rows)}</table>"
 
 
 def render(summary: Mapping[str, Any]) -> str:

@@ -135,9 +135,9 @@ class TextFolderSource:
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
         """TFDV's semantic-domain statistics: it recognises the text feature as natural
         language (average token length, share of values that look like text), so
-        SchemaGen gives it a `natural_language_domain`. Token-count and vocabulary-coverage
-        statistics need a vocabulary in the schema first (TFDV's NLStatsGenerator) and are
-        not computed; the text feature's bytes statistics (lengths) are."""
+        SchemaGen gives it a `natural_language_domain`; and its bytes statistics (lengths).
+        TFDV's token statistics read token lists with a vocabulary in the schema, which the
+        raw text is not: the run's summary computes them (`pipeline/text_stats.py`)."""
         return tfdv.StatsOptions(enable_semantic_domain_stats=True)
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import evaluation
+from pipeline import evaluation, text_stats
 from pipeline.training import TRAINING_RECORD
 
 _STATES = {
@@ -361,6 +361,20 @@ def infra_validation_section(record: RunRecord) -> dict[str, Any] | None:
     return {"blessed": bool(_custom(blessing, "blessed")), **result}
 
 
+def text_section(
+    record: RunRecord, features: Sequence[str], max_tokens: int
+) -> dict[str, Any] | None:
+    """Token statistics of the text features (`pipeline.text_stats`) once Transform has run."""
+    transform_graph = record.output("Transform", "transform_graph")
+    examples = record.inputs.get("Transform", {}).get("examples")
+    if not features or transform_graph is None or not examples:
+        return None
+    import tensorflow_transform as tft
+
+    transform_output = tft.TFTransformOutput(transform_graph.uri)
+    return text_stats.token_statistics(examples[-1].uri, transform_output, features, max_tokens)
+
+
 def quantization_section(record: RunRecord) -> dict[str, Any] | None:
     """Float vs quantized models (size, eval metrics, latency, guard) and which one is served."""
     report = record.output("Quantization", "report")
@@ -511,6 +525,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         compared = "vs last blessed model" if evaluation["baseline_compared"] else "no baseline yet"
         lines.append(f"  blessed: {evaluation['blessed']} ({compared})")
         lines.extend(_format_gates(evaluation.get("gates") or {}))
+    if summary.get("text"):
+        lines.extend(text_stats.format_lines(summary["text"]))
     if summary.get("quantization"):
         lines.extend(_format_quantization(summary["quantization"]))
     explanations = summary.get("explanations")

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -420,8 +421,8 @@ def read_series(path: str, length: int) -> tuple[list[str], list[list[float]]]:
       (labels, "" where a line has none; the series).
 
     Raises:
-      ValueError: a line with another number of fields, or a value that is not a number;
-        the message names the file and line.
+      ValueError: a line with another number of fields, a value that is not a number,
+        or NaN or infinite; the message names the file and line.
     """
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     labels, rows = [], []
@@ -436,9 +437,17 @@ def read_series(path: str, length: int) -> tuple[list[str], list[list[float]]]:
             )
         labels.append(fields[0].strip() if len(fields) > length else "")
         try:
-            rows.append([float(v) for v in fields[-length:]])
+            values = [float(v) for v in fields[-length:]]
         except ValueError:
             raise ValueError(f"{path}:{number}: a value is not a number") from None
+        # The model was trained on finite series (staging refuses others); a NaN would
+        # only come back as NaN scores.
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(
+                f"{path}:{number}: a value is NaN or infinite; a series needs {length} "
+                "finite values (fill or drop the gaps first)"
+            )
+        rows.append(values)
     if not rows:
         raise ValueError(f"{path}: no series")
     return labels, rows

@@ -207,3 +207,6 @@ def test_predict_reads_series_with_or_without_a_label_and_names_a_bad_line(tmp_p
     path.write_text("0.1\t0.2\n0.1\t0.2\t0.3\t0.4\n")
     with pytest.raises(ValueError, match=r"s.tsv:2: 4 fields; a series has 2 values"):
         read_series(str(path), 2)
+    path.write_text("0.1\t0.2\n1\t0.3\tnan\n")
+    with pytest.raises(ValueError, match=r"s.tsv:2: a value is NaN or infinite"):
+        read_series(str(path), 2)

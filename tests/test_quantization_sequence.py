@@ -20,7 +20,7 @@ from components.quantization import executor, measure
 from models import int8_sequence, quantization, registry
 from models.export import class_names_of, export_serving_model, vocab_sizes_of
 from models.features import FeatureSpec
-from models.sequence_encoders import build_encoder
+from models.sequence_encoders import MaskedMeanPooling, build_encoder
 from pipeline.training import KERAS_MODEL_DIR
 from tests.test_sequence_models import TINY, VARIANTS
 from tests.tftlib import analyze_and_transform, serialize
@@ -189,6 +189,54 @@ def test_tflite_converts_and_runs_with_token_ids_and_a_float_series(variant, tmp
     outputs = measure.TFLiteRunner(str(path), inputs).predict(features, batch=5)
     assert outputs.shape == (24, 3) and np.isfinite(outputs).all()
     np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=0.05)
+    ops, names = _ops_and_names(path)
+    # Only the inputs and outputs keep their names (the converter's fused-op names are
+    # 2-3% of a small int8 file).
+    assert sorted(n for n in names if n) == sorted(
+        [f"serving_default_{i.name}:0" for i in inputs] + ["StatefulPartitionedCall:0"]
+    )
+    if variant == "conv1d":
+        # The bias of each (batch-normalized) convolution of both encoders is fused
+        # into its CONV_2D, not added by an ADD op of its own.
+        assert ops.count("CONV_2D") == 2 * TINY["conv_blocks"] and "ADD" not in ops
+
+
+def test_int8_tflite_mean_of_token_embeddings_matches_the_float_mean(tmp_path):
+    # A bag of embeddings' pooling, fully integer: the masked sum stays int8 at its own
+    # scale and the division runs in float (FLOOR_DIV), for short and long texts alike.
+    rng = np.random.default_rng(4)
+    vocab, length, dim = 50, 64, 8
+    ids = keras.Input(shape=(length,), dtype="int64", name="text_xf")
+    embedded = keras.layers.Embedding(vocab, dim, mask_zero=True, name="embedding")(ids)
+    model = keras.Model(ids, MaskedMeanPooling()(embedded))
+    model.get_layer("embedding").set_weights([rng.uniform(-1, 1, (vocab, dim))])
+    lengths = np.concatenate([rng.integers(1, 8, 20), rng.integers(40, length + 1, 20)])
+    features = {"text_xf": _padded([rng.integers(1, vocab, k) for k in lengths], length)}
+    inputs = quantization.tflite_inputs(model)
+    representative = quantization.representative_dataset(features, inputs, 40)
+    path = tmp_path / "mean.tflite"
+    path.write_bytes(quantization.to_tflite(model, representative))
+
+    means = measure.TFLiteRunner(str(path), inputs).predict(features, batch=40)
+
+    expected = model(features["text_xf"]).numpy()
+    assert measure.tflite_float_ops(str(path)).get("FLOOR_DIV") == 1
+    # The means span about [-1, 1]; the int8 sum's step (calibrated on the long texts)
+    # divided by a short text's few tokens bounds the error.
+    np.testing.assert_allclose(means, expected, atol=0.1)
+    assert np.abs(means - expected).mean() < 0.02
+
+
+def _ops_and_names(path: Path) -> tuple[list[str], list[str]]:
+    """The builtin ops of a TFLite file and the names of its tensors ("" when unnamed)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    (graph,) = model.subgraphs
+    ops = [op_names[model.operatorCodes[op.opcodeIndex].builtinCode] for op in graph.operators]
+    return ops, [(t.name or b"").decode() for t in graph.tensors]
 
 
 # ---- The executor on a text-and-series model trained for a few seconds. ----

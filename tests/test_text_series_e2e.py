@@ -1,13 +1,22 @@
 """Text and time series end to end: small subsets of BBC News and FordA to a pushed model
-of the sequence family, which then answers raw text / raw series through serving_raw."""
+of the sequence family, which then answers raw text / raw series through serving_raw, in
+process and as `make serve` + `make predict` do: the model server on loopback serving the
+pushed model, `pipeline.cli predict` sending a text file / a file of series over gRPC."""
+
+import json
+from pathlib import Path
 
 import numpy as np
+import portpicker
 import pytest
 import tensorflow as tf
 import yaml
 
-from pipeline import local_runner, series
+from pipeline import cli, local_runner, series
 from pipeline.config import load_config
+from serving.client import ServingClient
+from serving.config import ModelConfig
+from serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.e2e
 
@@ -19,9 +28,41 @@ def _run(repo_root, root, name, examples, search_space):
     raw["tuner"]["search_space"].update(search_space)
     raw["training"].update(epochs=2)
     raw["evaluation"]["lower_bound"] = 0.0
+    # The BBC News run quantizes (the sequence family's int8 path through the pipeline);
+    # FordA's int8 conv path has its tests in test_quantization_sequence.py.
+    raw["quantization"]["enabled"] = name == "bbc_news.yaml"
     path = root / name
     path.write_text(yaml.safe_dump(raw))
     return local_runner.run(load_config(path, output_root=str(root / "out")))
+
+
+def _served_predictions(root: Path, name: str, input_path: Path, capsys) -> list[dict]:
+    """`make predict` against `make serve`: the server on the config's serving root (the
+    pushed model's base path) on a free loopback port, predict's JSON lines back."""
+    config = load_config(root / name, output_root=str(root / "out"))
+    base = str(Path(config.serving_root) / config.model_name)
+    options = ServerOptions(
+        grpc_port=portpicker.pick_unused_port(), rest_port=portpicker.pick_unused_port()
+    )
+    running = ModelServer([ModelConfig(config.model_name, base)], options).start()
+    try:
+        address = f"127.0.0.1:{running.grpc_port}"
+        with ServingClient(address) as client:
+            client.wait_until_available(config.model_name, timeout_s=30)
+        capsys.readouterr()
+        argv = ["predict", "--config", str(root / name), "--output-root", str(root / "out")]
+        assert cli.main([*argv, "--input", str(input_path), "--", "--address", address]) == 0
+    finally:
+        running.stop()
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def _assert_same_scores(lines: list[dict], scores: np.ndarray, classes: list[str]) -> None:
+    assert len(lines) == len(scores)
+    for line, row in zip(lines, scores, strict=True):
+        assert line["class"] == classes[int(np.argmax(row))]
+        served = [line["scores"][c] for c in classes]
+        np.testing.assert_allclose(served, row, atol=1e-5)
 
 
 def _pushed(summary):
@@ -34,7 +75,7 @@ def _pushed(summary):
     return tf.saved_model.load(summary["pushed"]["model_dir"])
 
 
-def test_forda_subset_to_a_pushed_model_that_takes_raw_series(repo_root, tmp_path):
+def test_forda_subset_to_a_pushed_model_that_takes_raw_series(repo_root, tmp_path, capsys):
     summary = _run(
         repo_root,
         tmp_path,
@@ -52,9 +93,15 @@ def test_forda_subset_to_a_pushed_model_that_takes_raw_series(repo_root, tmp_pat
     assert out["scores"].shape == (4, 2)
     np.testing.assert_allclose(out["scores"].numpy().sum(axis=1), 1.0, atol=1e-5)
     assert [c.decode() for c in out["classes"].numpy()[0]] == ["-1", "1"]
+    # A .tsv of labelled series (the UCR layout) through the served model.
+    series_file = tmp_path / "series.tsv"
+    series_file.write_text("\n".join("\t".join(row) for row in rows) + "\n")
+    lines = _served_predictions(tmp_path, "forda.yaml", series_file, capsys)
+    _assert_same_scores(lines, out["scores"].numpy(), ["-1", "1"])
+    assert [line["label"] for line in lines] == [row[0] for row in rows]
 
 
-def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_path):
+def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_path, capsys):
     summary = _run(
         repo_root,
         tmp_path,
@@ -70,6 +117,13 @@ def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_pa
     )
     model = _pushed(summary)
     assert summary["evaluation"]["metrics"]["example_count"] == 100
+    # Token statistics of the run's own examples and vocabulary (the train split's words).
+    text = summary["text"]["text"]
+    train, evaluation = text["splits"]["train"], text["splits"]["eval"]
+    assert (train["texts"], evaluation["texts"], text["max_tokens"]) == (300, 100, 512)
+    assert 100 < evaluation["tokens_per_text"]["p50"] < evaluation["tokens_per_text"]["max"]
+    assert 0.8 < evaluation["vocabulary_coverage"] < train["vocabulary_coverage"] <= 1.0
+    assert 0.0 < evaluation["longer_than_max_tokens"] < 1.0 and evaluation["empty"] == 0.0
     best = summary["tuner"]["best_hyperparameters"]
     assert best["encoder"] == "transformer"
     # conv1d is not listed: its keys never reach the tuner.
@@ -78,3 +132,12 @@ def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_pa
     out = model.signatures["serving_raw"](text=texts)
     assert out["scores"].shape == (2, 5)
     np.testing.assert_allclose(out["scores"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    # A folder of .txt files (one text each, in sorted order) through the served model.
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for file_name, text in zip(("a.txt", "b.txt"), texts.numpy(), strict=True):
+        (folder / file_name).write_bytes(text)
+    lines = _served_predictions(tmp_path, "bbc_news.yaml", folder, capsys)
+    classes = [c.decode() for c in out["classes"].numpy()[0]]
+    _assert_same_scores(lines, out["scores"].numpy(), classes)
+    assert [Path(line["input"]).name for line in lines] == ["a.txt", "b.txt"]

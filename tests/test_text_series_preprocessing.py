@@ -9,6 +9,7 @@ import tf_keras as keras
 from models.export import export_serving_model, vocab_sizes_of
 from models.features import OOV_BUCKETS, FeatureSpec, transformed_name, vocabulary_name
 from models.preprocessing import tokenize
+from pipeline import report, text_stats
 from tests.tftlib import analyze_and_transform, serialize
 
 MAX_TOKENS = 6
@@ -67,6 +68,49 @@ def test_tokenize_lower_cases_and_splits_punctuation_off():
         "5",
         ".",
     ]
+
+
+def test_bytes_that_are_not_utf8_become_a_replacement_character_token():
+    # Staging decodes files (with data.fallback_encoding); serving_raw takes any bytes: a
+    # cp1252 pound sign is one U+FFFD token (out of vocabulary), the rest reads as usual.
+    tokens = tokenize(tf.constant([b"Costs \xa35 More", b""]))
+    assert [t.decode() for t in tokens[0].numpy()] == ["costs", "\ufffd", "5", "more"]
+    assert tokens[1].shape == (0,)
+
+
+def test_token_statistics_count_tokens_cut_empty_texts_and_vocabulary_coverage(
+    text_output, tmp_path
+):
+    _, output = text_output
+    for split in text_stats.SPLITS:
+        (tmp_path / f"Split-{split}").mkdir()
+        path = str(tmp_path / f"Split-{split}" / "data.gz")
+        with tf.io.TFRecordWriter(path, "GZIP") as writer:
+            for row in TEXT_ROWS[: 3 if split == "eval" else 4]:
+                writer.write(serialize(row))
+
+    stats = text_stats.token_statistics(str(tmp_path), output, ["text"], MAX_TOKENS)["text"]
+
+    assert (stats["vocabulary_size"], stats["max_tokens"]) == (3, MAX_TOKENS)
+    # 4, 5, 15 and 0 tokens; of the 24, the vocabulary (the, cat, sat) holds 3 + 4 + 3.
+    train = stats["splits"]["train"]
+    assert train["tokens_per_text"] == {
+        "mean": 6.0,
+        "min": 0,
+        "p50": 4,
+        "p90": 12,
+        "p99": 14,
+        "max": 15,
+    }
+    assert (train["texts"], train["tokens"], train["vocabulary_coverage"]) == (4, 24, 0.4167)
+    assert (train["longer_than_max_tokens"], train["empty"]) == (0.25, 0.25)
+    evaluation = stats["splits"]["eval"]
+    assert (evaluation["texts"], evaluation["tokens"], evaluation["empty"]) == (3, 24, 0.0)
+    lines = text_stats.format_lines({"text": stats})
+    assert "41.7%" in lines[1] and "25.0% cut" in lines[1]
+    summary = {"pipeline": "p", "run_id": "r", "status": "succeeded", "seconds": 1.0}
+    page = report.render({**summary, "components": {}, "text": {"text": stats}})
+    assert "<h2>Text text</h2>" in page and "in the vocabulary (3 tokens)</td><td>41.7%" in page
 
 
 def test_text_becomes_padded_truncated_ids_with_0_for_padding_and_oov_after_the_words(

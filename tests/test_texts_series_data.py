@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from google.protobuf import json_format
 
 from pipeline import data, series, texts
 from pipeline.config import load_config
@@ -226,3 +227,51 @@ def test_a_csv_text_column_with_line_breaks_in_quotes_is_staged_on_one_line():
     table = data.normalise(text, "r.csv", (), data.Columns("stars", text=("review",)))
     assert table.text.splitlines() == ["review,stars", '"great, really great",5', "bad,1"]
     assert table.rows == 2
+
+
+def test_csv_text_and_numeric_columns_read_by_csv_example_gen_one_example_per_row(tmp_path):
+    """A review (one with a line break and a comma inside quotes) and a rating, as the
+    pipeline stages them and CsvExampleGen's executor reads them into tf.Examples."""
+    from tfx.components.example_gen.csv_example_gen import executor
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts, standard_component_specs
+
+    source = tmp_path / "reviews.csv"
+    source.write_text(
+        'review,rating,label\n"Great,\nreally great",5,pos\nbad,1,neg\n'
+        '"Fine\r\n\r\nI guess",3,pos\n'
+    )
+    config = _config(
+        tmp_path,
+        data={"format": "csv", "source": str(source)},
+        features={"numeric": ["rating"], "text": ["review"]},
+    )
+    staged = data.stage(config)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    output = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=1)]
+        )
+    )
+    properties = {
+        standard_component_specs.INPUT_BASE_KEY: staged.directory,
+        standard_component_specs.INPUT_CONFIG_KEY: '{"splits": [{"name": "all", "pattern": "*"}]}',
+        standard_component_specs.OUTPUT_CONFIG_KEY: json_format.MessageToJson(output),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+    }
+
+    executor.Executor().Do({}, {"examples": [examples]}, properties)
+
+    files = [str(p) for p in (tmp_path / "examples" / "Split-train").glob("*")]
+    rows = {}
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        review = feature["review"].bytes_list.value[0].decode()
+        rows[review] = (feature["rating"].int64_list.value[0], feature["label"].bytes_list.value[0])
+    assert rows == {
+        "Great, really great": (5, b"pos"),
+        "bad": (1, b"neg"),
+        "Fine  I guess": (3, b"pos"),  # each line break a space
+    }
