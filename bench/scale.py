@@ -210,8 +210,8 @@ def run_floor(csv: Path, run: dict, work: Path) -> dict:
         "csv": str(csv),
         "hparams": {
             **run["best_hyperparameters"],
-            "embedding_min_vocabulary": raw["model"]["embeddings"]["min_vocabulary"],
-            "embedding_dim": raw["model"]["embeddings"].get("dim") or 0,
+            "categorical_embedding_min_vocabulary": raw["model"]["embeddings"]["min_vocabulary"],
+            "categorical_embedding_dim": raw["model"]["embeddings"].get("dim") or 0,
         },
         "epochs": training.get("epochs") or raw["training"]["epochs"],
         "batch_size": training["batch_size"],

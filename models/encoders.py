@@ -17,7 +17,7 @@ from models.features import FeatureSpec, transformed_name
 
 # The hyperparameters (fixed, from the config's model.embeddings) that choose between
 # one-hot and an embedding for a categorical feature.
-EMBEDDING_HPARAMS = ("embedding_min_vocabulary", "embedding_dim")
+EMBEDDING_HPARAMS = ("categorical_embedding_min_vocabulary", "categorical_embedding_dim")
 
 
 def embedding_size(vocabulary: int) -> int:
@@ -29,17 +29,17 @@ def embedding_size(vocabulary: int) -> int:
 def categorical_encoder(
     vocabulary: int, hparams: Mapping[str, Any], name: str
 ) -> keras.layers.Layer:
-    """One categorical feature's encoder: one-hot below `embedding_min_vocabulary` ids,
-    an embedding of `embedding_dim` (0: `embedding_size`) dimensions from there.
+    """One categorical feature's encoder: one-hot below `categorical_embedding_min_vocabulary` ids,
+    an embedding of `categorical_embedding_dim` (0: `embedding_size`) dimensions from there.
 
     One-hot costs the first Dense layer (and every batch) V inputs; an embedding a fixed
     few, which a vocabulary of tens of thousands of names needs. Hyperparameters without
-    `embedding_min_vocabulary` (older runs) mean one-hot.
+    `categorical_embedding_min_vocabulary` (older runs) mean one-hot.
     """
-    threshold = hparams.get("embedding_min_vocabulary")
+    threshold = hparams.get("categorical_embedding_min_vocabulary")
     if not threshold or vocabulary < int(threshold):
         return keras.layers.CategoryEncoding(vocabulary, output_mode="one_hot", name=name)
-    dim = int(hparams.get("embedding_dim") or 0) or embedding_size(vocabulary)
+    dim = int(hparams.get("categorical_embedding_dim") or 0) or embedding_size(vocabulary)
     return keras.layers.Embedding(vocabulary, dim, name=name)
 
 
@@ -51,7 +51,7 @@ def tabular_inputs(
     Args:
       spec: the features; its image features are left out.
       vocab_sizes: ids per categorical feature, OOV buckets included.
-      hparams: `embedding_min_vocabulary` and `embedding_dim` (`categorical_encoder`);
+      hparams: `categorical_embedding_min_vocabulary` and `categorical_embedding_dim` (`categorical_encoder`);
         None: every categorical feature one-hot.
 
     Returns:

@@ -40,7 +40,7 @@ def build_model(
     Args:
       hparams: `units`, `layers`, `dropout`, `l2`, `learning_rate`, `optimizer`,
         `lr_schedule` (constant when absent), `lr_decay_rate` (exponential schedule);
-        `embedding_min_vocabulary`, `embedding_dim` (models/encoders.py
+        `categorical_embedding_min_vocabulary`, `categorical_embedding_dim` (models/encoders.py
         `categorical_encoder`; absent: one-hot).
       spec: the features and the task.
       vocab_sizes: ids per categorical feature, OOV buckets included.

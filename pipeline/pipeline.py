@@ -92,8 +92,8 @@ def search_space(config: PipelineConfig) -> dict[str, Any]:
         augment_translate=augmentation.translate,
         augment_zoom=augmentation.zoom,
         # 0: the size from models/encoders.py's rule of thumb.
-        embedding_min_vocabulary=config.model.embeddings.min_vocabulary,
-        embedding_dim=config.model.embeddings.dim or 0,
+        categorical_embedding_min_vocabulary=config.model.embeddings.min_vocabulary,
+        categorical_embedding_dim=config.model.embeddings.dim or 0,
     )
     family = config.model_family
     fixed = registry.BACKBONE_KEYS[family] if config.model.base_model else ()

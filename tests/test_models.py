@@ -195,8 +195,8 @@ MLP_SPACE = {
     "lr_schedule": ["constant", "cosine"],
     "lr_decay_rate": {"min": 0.9, "max": 0.9, "sampling": "linear"},
     # Fixed scalars from the config's model.embeddings.
-    "embedding_min_vocabulary": 64,
-    "embedding_dim": 0,
+    "categorical_embedding_min_vocabulary": 64,
+    "categorical_embedding_dim": 0,
 }
 
 
@@ -210,8 +210,8 @@ def test_mlp_search_space_is_declared_as_before():
     expected.Choice("optimizer", ["adam", "rmsprop"])
     expected.Choice("lr_schedule", ["constant", "cosine"])
     expected.Fixed("lr_decay_rate", 0.9)
-    expected.Fixed("embedding_min_vocabulary", 64)
-    expected.Fixed("embedding_dim", 0)
+    expected.Fixed("categorical_embedding_min_vocabulary", 64)
+    expected.Fixed("categorical_embedding_dim", 0)
     assert hyperparameters(MLP_SPACE).get_config() == expected.get_config()
 
 

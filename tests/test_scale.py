@@ -28,8 +28,8 @@ HPARAMS = {
     "l2": 1e-6,
     "learning_rate": 0.01,
     "optimizer": "adam",
-    "embedding_min_vocabulary": 64,
-    "embedding_dim": 0,
+    "categorical_embedding_min_vocabulary": 64,
+    "categorical_embedding_dim": 0,
 }
 
 
@@ -66,10 +66,15 @@ def test_large_vocabularies_are_embedded_and_small_ones_stay_one_hot(model):
     # The first Dense sees 1 + 50 + 3 inputs, not 1 + 5000 + 3.
     first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense))
     assert first.kernel.shape == (1 + 50 + 3, 16)
-    fixed = build_model({**HPARAMS, "embedding_dim": 8}, SPEC, {"name": NAMES, "sex": 3}, 2)
+    fixed = build_model(
+        {**HPARAMS, "categorical_embedding_dim": 8}, SPEC, {"name": NAMES, "sex": 3}, 2
+    )
     assert fixed.get_layer("name_xf_encoding").output_dim == 8
     one_hot = build_model(
-        {**HPARAMS, "embedding_min_vocabulary": 10_000}, SPEC, {"name": NAMES, "sex": 3}, 2
+        {**HPARAMS, "categorical_embedding_min_vocabulary": 10_000},
+        SPEC,
+        {"name": NAMES, "sex": 3},
+        2,
     )
     assert isinstance(one_hot.get_layer("name_xf_encoding"), keras.layers.CategoryEncoding)
 

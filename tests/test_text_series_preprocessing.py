@@ -110,7 +110,7 @@ def test_token_statistics_count_tokens_cut_empty_texts_and_vocabulary_coverage(
     assert "41.7%" in lines[1] and "25.0% cut" in lines[1]
     summary = {"pipeline": "p", "run_id": "r", "status": "succeeded", "seconds": 1.0}
     page = report.render({**summary, "components": {}, "text": {"text": stats}})
-    assert "<h2>Text text</h2>" in page and "in the vocabulary (3 tokens)</td><td>41.7%" in page
+    assert "<h3>Text text</h3>" in page and "in the vocabulary (3 tokens)</td><td>41.7%" in page
 
 
 def test_text_becomes_padded_truncated_ids_with_0_for_padding_and_oov_after_the_words(
