@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, load_config, request_log_dir
 from pipeline.data import DataError
 from pipeline.errors import ConfigError
 
@@ -63,7 +63,14 @@ def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]
 
     if args.command == "serve":
         base = str(Path(config.serving_root) / config.model_name)
-        return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.extra]
+        serve = ["serve", "--model-name", config.model_name, "--model-base-path", base]
+        rate = config.monitoring.request_log_sampling_rate
+        if rate > 0:
+            # The embedded server logs requests; the monitor reads them from there.
+            prefix = str(request_log_dir(config) / "requests")
+            serve += ["--embedded", "--request-log-prefix", prefix]
+            serve += ["--request-log-sampling-rate", str(rate)]
+        return [*serve, *args.extra]
     predict = ["predict", "--model-name", config.model_name, "--input", args.input]
     if len(config.image_features) == 1:
         # Image files (or a folder of them) as INPUT become rows of this feature.

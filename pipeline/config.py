@@ -225,6 +225,33 @@ class QuantizationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitoringConfig:
+    """Request logging and drift detection (`make serve`, `make monitor`).
+
+    request_log_sampling_rate: share of served requests `make serve` logs (0: off), to
+      `<outputs.root>/request_logs/<model_name>/`.
+    categorical_threshold: largest L-infinity distance between the training and the serving
+      distribution of a categorical feature (TFDV's infinity_norm drift comparator).
+    numeric_threshold: largest Jensen-Shannon divergence of a numeric feature's histograms
+      (TFDV's jensen_shannon_divergence comparator).
+    thresholds: a feature's own threshold instead of its type's.
+    prediction_threshold: largest L-infinity distance between the training labels and the
+      served predictions (label shift).
+    """
+
+    request_log_sampling_rate: float = 0.0
+    categorical_threshold: float = 0.25
+    numeric_threshold: float = 0.25
+    thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    prediction_threshold: float = 0.25
+
+    def threshold(self, feature: str, categorical: bool) -> float:
+        """The drift threshold of `feature`."""
+        default = self.categorical_threshold if categorical else self.numeric_threshold
+        return self.thresholds.get(feature, default)
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything a pipeline run needs, validated."""
 
@@ -257,6 +284,7 @@ class PipelineConfig:
     # kubeflow:, vertex:, dataflow:, resources: (pipeline/cluster_config.py); unused locally.
     cluster: ClusterConfig = ClusterConfig()
     quantization: QuantizationConfig = QuantizationConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -438,10 +466,12 @@ def _parse(
         serving_root=str(serving_root),
         cluster=parse_cluster(top),
         quantization=_quantization(top.section("quantization")),
+        monitoring=_monitoring(top.section("monitoring")),
     )
     top.finish()
     _check_family(top, config)
     _check_transfer(top, config)
+    _check_monitored_features(top, config)
     if task == "regression" and config.label_classes:
         raise top.error("label_classes", "only applies to classification")
     return config
@@ -992,3 +1022,45 @@ def _quantization(reader: _Reader) -> QuantizationConfig:
             "max_metric_drop", f"must be in [0, 1], got {quantization.max_metric_drop}"
         )
     return quantization
+
+
+def _monitoring(reader: _Reader) -> MonitoringConfig:
+    d = MonitoringConfig()
+    rate = reader.get("request_log_sampling_rate", float, d.request_log_sampling_rate)
+    if not 0.0 <= rate <= 1.0:
+        raise reader.error("request_log_sampling_rate", f"must be in [0, 1], got {rate}")
+    keys = ("categorical_threshold", "numeric_threshold", "prediction_threshold")
+    bounds = {key: _drift_threshold(reader, key, getattr(d, key)) for key in keys}
+    per_feature = reader.get("thresholds", Mapping, {})
+    for feature in per_feature:
+        _drift_threshold(reader.section("thresholds"), feature, None)
+    monitoring = MonitoringConfig(
+        request_log_sampling_rate=rate,
+        thresholds={str(k): float(v) for k, v in per_feature.items()},
+        **bounds,
+    )
+    reader.finish()
+    return monitoring
+
+
+def _drift_threshold(reader: _Reader, key: str, default: float | None) -> float:
+    # Both distances lie in [0, 1]; 0 would call every sample drifted.
+    value = reader.get(key, float, default)
+    if not 0.0 < value <= 1.0:
+        raise reader.error(key, f"a drift threshold must be in (0, 1], got {value}")
+    return value
+
+
+def _check_monitored_features(reader: _Reader, config: PipelineConfig) -> None:
+    known = set(config.numeric_features + config.categorical_features)
+    for feature in config.monitoring.thresholds:
+        if feature not in known:
+            raise reader.error(
+                f"monitoring.thresholds.{feature}",
+                f"not a numeric or categorical feature; expected one of {sorted(known)}",
+            )
+
+
+def request_log_dir(config: PipelineConfig) -> Path:
+    """Where `make serve` logs the model's requests and `make monitor` reads them."""
+    return Path(config.output_root) / "request_logs" / config.model_name
