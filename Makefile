@@ -6,10 +6,11 @@ KFP_ARGS ?=
 
 INPUT ?= configs/samples/penguins.csv
 SERVE_ARGS ?=
+MONITOR_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict monitor manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -42,6 +43,11 @@ serve:
 
 predict:
 	$(IN_ENV) python -m pipeline.cli predict --config $(CONFIG) --input $(INPUT)
+
+# Drift of the logged requests (or MONITOR_ARGS="--examples DIR") vs the served model's training
+# data; writes output/monitoring/<model>/<time>/; exits 3 on drift.
+monitor:
+	$(IN_ENV) python -m pipeline.cli monitor --config $(CONFIG) $(MONITOR_ARGS)
 
 # Kubernetes manifests for tensorflow/serving (ACCELERATOR=cpu|gpu|tpu, MODEL_PATH=gs://... or pvc:...).
 manifests:

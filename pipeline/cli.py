@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline.cli run|schema --config configs/penguins.yaml`."""
+"""Command line: `python -m pipeline.cli run|schema|monitor --config configs/penguins.yaml`."""
 
 from __future__ import annotations
 
@@ -105,6 +105,53 @@ def _serving(args: argparse.Namespace) -> int:
         return serving_cli.main(argv)
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from pipeline import progress
+
+    config = load_config(args.config, output_root=args.output_root)
+    log = progress.log_path(config, f"monitor-{progress.new_run_id()}")
+    with progress.native_stderr_to(log):
+        from pipeline import monitor
+
+        result = monitor.monitor(config, logs=args.logs, examples=args.examples)
+    drift = result.drift
+    for name, entry in drift["features"].items():
+        flag = "DRIFT" if entry["drifted"] else "ok"
+        print(
+            f"{flag:5} {name} ({entry['role']}): {entry['statistic']} {entry['value']:.4f}"
+            f" (threshold {entry['threshold']})"
+        )
+    for name, reasons in drift["anomalies"].items():
+        print(f"anomaly {name}: {'; '.join(reasons)}")
+    verdict = f"drift in {', '.join(drift['drifted_features'])}" if result.drifted else "no drift"
+    print(
+        f"{verdict}: {drift['serving']['rows']} serving rows vs. the training data of "
+        f"{config.model_name} version {drift['served_version']}; wrote {result.directory}"
+    )
+    return monitor.DRIFT_EXIT_CODE if result.drifted else 0
+
+
+def _monitor_command(sub) -> None:
+    cmd = sub.add_parser(
+        "monitor",
+        help="compare logged requests (or data) with the served model's training data; "
+        "exit 3 on drift",
+    )
+    cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
+    cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
+    source = cmd.add_mutually_exclusive_group()
+    source.add_argument(
+        "--logs",
+        default=None,
+        help="folder (or file prefix) of PredictionLog TFRecords (default: where `make serve` "
+        "logs them, <outputs.root>/request_logs/<model_name>)",
+    )
+    source.add_argument(
+        "--examples", default=None, help="a CSV or tf.Example TFRecord file, or a folder of them"
+    )
+    cmd.set_defaults(func=_monitor)
+
+
 _TARGET_FLAGS = ("image", "pipeline_root", "data_root", "serving_root", "schema_uri")
 
 
@@ -200,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
         cmd.set_defaults(func=_serving)
     _cluster_commands(sub)
+    _monitor_command(sub)
     return p
 
 

@@ -98,6 +98,16 @@ def _paths(config: PipelineConfig) -> dict[str, str]:
     }
 
 
+def metadata_path(config: PipelineConfig) -> str:
+    """The pipeline's ML Metadata (SQLite), which the monitor follows from the served model."""
+    return _paths(config)["metadata"]
+
+
+def serving_dir(config: PipelineConfig) -> str:
+    """Where Pusher writes the model's versions and the server reads them."""
+    return _paths(config)["serving_dir"]
+
+
 def summary_path(config: PipelineConfig) -> str:
     """`<output_root>/<pipeline>/summary.json`: the latest run of this pipeline.
 

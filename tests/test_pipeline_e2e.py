@@ -6,6 +6,7 @@ import glob
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,41 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
     per_class = summary["evaluation"]["per_class"]
     assert set(per_class) == set(confusion["labels"])
     assert per_class["Gentoo"]["support"] == truth.count("Gentoo")
+
+
+def test_monitor_flags_a_new_island_in_logged_requests_and_not_a_same_year_sample(
+    first, run, tmp_path
+):
+    """The served model's training statistics come from ML Metadata lineage; requests go
+    through a real gRPC server that logs them; only the shifted traffic is drift."""
+    from test_monitor import serve_and_log
+
+    from pipeline import cli, monitor
+
+    config, _ = first
+    penguins = read_source("palmerpenguins")
+    rows = list(csv.DictReader(io.StringIO(penguins)))
+    same = [r for r in rows if r["year"] == "2008" and "NA" not in r.values()]
+    biscoe = [r for r in rows if r["island"] == "Biscoe" and "NA" not in r.values()]
+    serving_dir = os.path.join(run[0], "serving", "penguins")
+    calm = monitor.monitor(config, logs=serve_and_log(serving_dir, same, tmp_path / "calm"))
+    assert calm.drift["drifted_features"] == [], calm.drift["features"]
+    assert calm.drift["serving"]["rows"] == len(same)
+    assert calm.drift["features"]["species"]["role"] == "prediction"
+    assert calm.drift["training"]["statistics"].startswith(str(run[0]))
+    shifted = monitor.monitor(config, logs=serve_and_log(serving_dir, biscoe, tmp_path / "new"))
+    assert shifted.drift["drifted_features"] == ["island", "species"]
+    assert shifted.drift["features"]["island"]["statistic"] == "L_infinity"
+    assert shifted.drift["features"]["flipper_length_mm"]["statistic"] == (
+        "jensen_shannon_divergence"
+    )
+    directory = Path(shifted.directory)
+    assert json.loads((directory / "drift.json").read_text()) == shifted.drift
+    report = (directory / "report.html").read_text()
+    assert "drift in island, species" in report and report.count("data:image/png") == 7
+    argv = ["monitor", "--config", config.source_file, "--output-root", str(run[0])]
+    assert cli.main([*argv, "--logs", str(tmp_path / "new")]) == monitor.DRIFT_EXIT_CODE
+    assert cli.main([*argv, "--logs", str(tmp_path / "nothing-here")]) == 1
 
 
 def test_second_run_is_served_from_the_cache(first, run):
