@@ -142,7 +142,9 @@ def _typed_as(frame: pd.DataFrame, schema: schema_pb2.Schema) -> pd.DataFrame:
     frame = frame.copy()
     for feature in schema.feature:
         if feature.type == schema_pb2.INT and feature.name in frame:
-            frame[feature.name] = pd.array(frame[feature.name].round(), dtype="Int64")
+            # An integer label's predicted classes arrive as their names ("3").
+            numbers = pd.to_numeric(frame[feature.name], errors="coerce")
+            frame[feature.name] = pd.array(numbers.round(), dtype="Int64")
     return frame
 
 
