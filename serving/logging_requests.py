@@ -194,7 +194,10 @@ class _RotatingFiles:
         if self._writer is not None and self._bytes >= self._config.max_file_bytes:
             self.close()
         if self._writer is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self._stem)), exist_ok=True)
+            # tf.io.gfile: a prefix may be a bucket (gs://...) as well as a local path.
+            folder = os.path.dirname(self._stem)
+            if folder:
+                tf.io.gfile.makedirs(folder)
             self._number += 1
             self._writer = tf.io.TFRecordWriter(f"{self._stem}-{self._number:05d}{LOG_SUFFIX}")
             self._bytes = 0
@@ -214,14 +217,18 @@ class _RotatingFiles:
 
 
 def log_files(prefix_or_dir: str) -> list[str]:
-    """The log files of a filename prefix (or every one in a folder), oldest first."""
-    if os.path.isdir(prefix_or_dir):
+    """The log files of a filename prefix (or every one in a folder, local or gs://), oldest
+    first."""
+    if tf.io.gfile.isdir(prefix_or_dir):
         folder, stem = prefix_or_dir, ""
     else:
-        folder, stem = os.path.split(os.path.abspath(prefix_or_dir))
-    if not os.path.isdir(folder):
+        folder, stem = os.path.split(prefix_or_dir)
+        folder = folder or "."
+    if not tf.io.gfile.isdir(folder):
         return []
-    names = [n for n in os.listdir(folder) if n.startswith(stem) and n.endswith(LOG_SUFFIX)]
+    names = [
+        n for n in tf.io.gfile.listdir(folder) if n.startswith(stem) and n.endswith(LOG_SUFFIX)
+    ]
     return sorted(os.path.join(folder, n) for n in names)
 
 

@@ -126,7 +126,7 @@ def test_monitor_flags_a_new_island_in_logged_requests_and_not_a_same_year_sampl
 ):
     """The served model's training statistics come from ML Metadata lineage; requests go
     through a real gRPC server that logs them; only the shifted traffic is drift."""
-    from test_monitor import serve_and_log
+    from monitor_testlib import serve_and_log
 
     from pipeline import cli, monitor
 
