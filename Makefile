@@ -10,7 +10,7 @@ MONITOR_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict monitor manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict monitor manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-monitoring compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -72,6 +72,10 @@ bench-trainer:
 # One cold run each of configs/bbc_news.yaml and configs/forda.yaml against issue 11's targets.
 bench-text-series:
 	$(IN_ENV) python -m bench.text_series
+
+# Serving p50 with request logging off / 0.1 / 1.0, and monitor on 100k logged requests (after make run).
+bench-monitoring:
+	$(IN_ENV) python -m bench.monitoring --config $(CONFIG)
 
 clean:
 	rm -rf output
