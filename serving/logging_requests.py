@@ -17,7 +17,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 from google.protobuf.message import DecodeError
@@ -87,12 +87,17 @@ class RequestLogger:
         Returns:
           Whether the request was queued.
         """
+        return self.log_later(method, lambda: (request, response))
+
+    def log_later(self, method: str, build: Callable[[], tuple]) -> bool:
+        """As log(), for a caller without protos (REST): `build()` makes (request, response)
+        on the writer thread, only for a sampled request; what it reads must not change."""
         if self._random.random() >= self.config.sampling_rate:
             return False
         with self._lock:
             self._counts.sampled += 1
         try:
-            self._queue.put_nowait((method, request, response, time.time()))
+            self._queue.put_nowait((method, build, time.time()))
         except queue.Full:
             with self._lock:
                 self._counts.dropped_queue_full += 1
@@ -137,9 +142,9 @@ class RequestLogger:
                 self._queue.task_done()
 
     def _write(self, item) -> None:
-        method, request, response, timestamp = item
+        method, build, timestamp = item
         try:
-            record = prediction_log(method, request, response, self.config, timestamp)
+            record = prediction_log(method, *build(), self.config, timestamp)
             opened = self._files.write(record.SerializeToString())
         except Exception as err:  # noqa: BLE001 - a lost record is counted, serving goes on
             with self._lock:

@@ -58,7 +58,9 @@ class ModelServer:
             raise OSError(f"cannot bind gRPC to {options.host}:{options.grpc_port}")
         self._rest = None
         if options.rest_port:
-            self._rest = RestServer(self.manager, options.host, options.rest_port, options.limits)
+            self._rest = RestServer(
+                self.manager, options.host, options.rest_port, options.limits, self.request_logs
+            )
         self.rest_port = self._rest.port if self._rest else 0
 
     def start(self) -> ModelServer:

@@ -120,6 +120,40 @@ def test_server_logs_every_answered_request_in_tf_serving_format(tmp_path):
     assert len(classify.classify_log.response.result.classifications) == 2
 
 
+def test_rest_requests_are_logged_as_their_grpc_protos(tmp_path):
+    import requests
+
+    save_version(str(tmp_path / "m"), 2, scale=2.0)
+    prefix = str(tmp_path / "logs" / "requests")
+    (model,) = _config(base=tmp_path / "m", prefix=prefix)
+    options = ServerOptions(
+        grpc_port=portpicker.pick_unused_port(), rest_port=portpicker.pick_unused_port()
+    )
+    server = ModelServer([model], options).start()
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/m"
+    try:
+        with ServingClient(f"127.0.0.1:{server.grpc_port}") as client:
+            client.wait_until_available("m", timeout_s=30)
+        rows = [{"x": 1.0, "color": "red"}, {"x": -2.0, "color": "blue"}]
+        body = {"signature_name": "serving_raw", "instances": rows}
+        predicted = requests.post(f"{url}:predict", json=body, timeout=30).json()
+        classify = {"examples": rows}
+        assert requests.post(f"{url}:classify", json=classify, timeout=30).ok
+    finally:
+        server.stop()
+    assert server.request_log_counts()["m"].written == 2
+    predict, classify = _records(prefix)
+    assert predict.log_metadata.model_spec.version.value == 2
+    request = predict.predict_log.request
+    assert request.model_spec.signature_name == "serving_raw"
+    assert tf.make_ndarray(request.inputs["x"]).tolist() == [1.0, -2.0]
+    assert tf.make_ndarray(request.inputs["color"]).tolist() == [b"red", b"blue"]
+    scores = tf.make_ndarray(predict.predict_log.response.outputs["scores"])
+    np.testing.assert_allclose(scores, [p["scores"] for p in predicted["predictions"]], rtol=1e-6)
+    assert classify.classify_log.request.model_spec.name == "m"
+    assert len(classify.classify_log.request.input.example_list.examples) == 2
+
+
 def test_a_failing_log_disk_never_fails_a_request(tmp_path):
     save_version(str(tmp_path / "m"), 1)
     (tmp_path / "not-a-dir").write_text("a file where the log folder should be")
