@@ -180,7 +180,13 @@ def drift_record(
             "statistics": lineage.statistics_uri,
             "schema": lineage.schema_uri,
         },
-        "serving": {"source": data.source, "files": data.files, "rows": len(data.frame)},
+        "serving": {
+            "source": data.source,
+            "files": data.files,
+            "rows": len(data.frame),
+            # Logged requests per version that answered them (as strings: JSON keys).
+            "requests_by_version": {str(v): n for v, n in data.versions.items()},
+        },
         "features": dict(sorted(features.items())),
         "drifted_features": sorted(n for n, f in features.items() if f["drifted"]),
         "anomalies": {name: reasons for name, reasons in sorted(other.items()) if reasons},

@@ -9,6 +9,7 @@ Regress and MultiInference carry tf.Examples; Predict carries either serialized 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import math
@@ -40,6 +41,8 @@ class ServingData:
     source: str
     files: int
     label_kind: str | None
+    # Logged requests per served model version (logs only): which model answered them.
+    versions: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
 
 def read_request_logs(path: str, config: PipelineConfig) -> ServingData:
@@ -56,13 +59,16 @@ def read_request_logs(path: str, config: PipelineConfig) -> ServingData:
             "monitoring.request_log_sampling_rate and `make serve`, or pass --examples"
         )
     rows: list[dict[str, Any]] = []
+    versions: collections.Counter = collections.Counter()
     for file in files:
         try:
             for number, record in enumerate(read_prediction_logs(file)):
                 rows += _checked_rows(record, config, f"{file}: record {number}")
+                versions[record.log_metadata.model_spec.version.value] += 1
         except ValueError as err:
             raise DataError(f"{err}; move the file away to monitor the others") from err
-    return ServingData(_frame(rows, config, path), path, len(files), "predictions")
+    frame = _frame(rows, config, path)
+    return ServingData(frame, path, len(files), "predictions", dict(sorted(versions.items())))
 
 
 def _checked_rows(record, config: PipelineConfig, where: str) -> list[dict[str, Any]]:

@@ -65,6 +65,7 @@ def test_logged_raw_requests_become_rows_with_their_predictions(tmp_path, config
     _write_logs(tmp_path / "requests", _raw_request(**_penguin_columns()))
     data = read_request_logs(str(tmp_path), config)
     assert data.label_kind == "predictions" and data.files == 1
+    assert data.versions == {1: 1}
     frame = data.frame
     assert frame["species"].tolist() == ["Adelie", "Chinstrap"]
     assert frame["island"].tolist() == ["Torgersen", "Dream"]

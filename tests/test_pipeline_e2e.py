@@ -139,6 +139,8 @@ def test_monitor_flags_a_new_island_in_logged_requests_and_not_a_same_year_sampl
     calm = monitor.monitor(config, logs=serve_and_log(serving_dir, same, tmp_path / "calm"))
     assert calm.drift["drifted_features"] == [], calm.drift["features"]
     assert calm.drift["serving"]["rows"] == len(same)
+    requests = -(-len(same) // 8)
+    assert calm.drift["serving"]["requests_by_version"] == {calm.drift["served_version"]: requests}
     assert calm.drift["features"]["species"]["role"] == "prediction"
     assert calm.drift["training"]["statistics"].startswith(str(run[0]))
     shifted = monitor.monitor(config, logs=serve_and_log(serving_dir, biscoe, tmp_path / "new"))
