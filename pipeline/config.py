@@ -171,9 +171,13 @@ class TunerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """The Trainer's fit. `warm_start`: start from the last blessed model's weights where
+    their shapes still match (pipeline/training.py); false trains from scratch."""
+
     epochs: int = 80
     batch_size: int = 32
     early_stopping_patience: int = 8
+    warm_start: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -928,6 +932,7 @@ def _training(reader: _Reader) -> TrainingConfig:
         early_stopping_patience=reader.positive(
             "early_stopping_patience", d.early_stopping_patience
         ),
+        warm_start=reader.get("warm_start", bool, d.warm_start),
     )
     reader.finish()
     return training

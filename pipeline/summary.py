@@ -121,6 +121,13 @@ def training_section(record: RunRecord) -> dict[str, Any] | None:
     return json.loads(tf.io.gfile.GFile(path).read())
 
 
+def warm_start_section(record: RunRecord) -> dict[str, Any] | None:
+    """Where the Trainer started: {"from": the blessed model's uri or None, "reason"}, and
+    with a warm start the layers that took its weights and those that could not."""
+    training = training_section(record)
+    return training.get("warm_start") if training else None
+
+
 def _metric_name(name: str, sub_key: str) -> str:
     """`f1_score` for the macro average, `f1_score/classId:0` for one class.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import registry, transfer
+from models import registry, transfer, warm_start
 from models.export import class_names_of, export_serving_model, vocab_sizes_of
 from models.features import FeatureSpec
 from models.heads import compile_model
@@ -76,6 +77,7 @@ class TrainingSettings:
     patience: int
     seed: int
     fine_tuning: FineTuning | None = None
+    warm_start: bool = False
 
     @classmethod
     def from_custom_config(cls, config: Mapping[str, Any]) -> TrainingSettings:
@@ -91,6 +93,7 @@ class TrainingSettings:
             patience=config["training"]["early_stopping_patience"],
             seed=config["tuner"]["seed"],
             fine_tuning=FineTuning(**fine_tune) if fine_tune else None,
+            warm_start=config["training"]["warm_start"],
         )
 
 
@@ -269,6 +272,7 @@ def train(
     epochs: int,
     callbacks=(),
     backbone: keras.Model | None = None,
+    initialize: Callable[[keras.Model], None] | None = None,
 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Builds a model and fits it for `epochs`, fine-tuning a backbone's encoder if given.
 
@@ -277,18 +281,21 @@ def train(
     rate with a fresh schedule over those epochs. Early stopping spans both phases: the
     weights kept are those of the best epoch of either.
 
+    `initialize`, if given, is applied to the built model before it is fitted (the
+    Trainer's warm start).
+
     Returns:
       The model with its best epoch's weights, and the history of every epoch.
     """
     if backbone is None:
-        model = build(settings, data, hparams, epochs)
+        model = _initialized(build(settings, data, hparams, epochs), initialize)
         return model, fit(model, data, epochs, settings.patience, callbacks)
     tuning = settings.fine_tuning
     if tuning is None:
         raise ValueError("a backbone needs settings.fine_tuning (frozen epochs, rate factor)")
     frozen = min(tuning.frozen_epochs, epochs)
     # With no frozen epochs this first compilation is never trained; its schedule is moot.
-    model = build(settings, data, hparams, max(frozen, 1), backbone)
+    model = _initialized(build(settings, data, hparams, max(frozen, 1), backbone), initialize)
     if frozen == 0:
         history = None
     else:
@@ -312,6 +319,52 @@ def train(
         history.history.setdefault(key, []).extend(values)
     history.epoch += tuned.epoch
     return model, history
+
+
+def _initialized(model: keras.Model, initialize: Callable[[keras.Model], None] | None):
+    if initialize is not None:
+        initialize(model)
+    return model
+
+
+def _warm_starter(warm_from: keras.Model | None, record: dict[str, Any]):
+    """The `initialize` of `train` that copies `warm_from`'s matching weights and notes
+    which layers it loaded and skipped in `record`; None without a model to start from."""
+    if warm_from is None:
+        return None
+
+    def initialize(model: keras.Model) -> None:
+        copied = warm_start.copy_matching_weights(model, warm_from)
+        record.update(layers_loaded=copied.loaded, layers_skipped=copied.skipped)
+
+    return initialize
+
+
+def warm_start_model(base_model: str | None, enabled: bool) -> tuple[keras.Model | None, dict]:
+    """The model the Trainer warm-starts from, and the summary's `warm_start` record.
+
+    Args:
+      base_model: the Trainer's `base_model` (fn_args): the serving directory of the last
+        blessed model, from the warm-start resolver; None on a first run.
+      enabled: `training.warm_start`.
+
+    Returns:
+      (the blessed model's plain Keras model or None, {"from": its uri or None, "reason"}).
+      A blessed model without a Keras model beside its serving one (pushed before the
+      Trainer and Quantization kept one) gives a from-scratch run, with that reason.
+    """
+    if not enabled:
+        return None, {"from": None, "reason": "training.warm_start is false: from scratch"}
+    if not base_model:
+        return None, {"from": None, "reason": "no blessed model yet: from scratch"}
+    uri = os.path.dirname(base_model.rstrip("/"))
+    path = os.path.join(uri, KERAS_MODEL_DIR, "model.keras")
+    if not tf.io.gfile.exists(path):
+        reason = f"the last blessed model has no Keras model ({path}): from scratch"
+        logging.getLogger(__name__).warning("warm start: %s", reason)
+        return None, {"from": None, "reason": reason}
+    model = keras.models.load_model(path, compile=False)
+    return model, {"from": uri, "reason": "the last blessed model"}
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -534,12 +587,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # In scope: the model's variables, and the optimizer's of a fine-tuning recompile.
     with strategy.scope():
         backbone = _backbone(settings)
+        warm_from, warm_record = warm_start_model(fn_args.base_model, settings.warm_start)
         hparams = _hparams(fn_args, settings)
         clock = FitClock()
-        model, history = train(settings, data, hparams, settings.epochs, [board, clock], backbone)
+        initialize = _warm_starter(warm_from, warm_record)
+        model, history = train(
+            settings, data, hparams, settings.epochs, [board, clock], backbone, initialize
+        )
+    record = {**fit_record(clock, data, history), "warm_start": warm_record}
     tf.io.gfile.makedirs(log_dir)
     with tf.io.gfile.GFile(os.path.join(log_dir, TRAINING_RECORD), "w") as f:
-        f.write(json.dumps(fit_record(clock, data, history), indent=2))
+        f.write(json.dumps(record, indent=2))
     # The plain Keras model (no TFT layer) is kept for the quantization step.
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     keras_dir = distribution.output_dir(os.path.join(model_root, KERAS_MODEL_DIR), devices)

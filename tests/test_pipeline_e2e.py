@@ -75,6 +75,8 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
         "l2",
         "optimizer",
     }
+    # A first run has no blessed model to warm-start from.
+    assert summary["warm_start"] == {"from": None, "reason": "no blessed model yet: from scratch"}
     training = summary["training"]
     assert 1 <= training["best_epoch"] <= training["epochs"]
     assert 0 < training["train_examples"] < 344  # the train split of the hash split
@@ -163,12 +165,13 @@ def test_second_run_is_served_from_the_cache(first, run):
     versions = _versions(root)
     _, summary = again()
     assert summary["status"] == "succeeded"
+    # Resolvers always run; the warm-start one gives the Trainer what it had on the same
+    # examples (no model), so the Trainer is cached too.
     not_cached = [
-        n
-        for n, c in summary["components"].items()
-        if not c["cached"] and n != "latest_blessed_model_resolver"
+        n for n, c in summary["components"].items() if not c["cached"] and "resolver" not in n
     ]
     assert not_cached == []
+    assert summary["warm_start"] == first[1]["warm_start"]
     assert summary["pushed"] == first[1]["pushed"]
     assert summary["evaluation"]["confusion_matrix"] == first[1]["evaluation"]["confusion_matrix"]
     assert _versions(root) == versions
