@@ -112,7 +112,6 @@ def custom_config(config: PipelineConfig, code_version: str) -> dict[str, Any]:
             "epochs": config.training.epochs,
             "batch_size": config.training.batch_size,
             "early_stopping_patience": config.training.early_stopping_patience,
-            "warm_start": config.training.warm_start,
         },
         "fine_tune": _fine_tune(config),
         "code_version": code_version,
@@ -385,7 +384,10 @@ def create_pipeline(
         hyperparameters=tuner.outputs["best_hyperparameters"],
         train_args=train_args,
         eval_args=eval_args,
-        custom_config=platform.custom_config(shared_config, "Trainer"),
+        # The switch goes to the Trainer alone: flipping it leaves Transform and Tuner cached.
+        custom_config=platform.custom_config(
+            {**shared_config, "warm_start": config.training.warm_start}, "Trainer"
+        ),
         **trainer_inputs,
     )
     served_model = trainer.outputs["model"]

@@ -93,7 +93,8 @@ class TrainingSettings:
             patience=config["training"]["early_stopping_patience"],
             seed=config["tuner"]["seed"],
             fine_tuning=FineTuning(**fine_tune) if fine_tune else None,
-            warm_start=config["training"]["warm_start"],
+            # Only the Trainer's custom_config has it: the Tuner never warm-starts.
+            warm_start=config.get("warm_start", False),
         )
 
 
@@ -356,7 +357,11 @@ def warm_start_model(base_model: str | None, enabled: bool) -> tuple[keras.Model
     if not enabled:
         return None, {"from": None, "reason": "training.warm_start is false: from scratch"}
     if not base_model:
-        return None, {"from": None, "reason": "no blessed model yet: from scratch"}
+        reason = (
+            "no base model (nothing blessed yet, or these examples were trained on from "
+            "scratch before): from scratch"
+        )
+        return None, {"from": None, "reason": reason}
     uri = os.path.dirname(base_model.rstrip("/"))
     path = os.path.join(uri, KERAS_MODEL_DIR, "model.keras")
     if not tf.io.gfile.exists(path):
