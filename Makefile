@@ -10,7 +10,7 @@ MONITOR_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict monitor manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-monitoring compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict monitor retrain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-monitoring compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -48,6 +48,11 @@ predict:
 # data; writes output/monitoring/<model>/<time>/; exits 3 on drift.
 monitor:
 	$(IN_ENV) python -m pipeline.cli monitor --config $(CONFIG) $(MONITOR_ARGS)
+
+# The same, then a pipeline run (warm-started) on drift or on data changed since the
+# served model's training; only a better model is pushed.
+retrain:
+	$(IN_ENV) python -m pipeline.cli monitor --retrain --config $(CONFIG) $(MONITOR_ARGS)
 
 # Kubernetes manifests for tensorflow/serving (ACCELERATOR=cpu|gpu|tpu, MODEL_PATH=gs://... or pvc:...).
 manifests:

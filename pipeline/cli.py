@@ -114,6 +114,13 @@ def _monitor(args: argparse.Namespace) -> int:
         from pipeline import monitor
 
         result = monitor.monitor(config, logs=args.logs, examples=args.examples)
+    _print_drift(config, result)
+    if args.retrain:
+        return _retrain(config, result)
+    return monitor.DRIFT_EXIT_CODE if result.drifted else 0
+
+
+def _print_drift(config: PipelineConfig, result) -> None:
     drift = result.drift
     for name, entry in drift["features"].items():
         flag = "DRIFT" if entry["drifted"] else "ok"
@@ -128,7 +135,37 @@ def _monitor(args: argparse.Namespace) -> int:
         f"{verdict}: {drift['serving']['rows']} serving rows vs. the training data of "
         f"{config.model_name} version {drift['served_version']}; wrote {result.directory}"
     )
-    return monitor.DRIFT_EXIT_CODE if result.drifted else 0
+
+
+def _retrain(config: PipelineConfig, result) -> int:
+    """Runs the pipeline if the monitor found drift or the data changed: 0 when nothing
+    was needed or the run succeeded (pushed or not), 1 when it failed."""
+    from pipeline import progress, retrain
+
+    run_id = progress.new_run_id()
+    with progress.native_stderr_to(progress.log_path(config, run_id)):
+        fired = retrain.trigger(config, result)
+        if not fired.fires:
+            print(f"retrain: not needed ({fired.reason})")
+            return 0
+        print(f"retrain: {fired.reason}; running {config.pipeline_name}, run {run_id}")
+        from pipeline import local_runner
+
+        summary = local_runner.run(config, run_id, retrain.monitoring_section(result, fired))
+    if summary["status"] != "succeeded":
+        print(
+            f"retrain failed, the served model is unchanged: {summary['error']}"
+            f" (log: {summary['log_file']})",
+            file=sys.stderr,
+        )
+        return 1
+    pushed = summary["pushed"]
+    print(
+        f"retrain: pushed version {pushed['version']}"
+        if pushed
+        else "retrain: the new model was not better; the served model is unchanged"
+    )
+    return 0
 
 
 def _monitor_command(sub) -> None:
@@ -148,6 +185,12 @@ def _monitor_command(sub) -> None:
     )
     source.add_argument(
         "--examples", default=None, help="a CSV or tf.Example TFRecord file, or a folder of them"
+    )
+    cmd.add_argument(
+        "--retrain",
+        action="store_true",
+        help="run the pipeline when drift is found or the data changed since the served "
+        "model's training (exit 0, or 1 if that run fails)",
     )
     cmd.set_defaults(func=_monitor)
 

@@ -44,10 +44,11 @@ _DRIFT_REASONS = {
 
 @dataclasses.dataclass(frozen=True)
 class MonitorResult:
-    """One monitor run: the drift record written and where."""
+    """One monitor run: the drift record written and where, and the served model's lineage."""
 
     drift: dict[str, Any]
     directory: str
+    lineage: TrainingLineage
 
     @property
     def drifted(self) -> bool:
@@ -92,7 +93,7 @@ def monitor(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / DRIFT_FILE).write_text(json.dumps(drift, indent=2) + "\n")
     (directory / REPORT_FILE).write_text(monitor_report.render(drift, training, serving))
-    return MonitorResult(drift, str(directory))
+    return MonitorResult(drift, str(directory), lineage)
 
 
 def _timestamp() -> str:

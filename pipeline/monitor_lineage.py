@@ -33,6 +33,8 @@ class TrainingLineage:
     pushed_model_uri: str
     model_uri: str
     examples_uri: str
+    # ExampleGen's fingerprint of the files it read (TFX's `input_fingerprint`).
+    examples_fingerprint: str
     statistics_uri: str
     schema_uri: str
     pipeline_run: str
@@ -114,6 +116,7 @@ def training_lineage(metadata_path: str, serving_dir: str, version: str) -> Trai
         pushed_model_uri=pushed.uri,
         model_uri=model.uri,
         examples_uri=examples.uri,
+        examples_fingerprint=_string_property(examples, "input_fingerprint"),
         statistics_uri=statistics.uri,
         schema_uri=schema.uri,
         pipeline_run=_run_of(store, trainer),
@@ -170,6 +173,11 @@ def _statistics_of(graph: _Graph, examples):
         if statistics:
             return statistics[-1]
     return None
+
+
+def _string_property(artifact, name: str) -> str:
+    value = artifact.custom_properties.get(name)
+    return value.string_value if value is not None else ""
 
 
 def _run_of(store, execution_id: int) -> str:
