@@ -10,7 +10,7 @@ MONITOR_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict monitor retrain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-monitoring compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict monitor retrain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-monitoring bench-retraining compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -81,6 +81,10 @@ bench-text-series:
 # Serving p50 with request logging off / 0.1 / 1.0, and monitor on 100k logged requests (after make run).
 bench-monitoring:
 	$(IN_ENV) python -m bench.monitoring --config $(CONFIG)
+
+# Retraining on 2007-2009 penguins warm-started from a 2007 model vs from scratch (three runs).
+bench-retraining:
+	$(IN_ENV) python -m bench.monitoring --retraining --config $(CONFIG)
 
 clean:
 	rm -rf output

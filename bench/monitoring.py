@@ -12,6 +12,14 @@ Needs the config's pushed model and its ML Metadata (`make run`). Prints:
    requests, penguins rows with their served predictions, written by the server's own
    RequestLogger; the monitor runs as `python -m pipeline.cli monitor` in a child process,
    timed, with its peak memory (max RSS).
+
+With --retraining, only this instead (it needs no earlier run):
+
+3. Warm start vs from scratch: the pipeline trains on the penguins of 2007, then on all of
+   2007-2009 twice, warm-started from the 2007 model and from scratch (the same tuned
+   hyperparameters: the Tuner's output is cached between the two). Per retrain: the Trainer's
+   epochs (early stopping), fit seconds, and accuracy on the 2008-2009 birds of the eval split.
+   --max-trials/--epochs shorten the config's tuner and training for a quick look.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ OVERHEAD_GOAL = 0.10
 
 def main() -> int:
     args = _parser().parse_args()
+    if args.retraining:
+        return _retraining(args)
     from pipeline import local_runner
     from pipeline.config import load_config
     from pipeline.data import read_source
@@ -64,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--retraining", action="store_true", help="measure warm start vs from scratch only"
+    )
+    parser.add_argument("--max-trials", type=int, default=None, help="retraining: tuner trials")
+    parser.add_argument("--epochs", type=int, default=None, help="retraining: training epochs")
     return parser
 
 
@@ -201,6 +216,87 @@ def _monitor(args, logs: Path) -> None:
         f"monitor on {args.records} logged requests: {seconds:.1f}s (process start and imports "
         f"included), peak memory {int(peak[0]) / 1024:.0f} MB, exit {result.returncode}"
     )
+
+
+def _retraining(args) -> int:
+    """Trains on 2007, then retrains on 2007-2009 warm-started and from scratch."""
+    import yaml
+
+    from pipeline.data import read_source
+
+    rows = list(csv.DictReader(io.StringIO(read_source("palmerpenguins"))))
+    with tempfile.TemporaryDirectory(prefix="bench-retraining-") as workdir:
+        work = Path(workdir)
+        raw = yaml.safe_load(Path(args.config).read_text())
+        if raw.get("schema_file"):
+            raw["schema_file"] = str((Path(args.config).parent / raw["schema_file"]).resolve())
+        raw["data"]["source"] = str(work / "penguins.csv")
+        if args.max_trials:
+            raw["tuner"]["max_trials"] = args.max_trials
+        if args.epochs:
+            raw["training"]["epochs"] = args.epochs
+        _write_rows(work / "penguins.csv", [r for r in rows if r["year"] == "2007"])
+        base = _pipeline_run(raw, work, "base")
+        print(f"2007 model: {base['training']['epochs']} epochs, {base['seconds']:.0f}s run")
+        _write_rows(work / "penguins.csv", rows)
+        print(f"{'retrain on 2007-2009':22} {'epochs':>6} {'fit s':>7} {'new-year accuracy':>18}")
+        for warm in (True, False):
+            raw["training"]["warm_start"] = warm
+            summary = _pipeline_run(raw, work, "warm" if warm else "scratch")
+            training = summary["training"]
+            accuracy = _new_year_accuracy(work / "out", {"2008", "2009"})
+            name = "warm-started" if warm else "from scratch"
+            print(
+                f"{name:22} {training['epochs']:>6} {training['seconds']:>7.1f} {accuracy:>18.3f}"
+                f"  (from {summary['warm_start']['from'] or 'nothing'})"
+            )
+    return 0
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pipeline_run(raw: dict, work: Path, name: str) -> dict:
+    import yaml
+
+    from pipeline import local_runner
+    from pipeline.config import load_config
+
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    summary = local_runner.run(load_config(path, output_root=str(work / "out")))
+    if summary["status"] != "succeeded":
+        raise SystemExit(f"the {name} run failed: {summary['error']}")
+    return summary
+
+
+def _new_year_accuracy(root: Path, years: set[str]) -> float:
+    """Accuracy of the newest Trainer model on the eval split's birds of `years`."""
+    import numpy as np
+    import tensorflow as tf
+
+    pipeline = root / "pipelines" / "penguins"
+    model_dir = max((pipeline / "Trainer" / "model").iterdir(), key=lambda p: int(p.name))
+    examples_dir = max(
+        (pipeline / "CsvExampleGen" / "examples").iterdir(), key=lambda p: int(p.name)
+    )
+    files = [str(p) for p in (examples_dir / "Split-eval").glob("*.gz")]
+    examples, truth = [], []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        example = tf.train.Example.FromString(record.numpy())
+        features = example.features.feature
+        if str(features["year"].int64_list.value[0]) in years:
+            examples.append(record.numpy())
+            truth.append(features["species"].bytes_list.value[0].decode())
+    model = tf.saved_model.load(str(model_dir / "Format-Serving"))
+    out = model.signatures["serving_default"](examples=tf.constant(examples))
+    best = np.argmax(out["scores"].numpy(), axis=1)
+    predicted = [row[i].decode() for row, i in zip(out["classes"].numpy(), best, strict=True)]
+    return float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
 
 
 if __name__ == "__main__":
