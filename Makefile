@@ -6,10 +6,11 @@ KFP_ARGS ?=
 
 INPUT ?= configs/samples/penguins.csv
 SERVE_ARGS ?=
+MONITOR_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict explain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-scale babynames-data compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict explain monitor retrain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-scale babynames-data bench-monitoring bench-retraining compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -47,6 +48,16 @@ predict:
 explain:
 	$(IN_ENV) python -m pipeline.cli explain --config $(CONFIG) --input $(INPUT)
 
+# Drift of the logged requests (or MONITOR_ARGS="--examples DIR") vs the served model's training
+# data; writes output/monitoring/<model>/<time>/; exits 3 on drift.
+monitor:
+	$(IN_ENV) python -m pipeline.cli monitor --config $(CONFIG) $(MONITOR_ARGS)
+
+# The same, then a pipeline run (warm-started) on drift or on data changed since the
+# served model's training; only a better model is pushed.
+retrain:
+	$(IN_ENV) python -m pipeline.cli monitor --retrain --config $(CONFIG) $(MONITOR_ARGS)
+
 # Kubernetes manifests for tensorflow/serving (ACCELERATOR=cpu|gpu|tpu, MODEL_PATH=gs://... or pvc:...).
 manifests:
 	$(IN_ENV) python -m serving manifests --model-name $$($(IN_ENV) python -c "from pipeline.config import load_config; print(load_config('$(CONFIG)').model_name)") --model-path $(MODEL_PATH) --accelerator $(ACCELERATOR) --out output/k8s/$(ACCELERATOR)
@@ -78,6 +89,14 @@ bench-scale:
 # The 1M-row babynames CSV configs/babynames.yaml reads.
 babynames-data:
 	$(IN_ENV) python -m bench.scale --write-csv 1000000
+
+# Serving p50 with request logging off / 0.1 / 1.0, and monitor on 100k logged requests (after make run).
+bench-monitoring:
+	$(IN_ENV) python -m bench.monitoring --config $(CONFIG)
+
+# Retraining on 2007-2009 penguins warm-started from a 2007 model vs from scratch (three runs).
+bench-retraining:
+	$(IN_ENV) python -m bench.monitoring --retraining --config $(CONFIG)
 
 clean:
 	rm -rf output

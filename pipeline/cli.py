@@ -1,11 +1,11 @@
-"""Command line: `python -m pipeline.cli run|schema --config configs/penguins.yaml`."""
+"""Command line: `python -m pipeline.cli run|schema|monitor --config configs/penguins.yaml`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, load_config, request_log_dir
 from pipeline.data import DataError
 from pipeline.errors import ConfigError
 
@@ -63,7 +63,14 @@ def _serving_args(args: argparse.Namespace, config: PipelineConfig) -> list[str]
 
     if args.command == "serve":
         base = str(Path(config.serving_root) / config.model_name)
-        return ["serve", "--model-name", config.model_name, "--model-base-path", base, *args.extra]
+        serve = ["serve", "--model-name", config.model_name, "--model-base-path", base]
+        rate = config.monitoring.request_log_sampling_rate
+        if rate > 0:
+            # The embedded server logs requests; the monitor reads them from there.
+            prefix = str(request_log_dir(config) / "requests")
+            serve += ["--embedded", "--request-log-prefix", prefix]
+            serve += ["--request-log-sampling-rate", str(rate)]
+        return [*serve, *args.extra]
     if args.command == "explain":
         return _explain_args(args, config)
     predict = ["predict", "--model-name", config.model_name, "--input", args.input]
@@ -111,6 +118,96 @@ def _serving(args: argparse.Namespace) -> int:
         from serving import cli as serving_cli
 
         return serving_cli.main(argv)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from pipeline import progress
+
+    config = load_config(args.config, output_root=args.output_root)
+    log = progress.log_path(config, f"monitor-{progress.new_run_id()}")
+    with progress.native_stderr_to(log):
+        from pipeline import monitor
+
+        result = monitor.monitor(config, logs=args.logs, examples=args.examples)
+    _print_drift(config, result)
+    if args.retrain:
+        return _retrain(config, result)
+    return monitor.DRIFT_EXIT_CODE if result.drifted else 0
+
+
+def _print_drift(config: PipelineConfig, result) -> None:
+    drift = result.drift
+    for name, entry in drift["features"].items():
+        flag = "DRIFT" if entry["drifted"] else "ok"
+        print(
+            f"{flag:5} {name} ({entry['role']}): {entry['statistic']} {entry['value']:.4f}"
+            f" (threshold {entry['threshold']})"
+        )
+    for name, reasons in drift["anomalies"].items():
+        print(f"anomaly {name}: {'; '.join(reasons)}")
+    verdict = f"drift in {', '.join(drift['drifted_features'])}" if result.drifted else "no drift"
+    print(
+        f"{verdict}: {drift['serving']['rows']} serving rows vs. the training data of "
+        f"{config.model_name} version {drift['served_version']}; wrote {result.directory}"
+    )
+
+
+def _retrain(config: PipelineConfig, result) -> int:
+    """Runs the pipeline if the monitor found drift or the data changed: 0 when nothing
+    was needed or the run succeeded (pushed or not), 1 when it failed."""
+    from pipeline import progress, retrain
+
+    run_id = progress.new_run_id()
+    with progress.native_stderr_to(progress.log_path(config, run_id)):
+        fired = retrain.trigger(config, result)
+        if not fired.fires:
+            print(f"retrain: not needed ({fired.reason})")
+            return 0
+        print(f"retrain: {fired.reason}; running {config.pipeline_name}, run {run_id}")
+        from pipeline import local_runner
+
+        summary = local_runner.run(config, run_id, retrain.monitoring_section(result, fired))
+    if summary["status"] != "succeeded":
+        print(
+            f"retrain failed, the served model is unchanged: {summary['error']}"
+            f" (log: {summary['log_file']})",
+            file=sys.stderr,
+        )
+        return 1
+    pushed = summary["pushed"]
+    print(
+        f"retrain: pushed version {pushed['version']}"
+        if pushed
+        else "retrain: the new model was not better; the served model is unchanged"
+    )
+    return 0
+
+
+def _monitor_command(sub) -> None:
+    cmd = sub.add_parser(
+        "monitor",
+        help="compare logged requests (or data) with the served model's training data; "
+        "exit 3 on drift",
+    )
+    cmd.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
+    cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
+    source = cmd.add_mutually_exclusive_group()
+    source.add_argument(
+        "--logs",
+        default=None,
+        help="folder (or file prefix) of PredictionLog TFRecords (default: where `make serve` "
+        "logs them, <outputs.root>/request_logs/<model_name>)",
+    )
+    source.add_argument(
+        "--examples", default=None, help="a CSV or tf.Example TFRecord file, or a folder of them"
+    )
+    cmd.add_argument(
+        "--retrain",
+        action="store_true",
+        help="run the pipeline when drift is found or the data changed since the served "
+        "model's training (exit 0, or 1 if that run fails)",
+    )
+    cmd.set_defaults(func=_monitor)
 
 
 _TARGET_FLAGS = ("image", "pipeline_root", "data_root", "serving_root", "schema_uri")
@@ -217,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-root", default=None, help="overrides outputs.root of the config")
         cmd.set_defaults(func=_serving)
     _cluster_commands(sub)
+    _monitor_command(sub)
     return p
 
 

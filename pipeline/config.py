@@ -208,14 +208,17 @@ class TunerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """`batch_size` None: chosen from the training examples (pipeline/training.py
-    `auto_batch_size`). Transformed data of up to `cache_max_mb` (estimated in memory)
-    is cached in memory; larger data streams from the Transform's files every epoch."""
+    """The Trainer's fit. `batch_size` None: chosen from the training examples
+    (pipeline/training.py `auto_batch_size`). Transformed data of up to `cache_max_mb`
+    (estimated in memory) is cached in memory; larger data streams from the Transform's files
+    every epoch. `warm_start`: start from the last blessed model's weights where their shapes
+    still match (pipeline/training.py); false trains from scratch."""
 
     epochs: int = 80
     batch_size: int | None = None
     early_stopping_patience: int = 8
     cache_max_mb: int = 256
+    warm_start: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,6 +328,33 @@ class ModelCardConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitoringConfig:
+    """Request logging and drift detection (`make serve`, `make monitor`).
+
+    request_log_sampling_rate: share of served requests `make serve` logs (0: off), to
+      `<outputs.root>/request_logs/<model_name>/`.
+    categorical_threshold: largest L-infinity distance between the training and the serving
+      distribution of a categorical feature (TFDV's infinity_norm drift comparator).
+    numeric_threshold: largest Jensen-Shannon divergence of a numeric feature's histograms
+      (TFDV's jensen_shannon_divergence comparator).
+    thresholds: a feature's own threshold instead of its type's.
+    prediction_threshold: largest L-infinity distance between the training labels and the
+      served predictions (label shift).
+    """
+
+    request_log_sampling_rate: float = 0.0
+    categorical_threshold: float = 0.25
+    numeric_threshold: float = 0.25
+    thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    prediction_threshold: float = 0.25
+
+    def threshold(self, feature: str, categorical: bool) -> float:
+        """The drift threshold of `feature`."""
+        default = self.categorical_threshold if categorical else self.numeric_threshold
+        return self.thresholds.get(feature, default)
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything a pipeline run needs, validated."""
 
@@ -360,6 +390,7 @@ class PipelineConfig:
     explanations: ExplanationsConfig = ExplanationsConfig()
     model_card: ModelCardConfig = ModelCardConfig()
     categorical_vocabulary: VocabularyConfig = VocabularyConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -556,10 +587,12 @@ def _parse(
         explanations=_explanations(top.section("explanations")),
         model_card=_model_card(top.section("model_card")),
         categorical_vocabulary=vocabulary,
+        monitoring=_monitoring(top.section("monitoring")),
     )
     top.finish()
     _check_family(top, config)
     _check_transfer(top, config)
+    _check_monitored_features(top, config)
     if task == "regression" and config.label_classes:
         raise top.error("label_classes", "only applies to classification")
     return config
@@ -1048,6 +1081,7 @@ def _training(reader: _Reader) -> TrainingConfig:
             "early_stopping_patience", d.early_stopping_patience
         ),
         cache_max_mb=reader.positive("cache_max_mb", d.cache_max_mb, minimum=0),
+        warm_start=reader.get("warm_start", bool, d.warm_start),
     )
     reader.finish()
     return training
@@ -1236,3 +1270,45 @@ def _model_card(reader: _Reader) -> ModelCardConfig:
     )
     reader.finish()
     return card
+
+
+def _monitoring(reader: _Reader) -> MonitoringConfig:
+    d = MonitoringConfig()
+    rate = reader.get("request_log_sampling_rate", float, d.request_log_sampling_rate)
+    if not 0.0 <= rate <= 1.0:
+        raise reader.error("request_log_sampling_rate", f"must be in [0, 1], got {rate}")
+    keys = ("categorical_threshold", "numeric_threshold", "prediction_threshold")
+    bounds = {key: _drift_threshold(reader, key, getattr(d, key)) for key in keys}
+    per_feature = reader.get("thresholds", Mapping, {})
+    for feature in per_feature:
+        _drift_threshold(reader.section("thresholds"), feature, None)
+    monitoring = MonitoringConfig(
+        request_log_sampling_rate=rate,
+        thresholds={str(k): float(v) for k, v in per_feature.items()},
+        **bounds,
+    )
+    reader.finish()
+    return monitoring
+
+
+def _drift_threshold(reader: _Reader, key: str, default: float | None) -> float:
+    # Both distances lie in [0, 1]; 0 would call every sample drifted.
+    value = reader.get(key, float, default)
+    if not 0.0 < value <= 1.0:
+        raise reader.error(key, f"a drift threshold must be in (0, 1], got {value}")
+    return value
+
+
+def _check_monitored_features(reader: _Reader, config: PipelineConfig) -> None:
+    known = set(config.numeric_features + config.categorical_features)
+    for feature in config.monitoring.thresholds:
+        if feature not in known:
+            raise reader.error(
+                f"monitoring.thresholds.{feature}",
+                f"not a numeric or categorical feature; expected one of {sorted(known)}",
+            )
+
+
+def request_log_dir(config: PipelineConfig) -> Path:
+    """Where `make serve` logs the model's requests and `make monitor` reads them."""
+    return Path(config.output_root) / "request_logs" / config.model_name

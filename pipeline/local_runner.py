@@ -102,6 +102,16 @@ def _paths(config: PipelineConfig) -> dict[str, str]:
     }
 
 
+def metadata_path(config: PipelineConfig) -> str:
+    """The pipeline's ML Metadata (SQLite), which the monitor follows from the served model."""
+    return _paths(config)["metadata"]
+
+
+def serving_dir(config: PipelineConfig) -> str:
+    """Where Pusher writes the model's versions and the server reads them."""
+    return _paths(config)["serving_dir"]
+
+
 def summary_path(config: PipelineConfig) -> str:
     """`<output_root>/<pipeline>/summary.json`: the latest run of this pipeline.
 
@@ -318,7 +328,9 @@ def _is_live(store: metadata_store.MetadataStore, path: Path) -> bool:
     )
 
 
-def run(config: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
+def run(
+    config: PipelineConfig, run_id: str | None = None, monitoring: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Runs the pipeline once, after any other run on the same output root, and reports it.
 
     The summary is `<output_root>/<pipeline>/summary.json` (with `report.html`
@@ -331,6 +343,8 @@ def run(config: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
       config: the pipeline configuration.
       run_id: the run's id; a new one when not given (the CLI names the run before
         importing TensorFlow, to send TensorFlow's start-up lines to its log).
+      monitoring: why a monitor started this run (pipeline/retrain.py), for the
+        summary's `monitoring`; None for a run started by hand.
 
     Returns:
       The summary (also printed). `status` is "succeeded", or "failed" with a
@@ -349,6 +363,7 @@ def run(config: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
         started = time.time()
         with capture_progress([], log_path) as progress:
             files = {
+                "monitoring": monitoring,
                 "log_file": log_path,
                 "report": paths["report"],
                 "previous_interrupted_runs": recover_interrupted_runs(config),
@@ -454,6 +469,7 @@ def summarise(
         "text": section(
             lambda r: summary_lib.text_section(r, config.text_features, config.max_tokens)
         ),
+        "warm_start": section(summary_lib.warm_start_section),
         "evaluation": section(summary_lib.evaluation_section),
         "quantization": section(summary_lib.quantization_section),
         "infra_validation": section(summary_lib.infra_validation_section),

@@ -23,7 +23,7 @@ from components.slice_gate import SliceGate
 from models import registry
 from models.features import FeatureSpec
 from pipeline import evaluation, sources
-from pipeline.baseline import PreviousBlessedModelStrategy
+from pipeline.baseline import PreviousBlessedModelStrategy, WarmStartModelStrategy
 from pipeline.config import PipelineConfig
 from pipeline.platform import ComponentPlatform
 
@@ -286,6 +286,31 @@ def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> t
     )
 
 
+def _warm_start_resolver(examples: tfx.dsl.Channel, keep_cache: bool) -> tfx.dsl.Resolver:
+    """The last blessed model, for the Trainer to warm-start from (TFX's `base_model`).
+
+    Blessed by the SliceGate, as for the baseline. With `keep_cache`, examples a Trainer
+    already trained on get the model that Trainer started from, so an unchanged pipeline
+    stays cached (pipeline/baseline.py).
+    """
+    channels = {
+        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        "model_blessing": tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing,
+            producer_component_id=SLICE_GATE_ID,
+            output_key="blessing",
+        ),
+    }
+    if keep_cache:
+        strategy = WarmStartModelStrategy
+        channels["examples"] = examples
+    else:
+        strategy = tfx.dsl.experimental.LatestBlessedModelStrategy
+    return tfx.dsl.Resolver(strategy_class=strategy, **channels).with_id(
+        "warm_start_model_resolver"
+    )
+
+
 def _quantization(config: PipelineConfig, model, transform, examples) -> Quantization:
     """The int8/TFLite step after the Trainer; its `served_model` goes on to Evaluator, Pusher."""
     quantization = config.quantization
@@ -410,9 +435,9 @@ def create_pipeline(
 
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
-      Transform, Tuner, Trainer, Quantization (unless disabled), latest-blessed-model
-      resolver, Evaluator, SliceGate, InfraValidation, Explanations (unless disabled),
-      ModelCard, Pusher.
+      Transform, Tuner, warm-start resolver (unless training.warm_start is false), Trainer,
+      Quantization (unless disabled), latest-blessed-model resolver, Evaluator, SliceGate,
+      InfraValidation, Explanations (unless disabled), ModelCard, Pusher.
     """
     example_gen, statistics_gen = data_components(config, data_root)
     if config.schema_file:
@@ -438,6 +463,15 @@ def create_pipeline(
     train_args = tfx.proto.TrainArgs(splits=["train"])
     eval_args = tfx.proto.EvalArgs(splits=["eval"])
     platform = platform or ComponentPlatform()
+    warm_start = []
+    trainer_inputs = {}
+    if config.training.warm_start:
+        warm_start = [
+            _warm_start_resolver(
+                transform.outputs["transformed_examples"], exclude_candidate_from_baseline
+            )
+        ]
+        trainer_inputs["base_model"] = warm_start[0].outputs["model"]
     tuner = platform.tuner_class()(
         tuner_fn=TUNER_FN,
         examples=transform.outputs["transformed_examples"],
@@ -455,7 +489,11 @@ def create_pipeline(
         hyperparameters=tuner.outputs["best_hyperparameters"],
         train_args=train_args,
         eval_args=eval_args,
-        custom_config=platform.custom_config(shared_config, "Trainer"),
+        # The switch goes to the Trainer alone: flipping it leaves Transform and Tuner cached.
+        custom_config=platform.custom_config(
+            {**shared_config, "warm_start": config.training.warm_start}, "Trainer"
+        ),
+        **trainer_inputs,
     )
     served_model = trainer.outputs["model"]
     quantization = []
@@ -508,6 +546,7 @@ def create_pipeline(
             anomaly_gate,
             transform,
             tuner,
+            *warm_start,
             trainer,
             *quantization,
             baseline,

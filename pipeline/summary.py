@@ -148,6 +148,15 @@ def training_section(record: RunRecord) -> dict[str, Any] | None:
 
 # The SliceGate's per-slice rows and gate checks (components/slice_gate/spec.py).
 SLICES_FILE = "slices.json"
+
+
+def warm_start_section(record: RunRecord) -> dict[str, Any] | None:
+    """Where the Trainer started: {"from": the blessed model's uri or None, "reason"}, and
+    with a warm start the layers that took its weights and those that could not."""
+    training = training_section(record)
+    return training.get("warm_start") if training else None
+
+
 # TFMA's MultiClassConfusionMatrixPlot, as load_eval_result gives it: protobuf JSON, where
 # fields at their default (class id 0, threshold 0.0) are left out.
 _CONFUSION_PLOT = "multiClassConfusionMatrixAtThresholds"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -29,7 +30,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import registry, transfer
+from models import registry, transfer, warm_start
 from models.export import class_names_of, export_serving_model, vocab_sizes_of
 from models.features import FeatureSpec
 from models.heads import compile_model
@@ -103,6 +104,7 @@ class TrainingSettings:
     objective: Objective = Objective()
     # Transformed data estimated larger than this in memory streams from disk instead.
     cache_max_mb: float = float("inf")
+    warm_start: bool = False
 
     @classmethod
     def from_custom_config(cls, config: Mapping[str, Any]) -> TrainingSettings:
@@ -122,6 +124,8 @@ class TrainingSettings:
                 f"val_{config['tuner']['objective']}", config["tuner"]["objective_direction"]
             ),
             cache_max_mb=config["training"]["cache_max_mb"],
+            # Only the Trainer's custom_config has it: the Tuner never warm-starts.
+            warm_start=config.get("warm_start", False),
         )
 
 
@@ -370,6 +374,7 @@ def train(
     epochs: int,
     callbacks=(),
     backbone: keras.Model | None = None,
+    initialize: Callable[[keras.Model], None] | None = None,
 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Builds a model and fits it for `epochs`, fine-tuning a backbone's encoder if given.
 
@@ -378,11 +383,14 @@ def train(
     rate with a fresh schedule over those epochs. Early stopping spans both phases: the
     weights kept are those of the best epoch of either, by `settings.objective`.
 
+    `initialize`, if given, is applied to the built model before it is fitted (the
+    Trainer's warm start).
+
     Returns:
       The model with its best epoch's weights, and the history of every epoch.
     """
     if backbone is None:
-        model = build(settings, data, hparams, epochs)
+        model = _initialized(build(settings, data, hparams, epochs), initialize)
         return model, fit(
             model, data, epochs, settings.patience, callbacks, objective=settings.objective
         )
@@ -391,7 +399,7 @@ def train(
         raise ValueError("a backbone needs settings.fine_tuning (frozen epochs, rate factor)")
     frozen = min(tuning.frozen_epochs, epochs)
     # With no frozen epochs this first compilation is never trained; its schedule is moot.
-    model = build(settings, data, hparams, max(frozen, 1), backbone)
+    model = _initialized(build(settings, data, hparams, max(frozen, 1), backbone), initialize)
     if frozen == 0:
         history = None
     else:
@@ -433,6 +441,56 @@ def train(
         history.history.setdefault(key, []).extend(values)
     history.epoch += tuned.epoch
     return model, history
+
+
+def _initialized(model: keras.Model, initialize: Callable[[keras.Model], None] | None):
+    if initialize is not None:
+        initialize(model)
+    return model
+
+
+def _warm_starter(warm_from: keras.Model | None, record: dict[str, Any]):
+    """The `initialize` of `train` that copies `warm_from`'s matching weights and notes
+    which layers it loaded and skipped in `record`; None without a model to start from."""
+    if warm_from is None:
+        return None
+
+    def initialize(model: keras.Model) -> None:
+        copied = warm_start.copy_matching_weights(model, warm_from)
+        record.update(layers_loaded=copied.loaded, layers_skipped=copied.skipped)
+
+    return initialize
+
+
+def warm_start_model(base_model: str | None, enabled: bool) -> tuple[keras.Model | None, dict]:
+    """The model the Trainer warm-starts from, and the summary's `warm_start` record.
+
+    Args:
+      base_model: the Trainer's `base_model` (fn_args): the serving directory of the last
+        blessed model, from the warm-start resolver; None on a first run.
+      enabled: `training.warm_start`.
+
+    Returns:
+      (the blessed model's plain Keras model or None, {"from": its uri or None, "reason"}).
+      A blessed model without a Keras model beside its serving one (pushed before the
+      Trainer and Quantization kept one) gives a from-scratch run, with that reason.
+    """
+    if not enabled:
+        return None, {"from": None, "reason": "training.warm_start is false: from scratch"}
+    if not base_model:
+        reason = (
+            "no base model (nothing blessed yet, or these examples were trained on from "
+            "scratch before): from scratch"
+        )
+        return None, {"from": None, "reason": reason}
+    uri = os.path.dirname(base_model.rstrip("/"))
+    path = os.path.join(uri, KERAS_MODEL_DIR, "model.keras")
+    if not tf.io.gfile.exists(path):
+        reason = f"the last blessed model has no Keras model ({path}): from scratch"
+        logging.getLogger(__name__).warning("warm start: %s", reason)
+        return None, {"from": None, "reason": reason}
+    model = keras.models.load_model(path, compile=False)
+    return model, {"from": uri, "reason": "the last blessed model"}
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -709,12 +767,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # In scope: the model's variables, and the optimizer's of a fine-tuning recompile.
     with strategy.scope():
         backbone = _backbone(settings)
+        warm_from, warm_record = warm_start_model(fn_args.base_model, settings.warm_start)
         hparams = _hparams(fn_args, settings)
         clock = FitClock()
-        model, history = train(settings, data, hparams, settings.epochs, [board, clock], backbone)
+        initialize = _warm_starter(warm_from, warm_record)
+        model, history = train(
+            settings, data, hparams, settings.epochs, [board, clock], backbone, initialize
+        )
+    record = {**fit_record(clock, data, history, settings.objective), "warm_start": warm_record}
     tf.io.gfile.makedirs(log_dir)
     with tf.io.gfile.GFile(os.path.join(log_dir, TRAINING_RECORD), "w") as f:
-        f.write(json.dumps(fit_record(clock, data, history, settings.objective), indent=2))
+        f.write(json.dumps(record, indent=2))
     # The plain Keras model (no TFT layer) is kept for the quantization step.
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     keras_dir = distribution.output_dir(os.path.join(model_root, KERAS_MODEL_DIR), devices)

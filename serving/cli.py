@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "may expand to (default: %(default)s; embedded server only)",
     )
     serve.add_argument("--embedded", action="store_true", help=f"never exec {REAL_SERVER}")
+    _request_log_flags(serve)
     for pool in ("intra", "inter"):
         serve.add_argument(
             f"--tensorflow-{pool}-op-parallelism",
@@ -197,6 +199,65 @@ def _thread_count(text: str) -> int:
     return count
 
 
+def _request_log_flags(serve: argparse.ArgumentParser) -> None:
+    """Request logging (the embedded server): TF Serving's logging_config as flags."""
+    defaults = config.RequestLogConfig("")
+    serve.add_argument(
+        "--request-log-prefix",
+        metavar="PREFIX",
+        help="log sampled requests of --model-name as PredictionLog TFRecord files "
+        "PREFIX-*.tfrecord (with --models-config: its logging_config)",
+    )
+    serve.add_argument(
+        "--request-log-sampling-rate",
+        type=float,
+        default=defaults.sampling_rate,
+        help="share of requests logged, in (0, 1] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--request-log-max-bytes",
+        type=_positive_count,
+        default=defaults.max_file_bytes,
+        help="a log file is closed and the next opened past this size (default: %(default)s)",
+    )
+
+
+def _request_log(args: argparse.Namespace, models_config: bool) -> config.RequestLogConfig | None:
+    """The --model-name model's request log config from the flags (None: not logged).
+
+    Raises:
+      config.ServingConfigError: a flag's value is invalid, or --request-log-prefix was given
+        with --models-config (whose logging_config says it).
+    """
+    if not args.request_log_prefix:
+        return None
+    if models_config:
+        raise config.ServingConfigError(
+            "--request-log-prefix",
+            "logging_config",
+            "with --models-config, set each model's logging_config in that file",
+        )
+    return config.request_log_config(
+        args.request_log_prefix,
+        args.request_log_sampling_rate,
+        "flags",
+        "--request-log",
+        args.request_log_max_bytes,
+    )
+
+
+def _with_request_log_size(models, max_file_bytes: int) -> tuple[config.ModelConfig, ...]:
+    """`models` with --request-log-max-bytes applied to the ones whose requests are logged."""
+    return tuple(
+        dataclasses.replace(
+            m, request_log=dataclasses.replace(m.request_log, max_file_bytes=max_file_bytes)
+        )
+        if m.request_log
+        else m
+        for m in models
+    )
+
+
 def real_server_command(args: argparse.Namespace, binary: str) -> list[str]:
     """Returns the tensorflow_model_server command line equivalent to `serve`'s arguments."""
     command = [binary, f"--port={args.grpc_port}", f"--rest_api_port={args.rest_port}"]
@@ -235,17 +296,28 @@ def _serve(args: argparse.Namespace) -> int:
         command = real_server_command(args, binary)
         if args.max_request_elements != config.RequestLimits.max_elements:
             _log.warning("%s has no --max-request-elements; it is not applied", REAL_SERVER)
+        if args.request_log_prefix:
+            _log.warning(
+                "%s has no --request-log-prefix: requests are not logged (--embedded logs them)",
+                REAL_SERVER,
+            )
         _log.info("exec %s (its gRPC port listens on all interfaces)", " ".join(command))
         os.execv(binary, command)
 
     from serving.server import ModelServer, ServerOptions
 
     try:
+        request_log = _request_log(args, bool(args.models_config))
         models = (
             config.load_models_config(args.models_config)
             if args.models_config
-            else (config.ModelConfig(args.model_name, _absolute(args.model_base_path)),)
+            else (
+                config.ModelConfig(
+                    args.model_name, _absolute(args.model_base_path), request_log=request_log
+                ),
+            )
         )
+        models = _with_request_log_size(models, args.request_log_max_bytes)
         batching = None
         if args.enable_batching:
             batching = (

@@ -40,13 +40,33 @@ class VersionPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class RequestLogConfig:
+    """Request logging, as TF Serving's `logging_config`: a `sampling_rate` share of the
+    successful requests is written as `tensorflow.serving.PredictionLog` records to TFRecord
+    files named `<filename_prefix>-<start time>-<pid>-<n>.tfrecord`.
+
+    max_file_bytes: a file is closed and the next one opened once it holds this much (TF
+      Serving's proto has no such field: the server's --request-log-max-bytes sets it).
+    max_queued: records waiting for the writer thread; beyond it a record is dropped and
+      counted, so a slow disk never slows or fails a request.
+    """
+
+    filename_prefix: str
+    sampling_rate: float = 1.0
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_queued: int = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """One served model: its name, base path, version policy and version labels."""
+    """One served model: its name, base path, version policy, version labels and request
+    logging (None: off)."""
 
     name: str
     base_path: str
     version_policy: VersionPolicy = VersionPolicy()
     version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    request_log: RequestLogConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +148,59 @@ def _model_config(proto, source: str) -> ModelConfig:
         base_path=proto.base_path,
         version_policy=policy,
         version_labels=dict(proto.version_labels),
+        request_log=_request_log(proto, source),
+    )
+
+
+# LogCollectorConfig.type values this server writes: TFRecord files of PredictionLog.
+REQUEST_LOG_TYPES = ("", "tfrecord")
+
+
+def _request_log(proto, source: str) -> RequestLogConfig | None:
+    """The model's `logging_config`, or None when it has none."""
+    if not proto.HasField("logging_config"):
+        return None
+    key = f"config[{proto.name}].logging_config"
+    logging_config = proto.logging_config
+    collector = logging_config.log_collector_config
+    if collector.type not in REQUEST_LOG_TYPES:
+        raise ServingConfigError(
+            source,
+            f"{key}.log_collector_config.type",
+            f"expected one of {list(REQUEST_LOG_TYPES)} (TFRecord files), got {collector.type!r}",
+        )
+    if not collector.filename_prefix:
+        raise ServingConfigError(
+            source, f"{key}.log_collector_config.filename_prefix", "missing: where to write logs"
+        )
+    rate = logging_config.sampling_config.sampling_rate
+    return request_log_config(collector.filename_prefix, rate, source, f"{key}.sampling_config")
+
+
+def request_log_config(
+    filename_prefix: str,
+    sampling_rate: float,
+    source: str,
+    key: str,
+    max_file_bytes: int = RequestLogConfig.max_file_bytes,
+) -> RequestLogConfig:
+    """A checked RequestLogConfig.
+
+    Raises:
+      ServingConfigError: the rate is outside (0, 1] or the file size is not positive.
+    """
+    if not 0.0 < sampling_rate <= 1.0:
+        raise ServingConfigError(
+            source, f"{key}.sampling_rate", f"expected a rate in (0, 1], got {sampling_rate}"
+        )
+    if max_file_bytes < 1:
+        raise ServingConfigError(
+            source, "max_file_bytes", f"expected a positive size, got {max_file_bytes}"
+        )
+    return RequestLogConfig(
+        filename_prefix=filename_prefix,
+        sampling_rate=sampling_rate,
+        max_file_bytes=max_file_bytes,
     )
 
 

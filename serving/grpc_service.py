@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (
 from serving import inference
 from serving.config import RequestLimits
 from serving.errors import ServingError, invalid_argument, log_refusal
+from serving.logging_requests import RequestLogger
 from serving.manager import ModelManager
 from serving.servable import Servable
 
@@ -68,31 +70,48 @@ def servable_for(manager: ModelManager, model_spec) -> Servable:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, manager: ModelManager, limits: RequestLimits):
+    def __init__(
+        self,
+        manager: ModelManager,
+        limits: RequestLimits,
+        request_logs: Mapping[str, RequestLogger] | None = None,
+    ):
         self._manager = manager
         self._limits = limits
+        self._request_logs = request_logs or {}
 
     @_answers_with_status
     def Predict(self, request, context):
         servable = servable_for(self._manager, request.model_spec)
-        return inference.predict(servable, request, self._limits)
+        response = inference.predict(servable, request, self._limits)
+        return self._logged("Predict", servable, request, response)
 
     @_answers_with_status
     def Classify(self, request, context):
         servable = servable_for(self._manager, request.model_spec)
-        return inference.classify(servable, request, self._limits)
+        response = inference.classify(servable, request, self._limits)
+        return self._logged("Classify", servable, request, response)
 
     @_answers_with_status
     def Regress(self, request, context):
         servable = servable_for(self._manager, request.model_spec)
-        return inference.regress(servable, request, self._limits)
+        response = inference.regress(servable, request, self._limits)
+        return self._logged("Regress", servable, request, response)
 
     @_answers_with_status
     def MultiInference(self, request, context):
         if not request.tasks:
             raise invalid_argument("MultiInferenceRequest has no tasks")
         servable = servable_for(self._manager, request.tasks[0].model_spec)
-        return inference.multi_inference(servable, request, self._limits)
+        response = inference.multi_inference(servable, request, self._limits)
+        return self._logged("MultiInference", servable, request, response)
+
+    def _logged(self, method: str, servable: Servable, request, response):
+        """Hands an answered request to its model's request log (if any); returns `response`."""
+        request_log = self._request_logs.get(servable.name)
+        if request_log is not None:
+            request_log.log(method, request, response)
+        return response
 
     @_answers_with_status
     def GetModelMetadata(self, request, context):
@@ -147,15 +166,21 @@ def model_status(
     return response
 
 
-def add_services(server: grpc.Server, manager: ModelManager, limits: RequestLimits) -> None:
-    """Registers PredictionService and ModelService for `manager` on `server`.
+def add_services(
+    server: grpc.Server,
+    manager: ModelManager,
+    limits: RequestLimits,
+    request_logs: Mapping[str, RequestLogger] | None = None,
+) -> None:
+    """Registers PredictionService and ModelService for `manager` on `server`; answered
+    requests of the models in `request_logs` are logged there.
 
     Requests reach the servicers as bytes and are parsed there, so that bytes that are not the
     method's request proto get INVALID_ARGUMENT (gRPC's own parsing answers INTERNAL and logs
     a traceback for what is the client's error).
     """
     servicers = {
-        "tensorflow.serving.PredictionService": PredictionService(manager, limits),
+        "tensorflow.serving.PredictionService": PredictionService(manager, limits, request_logs),
         "tensorflow.serving.ModelService": ModelService(manager),
     }
     for service, servicer in servicers.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import re
@@ -21,10 +22,11 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     input_pb2,
+    predict_pb2,
     regression_pb2,
 )
 
-from serving import inference
+from serving import inference, tensors
 from serving.config import RequestLimits
 from serving.errors import (
     ServingError,
@@ -35,6 +37,7 @@ from serving.errors import (
 )
 from serving.examples import make_example
 from serving.grpc_service import SIGNATURE_DEF_FIELD, model_metadata, model_status
+from serving.logging_requests import RequestLogger
 from serving.manager import ModelManager
 
 _log = logging.getLogger(__name__)
@@ -53,8 +56,16 @@ _MAX_TRAILERS = 32
 class RestServer:
     """Serves the REST API for `manager` on host:port in background threads."""
 
-    def __init__(self, manager: ModelManager, host: str, port: int, limits: RequestLimits):
-        handler = type("Handler", (_Handler,), {"manager": manager, "limits": limits})
+    def __init__(
+        self,
+        manager: ModelManager,
+        host: str,
+        port: int,
+        limits: RequestLimits,
+        request_logs: Mapping[str, RequestLogger] | None = None,
+    ):
+        attributes = {"manager": manager, "limits": limits, "request_logs": request_logs or {}}
+        handler = type("Handler", (_Handler,), attributes)
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
@@ -85,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     manager: ModelManager
     limits: RequestLimits
+    # Per model name, where its answered requests are logged (TF Serving's request logging).
+    request_logs: Mapping[str, RequestLogger]
 
     def do_GET(self):  # noqa: N802 - the stdlib's naming
         self._answer(self._get)
@@ -169,25 +182,32 @@ class _Handler(BaseHTTPRequestHandler):
             raise invalid_argument("POST needs :predict, :classify or :regress")
         version = int(match["version"]) if match["version"] else None
         servable = self.manager.servable(match["name"], version, match["label"] or "")
+        request_log = self.request_logs.get(servable.name)
         if match["verb"] == "predict":
-            return _predict(servable, request_json, self.limits.max_elements)
+            return _predict(servable, request_json, self.limits.max_elements, request_log)
         request_type = (
             classification_pb2.ClassificationRequest
             if match["verb"] == "classify"
             else regression_pb2.RegressionRequest
         )
         request = request_type()
+        _fill_spec(request.model_spec, match)
         request.model_spec.signature_name = _signature_name(request_json)
         request.input.CopyFrom(_examples_input(request_json, self.limits.max_elements))
         if match["verb"] == "classify":
-            result = inference.classify(servable, request, self.limits).result
+            response = inference.classify(servable, request, self.limits)
+            if request_log is not None:
+                request_log.log("Classify", request, response)
             return {
                 "results": [
-                    [[c.label, c.score] for c in row.classes] for row in result.classifications
+                    [[c.label, c.score] for c in row.classes]
+                    for row in response.result.classifications
                 ]
             }
-        regressions = inference.regress(servable, request, self.limits).result.regressions
-        return {"results": [r.value for r in regressions]}
+        response = inference.regress(servable, request, self.limits)
+        if request_log is not None:
+            request_log.log("Regress", request, response)
+        return {"results": [r.value for r in response.result.regressions]}
 
     def _read_body(self) -> bytes:
         """Returns the body of a POST; any other method's body is left unread."""
@@ -304,7 +324,9 @@ def _signature_name(body: Mapping[str, Any]) -> str:
     return name
 
 
-def _predict(servable, body: Mapping[str, Any], max_elements: int) -> dict:
+def _predict(
+    servable, body: Mapping[str, Any], max_elements: int, request_log: RequestLogger | None
+) -> dict:
     signature = servable.signature(_signature_name(body))
     if "instances" in body and "inputs" in body:
         raise invalid_argument("Request contains both 'instances' and 'inputs'; send one")
@@ -320,6 +342,9 @@ def _predict(servable, body: Mapping[str, Any], max_elements: int) -> dict:
     }
     inputs.update({k: v for k, v in raw.items() if k not in signature.inputs})
     _, outputs = servable.run(signature.name, inputs)
+    if request_log is not None:
+        build = functools.partial(_predict_protos, servable, signature.name, inputs, outputs)
+        request_log.log_later("Predict", build)
     values = {k: _jsonable(v) for k, v in outputs.items()}
     if rows:
         if len(values) == 1:
@@ -327,6 +352,22 @@ def _predict(servable, body: Mapping[str, Any], max_elements: int) -> dict:
         count = len(next(iter(values.values())))
         return {"predictions": [{k: v[i] for k, v in values.items()} for i in range(count)]}
     return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+
+
+def _predict_protos(
+    servable, signature_name: str, inputs: Mapping[str, np.ndarray], outputs
+) -> tuple[predict_pb2.PredictRequest, predict_pb2.PredictResponse]:
+    """The PredictRequest a REST predict amounts to, and its PredictResponse (for the log)."""
+    request, response = predict_pb2.PredictRequest(), predict_pb2.PredictResponse()
+    for spec in (request.model_spec, response.model_spec):
+        spec.name = servable.name
+        spec.signature_name = signature_name
+    response.model_spec.version.value = servable.version
+    for key, value in inputs.items():
+        tensors.fill_proto(request.inputs[key], np.asarray(value))
+    for key, value in outputs.items():
+        tensors.fill_proto(response.outputs[key], value)
+    return request, response
 
 
 def _check_value_count(columns: Mapping[str, Any], max_elements: int) -> None:

@@ -11,6 +11,7 @@ import grpc
 
 from serving.config import BatchingConfig, ModelConfig, RequestLimits
 from serving.grpc_service import add_services
+from serving.logging_requests import LogCounts, RequestLogger
 from serving.manager import ModelManager
 from serving.rest import RestServer
 
@@ -47,18 +48,26 @@ class ModelServer:
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=options.grpc_workers), options=message_limits
         )
-        add_services(self._grpc, self.manager, options.limits)
+        # Requests of models with a logging_config are logged (TF Serving's request logging).
+        self.request_logs = {
+            m.name: RequestLogger(m.request_log) for m in models if m.request_log is not None
+        }
+        add_services(self._grpc, self.manager, options.limits, self.request_logs)
         self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.grpc_port}")
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC to {options.host}:{options.grpc_port}")
         self._rest = None
         if options.rest_port:
-            self._rest = RestServer(self.manager, options.host, options.rest_port, options.limits)
+            self._rest = RestServer(
+                self.manager, options.host, options.rest_port, options.limits, self.request_logs
+            )
         self.rest_port = self._rest.port if self._rest else 0
 
     def start(self) -> ModelServer:
         """Starts loading models and answering on both ports; returns self."""
         self.manager.start()
+        for request_log in self.request_logs.values():
+            request_log.start()
         self._grpc.start()
         _log.info("Running gRPC ModelServer at %s:%d", self.options.host, self.grpc_port)
         if self._rest:
@@ -71,7 +80,13 @@ class ModelServer:
         if self._rest:
             self._rest.stop()
         self._grpc.stop(grace_s).wait()
+        for request_log in self.request_logs.values():
+            request_log.stop()
         self.manager.stop()
+
+    def request_log_counts(self) -> dict[str, LogCounts]:
+        """Per logged model: requests sampled, written and dropped so far."""
+        return {name: log.counts() for name, log in self.request_logs.items()}
 
     def wait(self) -> None:
         """Blocks until the gRPC server terminates."""

@@ -40,6 +40,7 @@ def test_default_config_loads(repo_root):
     assert config.tuner.search_space.optimizer == ("adam", "rmsprop")
     assert config.tuner.search_space.learning_rate.sampling == "log"
     assert config.evaluation.lower_bound == 0.9
+    assert config.training.warm_start is True
     assert Path(config.schema_file).is_file()
     assert config.output_root == str(repo_root / "output")
     assert config.serving_root == str(repo_root / "output" / "serving")
@@ -63,6 +64,7 @@ def test_output_root_override(repo_root, tmp_path):
         (lambda c: c.update(colour="blue"), "colour", "unknown key"),
         (lambda c: c["tuner"].update(max_trials=0), "tuner.max_trials", "must be >= 1"),
         (lambda c: c["tuner"].update(max_trials="ten"), "tuner.max_trials", "expected int"),
+        (lambda c: c["training"].update(warm_start="yes"), "training.warm_start", "expected bool"),
         (
             lambda c: c["tuner"]["search_space"].update(optimizer=["adam", "lion"]),
             "tuner.search_space.optimizer",

@@ -68,7 +68,15 @@ def test_every_component_with_its_dependencies(compiled):
     _, spec, _ = compiled
     tasks = spec.root.dag.tasks
     assert set(tasks) >= COMPONENTS
-    assert set(tasks["Trainer"].dependent_tasks) == {"ImportSchemaGen", "Transform", "Tuner"}
+    # The warm-start resolver: the last blessed model as the Trainer's base_model.
+    assert set(tasks["Trainer"].dependent_tasks) == {
+        "ImportSchemaGen",
+        "Transform",
+        "Tuner",
+        "warm_start_model_resolver-model-resolver",
+    }
+    producer = tasks["Trainer"].inputs.artifacts["base_model"].task_output_artifact
+    assert producer.producer_task == "warm_start_model_resolver-model-resolver"
     assert set(tasks["Transform"].dependent_tasks) >= {
         "CsvExampleGen",
         "ImportSchemaGen",

@@ -75,6 +75,9 @@ def test_pushes_a_model_that_scores_on_the_eval_split(first, run):
         "l2",
         "optimizer",
     }
+    # A first run has no blessed model to warm-start from.
+    assert summary["warm_start"]["from"] is None
+    assert summary["warm_start"]["reason"].startswith("no base model (nothing blessed yet")
     training = summary["training"]
     assert 1 <= training["best_epoch"] <= training["epochs"]
     assert 0 < training["train_examples"] < 344  # the train split of the hash split
@@ -212,19 +215,57 @@ def test_a_slice_gate_blocks_the_model_and_names_the_slice(first, tmp_path):
     assert check["value"] == pytest.approx(worst["metrics"]["f1_score"])
 
 
+def test_monitor_flags_a_new_island_in_logged_requests_and_not_a_same_year_sample(
+    first, run, tmp_path
+):
+    """The served model's training statistics come from ML Metadata lineage; requests go
+    through a real gRPC server that logs them; only the shifted traffic is drift."""
+    from monitor_testlib import serve_and_log
+
+    from pipeline import cli, monitor
+
+    config, _ = first
+    penguins = read_source("palmerpenguins")
+    rows = list(csv.DictReader(io.StringIO(penguins)))
+    same = [r for r in rows if r["year"] == "2008" and "NA" not in r.values()]
+    biscoe = [r for r in rows if r["island"] == "Biscoe" and "NA" not in r.values()]
+    serving_dir = os.path.join(run[0], "serving", "penguins")
+    calm = monitor.monitor(config, logs=serve_and_log(serving_dir, same, tmp_path / "calm"))
+    assert calm.drift["drifted_features"] == [], calm.drift["features"]
+    assert calm.drift["serving"]["rows"] == len(same)
+    requests = -(-len(same) // 8)
+    assert calm.drift["serving"]["requests_by_version"] == {calm.drift["served_version"]: requests}
+    assert calm.drift["features"]["species"]["role"] == "prediction"
+    assert calm.drift["training"]["statistics"].startswith(str(run[0]))
+    shifted = monitor.monitor(config, logs=serve_and_log(serving_dir, biscoe, tmp_path / "new"))
+    assert shifted.drift["drifted_features"] == ["island", "species"]
+    assert shifted.drift["features"]["island"]["statistic"] == "L_infinity"
+    assert shifted.drift["features"]["flipper_length_mm"]["statistic"] == (
+        "jensen_shannon_divergence"
+    )
+    directory = Path(shifted.directory)
+    assert json.loads((directory / "drift.json").read_text()) == shifted.drift
+    report = (directory / "report.html").read_text()
+    assert "drift in island, species" in report and report.count("data:image/png") == 7
+    argv = ["monitor", "--config", config.source_file, "--output-root", str(run[0])]
+    assert cli.main([*argv, "--logs", str(tmp_path / "new")]) == monitor.DRIFT_EXIT_CODE
+    assert cli.main([*argv, "--logs", str(tmp_path / "nothing-here")]) == 1
+
+
 def test_second_run_is_served_from_the_cache(first, run):
     root, again = run
     versions = _versions(root)
     _, summary = again()
     assert summary["status"] == "succeeded"
+    # Resolvers always run; the warm-start one gives the Trainer what it had on the same
+    # examples (no model), so the Trainer is cached too.
     not_cached = [
-        n
-        for n, c in summary["components"].items()
-        if not c["cached"] and n != "latest_blessed_model_resolver"
+        n for n, c in summary["components"].items() if not c["cached"] and "resolver" not in n
     ]
     assert not_cached == []
     # A cached rerun still shows what each step cost, from the run that made its outputs.
     assert summary["components"]["Trainer"]["produced_seconds"] > 0
+    assert summary["warm_start"] == first[1]["warm_start"]
     assert summary["pushed"] == first[1]["pushed"]
     assert summary["evaluation"]["confusion_matrix"] == first[1]["evaluation"]["confusion_matrix"]
     assert _versions(root) == versions

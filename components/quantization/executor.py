@@ -288,6 +288,11 @@ def quantize_and_compare(paths: Paths, settings: Settings) -> dict[str, Any]:
         )
     source = int8_dir if served == "int8" else float_dir
     _copy_tree(source, os.path.join(paths.served_model, keys.SERVING_MODEL_DIR))
+    # The float Keras model too: the next Trainer warm-starts from a blessed served model.
+    _copy_tree(
+        os.path.join(paths.trainer_model, KERAS_MODEL_DIR),
+        os.path.join(paths.served_model, KERAS_MODEL_DIR),
+    )
     return report
 
 

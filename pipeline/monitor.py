@@ -1,0 +1,200 @@
+"""`monitor`: is what the served model sees still what it was trained on?
+
+Serving data (logged requests, or a folder of data) gets TFDV statistics, compared with the
+statistics of the served model's training data, found through ML Metadata lineage
+(pipeline/monitor_lineage.py), by TFDV's drift comparators from the config: L-infinity
+distance for categorical features, Jensen-Shannon divergence for numeric ones, and for the
+label the predictions' distribution against the training labels (label shift).
+
+Writes `<outputs.root>/monitoring/<model>/<UTC time>/drift.json` and `report.html`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+
+from pipeline.config import PipelineConfig, request_log_dir
+from pipeline.data import DataError
+from pipeline.monitor_inputs import ServingData, read_examples, read_request_logs
+from pipeline.monitor_lineage import TrainingLineage, served_version, training_lineage
+
+# The exit status of `monitor` when drift is found (0: none; 1: bad input; 2: bad config).
+DRIFT_EXIT_CODE = 3
+DRIFT_FILE = "drift.json"
+REPORT_FILE = "report.html"
+_MEASURES = {
+    anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L_infinity",
+    anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "jensen_shannon_divergence",
+}
+# Anomaly reasons that are the comparators' drift, reported per feature instead.
+_DRIFT_REASONS = {
+    anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
+    anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorResult:
+    """One monitor run: the drift record written and where, and the served model's lineage."""
+
+    drift: dict[str, Any]
+    directory: str
+    lineage: TrainingLineage
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.drift["drifted_features"])
+
+
+def monitor(
+    config: PipelineConfig, *, logs: str | None = None, examples: str | None = None
+) -> MonitorResult:
+    """Compares serving data with the served model's training data; writes drift.json and
+    the report.
+
+    Args:
+      config: the pipeline's config (features, thresholds, output root).
+      logs: a folder (or file prefix) of request logs; the default is where `make serve`
+        logs them.
+      examples: a CSV/TFRecord file or folder of data instead of logs.
+
+    Returns:
+      The result, with the drift record.
+
+    Raises:
+      DataError: the serving data or the lineage cannot be read; nothing is written.
+    """
+    from pipeline import local_runner, monitor_report
+
+    serving_dir = local_runner.serving_dir(config)
+    lineage = training_lineage(
+        local_runner.metadata_path(config), serving_dir, served_version(serving_dir)
+    )
+    data = (
+        read_examples(examples, config)
+        if examples
+        else read_request_logs(logs or str(request_log_dir(config)), config)
+    )
+    training = _training_statistics(lineage)
+    schema = _comparing_schema(lineage, config, data)
+    serving = tfdv.generate_statistics_from_dataframe(_typed_as(data.frame, schema))
+    anomalies = tfdv.validate_statistics(serving, schema, previous_statistics=training)
+    drift = drift_record(config, lineage, data, anomalies)
+    directory = Path(config.output_root) / "monitoring" / config.model_name / _timestamp()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DRIFT_FILE).write_text(json.dumps(drift, indent=2) + "\n")
+    (directory / REPORT_FILE).write_text(monitor_report.render(drift, training, serving))
+    return MonitorResult(drift, str(directory), lineage)
+
+
+def _timestamp() -> str:
+    # Microseconds keep two runs in one second apart.
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def _training_statistics(lineage: TrainingLineage) -> statistics_pb2.DatasetFeatureStatisticsList:
+    path = os.path.join(lineage.statistics_uri, "Split-train", "FeatureStats.pb")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: the training statistics of model {lineage.version} are gone")
+    return tfdv.load_stats_binary(path)
+
+
+def _comparing_schema(
+    lineage: TrainingLineage, config: PipelineConfig, data: ServingData
+) -> schema_pb2.Schema:
+    """The training schema narrowed to the monitored features, each with its comparator."""
+    schema = tfdv.load_schema_text(os.path.join(lineage.schema_uri, "schema.pbtxt"))
+    monitored = set(data.frame.columns)
+    kept = [f for f in schema.feature if f.name in monitored]
+    del schema.feature[:]
+    schema.feature.extend(kept)
+    # Serving data is compared as it is: the label's presence rule is for training data.
+    del schema.default_environment[:]
+    for feature in schema.feature:
+        del feature.not_in_environment[:]
+        del feature.in_environment[:]
+        categorical = feature.type == schema_pb2.BYTES
+        threshold = (
+            config.monitoring.prediction_threshold
+            if feature.name == config.label
+            else config.monitoring.threshold(feature.name, categorical)
+        )
+        comparator = feature.drift_comparator
+        if categorical:
+            comparator.infinity_norm.threshold = threshold
+        else:
+            comparator.jensen_shannon_divergence.threshold = threshold
+    return schema
+
+
+def _typed_as(frame: pd.DataFrame, schema: schema_pb2.Schema) -> pd.DataFrame:
+    """`frame` with the schema's INT features as integers: the serving signature takes every
+    number as float32, the training data had integers, and TFDV compares types too."""
+    frame = frame.copy()
+    for feature in schema.feature:
+        if feature.type == schema_pb2.INT and feature.name in frame:
+            # An integer label's predicted classes arrive as their names ("3").
+            numbers = pd.to_numeric(frame[feature.name], errors="coerce")
+            frame[feature.name] = pd.array(numbers.round(), dtype="Int64")
+    return frame
+
+
+def drift_record(
+    config: PipelineConfig,
+    lineage: TrainingLineage,
+    data: ServingData,
+    anomalies: anomalies_pb2.Anomalies,
+) -> dict[str, Any]:
+    """drift.json: per feature the statistic, its value, the threshold and whether it drifted;
+    the label's entry is the predictions' (or labels') shift; other schema anomalies listed."""
+    features = {}
+    for info in anomalies.drift_skew_info:
+        name = ".".join(info.path.step)
+        for measurement in info.drift_measurements:
+            features[name] = {
+                "statistic": _MEASURES.get(measurement.type, str(measurement.type)),
+                "value": round(measurement.value, 6),
+                "threshold": measurement.threshold,
+                "drifted": measurement.value > measurement.threshold,
+                "role": _role(name, config, data),
+            }
+    other = {
+        name: [r.short_description for r in info.reason if r.type not in _DRIFT_REASONS]
+        for name, info in anomalies.anomaly_info.items()
+    }
+    return {
+        "model": config.model_name,
+        "served_version": lineage.version,
+        "training": {
+            "pipeline_run": lineage.pipeline_run,
+            "examples": lineage.examples_uri,
+            "statistics": lineage.statistics_uri,
+            "schema": lineage.schema_uri,
+        },
+        "serving": {
+            "source": data.source,
+            "files": data.files,
+            "rows": len(data.frame),
+            # Logged requests per version that answered them (as strings: JSON keys).
+            "requests_by_version": {str(v): n for v, n in data.versions.items()},
+        },
+        "features": dict(sorted(features.items())),
+        "drifted_features": sorted(n for n, f in features.items() if f["drifted"]),
+        "anomalies": {name: reasons for name, reasons in sorted(other.items()) if reasons},
+    }
+
+
+def _role(name: str, config: PipelineConfig, data: ServingData) -> str:
+    if name != config.label:
+        return "feature"
+    return "prediction" if data.label_kind == "predictions" else "label"

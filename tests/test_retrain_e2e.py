@@ -1,0 +1,164 @@
+"""Continuous training on penguins arriving by year: train on 2007, serve with request
+logging, monitor the 2008-2009 traffic, retrain warm-started on 2007-2009 when the data
+changes, and swap the better model in under load without a failed request."""
+
+import csv
+import io
+import json
+import os
+import threading
+
+import numpy as np
+import portpicker
+import pytest
+import yaml
+from monitor_testlib import serve_and_log
+
+from pipeline import cli, local_runner
+from pipeline.config import load_config
+from pipeline.data import read_source
+from serving.client import ServingClient
+from serving.config import ModelConfig
+from serving.manager import State
+from serving.server import ModelServer, ServerOptions
+
+pytestmark = pytest.mark.e2e
+
+
+def _rows(years: set[str]) -> list[dict]:
+    rows = csv.DictReader(io.StringIO(read_source("palmerpenguins")))
+    return [r for r in rows if r["year"] in years]
+
+
+def _write_csv(path, rows) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _config(tmp_path, repo_root, data):
+    raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
+    raw["schema_file"] = str(repo_root / "configs" / raw["schema_file"])
+    raw["data"]["source"] = str(data)
+    # Cheap: one short trial, a short fit; the bar is low for a model of 110 birds.
+    raw["tuner"].update(max_trials=1, epochs=3)
+    raw["training"].update(epochs=8)
+    raw["evaluation"]["lower_bound"] = 0.5
+    raw["quantization"]["enabled"] = False
+    path = tmp_path / "penguins.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path, output_root=str(tmp_path / "out"))
+
+
+def _summary(tmp_path) -> dict:
+    return json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
+def _accuracy(client: ServingClient, rows: list[dict]) -> float:
+    out = client.predict_rows("penguins", rows)
+    predicted = [
+        c[i].decode() for c, i in zip(out["classes"], np.argmax(out["scores"], 1), strict=True)
+    ]
+    return float(np.mean([p == r["species"] for p, r in zip(predicted, rows, strict=True)]))
+
+
+class _Hammer(threading.Thread):
+    """Predicts on rows, 8 at a time round and round, until stopped; keeps every failure."""
+
+    def __init__(self, address: str, rows: list[dict]):
+        super().__init__(daemon=True)
+        self._address, self._rows = address, rows
+        self.calls, self.failures = 0, []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with ServingClient(self._address) as client:
+            while not self.stop.is_set():
+                start = self.calls * 8 % len(self._rows)
+                try:
+                    client.predict_rows("penguins", self._rows[start : start + 8])
+                    self.calls += 1
+                except Exception as err:  # noqa: BLE001 - every failure is what the test counts
+                    self.failures.append(repr(err))
+
+
+def test_new_years_retrain_warm_started_and_swap_in_without_a_failed_request(tmp_path, repo_root):
+    data = tmp_path / "penguins.csv"
+    _write_csv(data, _rows({"2007"}))
+    config = _config(tmp_path, repo_root, data)
+    first = local_runner.run(config)
+    assert first["status"] == "succeeded", first["error"]
+    assert first["warm_start"]["from"] is None
+    old_version = int(first["pushed"]["version"])
+
+    new_rows = [r for r in _rows({"2008", "2009"}) if "NA" not in r.values()]
+    serving_dir = local_runner.serving_dir(config)
+    # 2008-2009 traffic, logged by the serving model (stopped, so the logs are complete).
+    logs = serve_and_log(serving_dir, new_rows, tmp_path / "traffic")
+    options = ServerOptions(
+        grpc_port=portpicker.pick_unused_port(), rest_port=0, poll_interval_s=0.2
+    )
+    with ModelServer([ModelConfig("penguins", serving_dir)], options) as server:
+        address = f"127.0.0.1:{server.grpc_port}"
+        with ServingClient(address) as client:
+            assert client.wait_until_available("penguins", timeout_s=60) == old_version
+            old_accuracy = _accuracy(client, new_rows)
+            argv = ["monitor", "--retrain", "--config", config.source_file]
+            argv += ["--output-root", config.output_root]
+            first_run = _summary(tmp_path)["run_id"]
+
+            # Garbage never triggers a retrain: a corrupt log is refused before any run.
+            garbage = tmp_path / "garbage"
+            garbage.mkdir()
+            (garbage / "requests-00000.tfrecord").write_bytes(b"not a TFRecord")
+            assert cli.main([*argv, "--logs", str(garbage)]) == 1
+            assert _summary(tmp_path)["run_id"] == first_run
+
+            # A failed retrain (new rows with a species the schema does not know) pushes
+            # nothing: the served version stays.
+            bad = _rows({"2007", "2008"})
+            bad[-1] = {**bad[-1], "species": "Emperor"}
+            _write_csv(data, bad)
+            assert cli.main([*argv, "--logs", logs]) == 1
+            failed = _summary(tmp_path)
+            assert failed["status"] == "failed" and "AnomalyGate" in failed["error"]
+            assert failed["monitoring"]["trigger"] == "new data"
+            assert os.listdir(serving_dir) == [str(old_version)]
+            assert client.wait_until_available("penguins", timeout_s=5) == old_version
+            # The birds of 2008-2009 arrive: the data file now holds every year.
+            _write_csv(data, _rows({"2007", "2008", "2009"}))
+            hammer = _Hammer(address, new_rows)
+            hammer.start()
+            code = cli.main([*argv, "--logs", logs])
+            summary = _summary(tmp_path)
+            new_version = int(summary["pushed"]["version"])
+            client.wait_until_available("penguins", timeout_s=60, version=new_version)
+            # Requests keep flowing after the swap too.
+            before = hammer.calls
+            while hammer.calls < before + 20 and hammer.is_alive():
+                hammer.join(0.05)
+            hammer.stop.set()
+            hammer.join()
+            new_accuracy = _accuracy(client, new_rows)
+            statuses = {s.version: s.state for s in client.get_model_status("penguins")}
+
+    assert code == 0
+    assert summary["status"] == "succeeded", summary["error"]
+    monitoring = summary["monitoring"]
+    # As measured: the 2008-2009 traffic is within the thresholds of 2007's (no false
+    # alarm); the changed data file is what triggers the retrain.
+    assert monitoring["trigger"] == "new data"
+    assert monitoring["drift"]["drifted_features"] == []
+    assert monitoring["drift"]["serving"]["rows"] == len(new_rows)
+    assert os.path.isfile(monitoring["drift_file"])
+    warm = summary["warm_start"]
+    assert warm["from"] is not None and warm["reason"] == "the last blessed model"
+    assert "scores" in warm["layers_loaded"]
+    assert summary["evaluation"]["blessed"] is True
+    assert new_version > old_version
+    # The new version serves; the old one was unloaded once it did.
+    assert statuses == {old_version: State.END, new_version: State.AVAILABLE}
+    assert hammer.failures == []
+    assert hammer.calls > 20
+    assert new_accuracy > old_accuracy, (old_accuracy, new_accuracy)
