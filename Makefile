@@ -2,6 +2,9 @@
 CONFIG ?= configs/penguins.yaml
 IN_ENV := scripts/in-env
 PYTEST_ARGS ?=
+# Test processes: one per core, at most 4 (each holds TensorFlow and a Beam pipeline, ~3 GB).
+# Files are the unit of distribution, so a module's pipeline-run fixture runs once.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 KFP_ARGS ?=
 
 INPUT ?= configs/samples/penguins.csv
@@ -19,7 +22,7 @@ run:
 	$(IN_ENV) python -m pipeline.cli run --config $(CONFIG)
 
 test: test-env
-	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+	$(IN_ENV) python -m pytest --numprocesses=$(PYTEST_WORKERS) --dist=loadfile $(PYTEST_ARGS)
 
 # Runs on the host: what is visible inside the environment, several checkouts sharing it.
 test-env:
