@@ -262,13 +262,9 @@ def _regression_specs(config: PipelineConfig) -> list[tfma.MetricsSpec]:
     ]
 
 
-def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> tfx.dsl.Resolver:
-    """The last blessed model, for the Evaluator's change threshold.
-
-    Blessed means by the SliceGate (what the Pusher reads): the Evaluator's own blessing
-    of a model that then failed a slice gate must not make it the baseline.
-    """
-    channels = {
+def _blessed_models() -> dict[str, tfx.dsl.Channel]:
+    """A resolver's inputs for "the last blessed model": models and the SliceGate's blessings."""
+    return {
         "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         "model_blessing": tfx.dsl.Channel(
             type=tfx.types.standard_artifacts.ModelBlessing,
@@ -276,6 +272,15 @@ def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> t
             output_key="blessing",
         ),
     }
+
+
+def _baseline_resolver(candidate: tfx.dsl.Channel, exclude_candidate: bool) -> tfx.dsl.Resolver:
+    """The last blessed model, for the Evaluator's change threshold.
+
+    Blessed means by the SliceGate (what the Pusher reads): the Evaluator's own blessing
+    of a model that then failed a slice gate must not make it the baseline.
+    """
+    channels = _blessed_models()
     if exclude_candidate:
         strategy = PreviousBlessedModelStrategy
         channels["candidate"] = candidate
@@ -293,14 +298,7 @@ def _warm_start_resolver(examples: tfx.dsl.Channel, keep_cache: bool) -> tfx.dsl
     already trained on get the model that Trainer started from, so an unchanged pipeline
     stays cached (pipeline/baseline.py).
     """
-    channels = {
-        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        "model_blessing": tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ModelBlessing,
-            producer_component_id=SLICE_GATE_ID,
-            output_key="blessing",
-        ),
-    }
+    channels = _blessed_models()
     if keep_cache:
         strategy = WarmStartModelStrategy
         channels["examples"] = examples
