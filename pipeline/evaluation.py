@@ -345,6 +345,9 @@ def _fairness_at(
         if not (key.startswith(FAIRNESS_PREFIX) and key.endswith(suffix)):
             continue
         name, _, threshold = key[len(FAIRNESS_PREFIX) : -len(suffix)].partition("@")
+        # With a baseline TFMA adds `<rate>@<threshold>_diff`: the candidate's own rates only.
+        if threshold.endswith("_diff"):
+            continue
         if threshold and _threshold_key(float(threshold)) in result:
             result[_threshold_key(float(threshold))][name] = value
     return result

@@ -196,7 +196,9 @@ def test_fairness_averages_the_classes_where_a_rate_is_defined():
     def rates(fpr0, fpr1):
         return {
             "classId:0": {
-                f"{evaluation.FAIRNESS_PREFIX}false_positive_rate@0.5": {"doubleValue": fpr0}
+                f"{evaluation.FAIRNESS_PREFIX}false_positive_rate@0.5": {"doubleValue": fpr0},
+                # Against a baseline TFMA adds the difference, which is not a rate.
+                f"{evaluation.FAIRNESS_PREFIX}false_positive_rate@0.5_diff": {"doubleValue": 0.7},
             },
             "classId:1": {
                 f"{evaluation.FAIRNESS_PREFIX}false_positive_rate@0.5": {"doubleValue": fpr1}
