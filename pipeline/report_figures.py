@@ -209,6 +209,14 @@ def numeric_histograms(splits: Mapping[str, Mapping[str, Any]]) -> str | None:
     return png(figure)
 
 
+def _tick_label(value: Any) -> str:
+    # A value is data, not markup: a "$" would start matplotlib's mathtext (a whole text
+    # feature's value can hold several), and a long value would swamp the axis.
+    text = str(value)
+    text = text if len(text) <= 30 else text[:29] + "…"
+    return text.replace("$", r"\$")
+
+
 def categorical_values(splits: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Train vs eval share of each categorical feature's most frequent values."""
     names = sorted(
@@ -236,7 +244,8 @@ def categorical_values(splits: Mapping[str, Mapping[str, Any]]) -> str | None:
                 label=split,
                 color=colour,
             )
-        ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, values, rotation=30, fontsize=7)
+        ticks = [_tick_label(v) for v in values]
+        ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, ticks, rotation=30, fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.legend(fontsize=7)
     figure.tight_layout()

@@ -222,3 +222,15 @@ def test_a_run_with_nothing_says_so_in_every_section():
     ):
         assert absent in page
     assert "<img" not in page and "<script" not in page
+
+
+def test_a_categorical_value_with_dollar_signs_is_drawn_as_text():
+    # A text feature's top value is a whole article: "$24m ... $75" made mathtext fail.
+    from pipeline import report_figures
+
+    feature = {
+        "kind": "categorical",
+        "top_values": [{"value": "earned $24m at $75 an hour", "count": 2}],
+    }
+    splits = {"train": {"features": {"text": feature}, "examples": 2}}
+    assert report_figures.categorical_values(splits)
