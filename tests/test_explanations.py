@@ -157,3 +157,120 @@ def test_a_raw_value_of_the_wrong_kind_names_the_feature(value, dtype, message):
 
     with pytest.raises(ValueError, match=message):
         bundle._raw_value("f", value, tf.as_dtype(dtype))
+
+
+# Text: IG on the embedding layer's output, for every text encoder of models/.
+TEXT_SPEC = FeatureSpec(("n",), (), "y", "classification", text=("review",), max_tokens=8)
+TEXT_VOCAB = 12
+
+
+# One of each encoder family: attention, recurrent, convolutional, a bag of embeddings.
+TEXT_ENCODERS = {
+    "transformer": {"encoder": "transformer"},
+    "gru": {"encoder": "gru"},
+    "conv1d": {"encoder": "conv1d", "conv_blocks": 1},
+    "bag-of-embeddings": {"encoder": "conv1d", "conv_blocks": 0},
+}
+
+
+def _text_model(variant):
+    from models import registry
+    from tests.test_sequence_models import TINY
+
+    hparams = TINY | TEXT_ENCODERS[variant]
+    return registry.builder("sequence")(hparams, TEXT_SPEC, {"review": TEXT_VOCAB}, num_classes=3)
+
+
+def _text_features():
+    ids = np.array(
+        [[3, 4, 5, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 11], [9, 0, 0, 0, 0, 0, 0, 0]], np.int64
+    )
+    return {"n_xf": np.array([0.5, -1.0, 2.0], np.float32), "review_xf": ids}
+
+
+@pytest.mark.parametrize("variant", list(TEXT_ENCODERS))
+def test_text_attributions_on_the_embeddings_are_complete_for_each_encoder(variant):
+    model = _text_model(variant)
+    explainer = attributions.Explainer(
+        *attributions.differentiable_model(model, TEXT_SPEC), classification=True
+    )
+    assert {(s.feature, s.kind, s.shape) for s in explainer.segments} == {
+        ("n", "numeric", ()),
+        ("review", "text", (8, 8)),
+    }
+    features = _text_features()
+    # The rebuilt model (embedding output as an input, ids held for the mask) is the model.
+    expected = model(features, training=False).numpy()
+    for i in range(3):
+        row = explainer.predict(explainer.flatten(features)[i : i + 1], explainer.held(features, i))
+        np.testing.assert_allclose(row, expected[i : i + 1], atol=1e-6)
+    explained = attributions.explain(explainer, features, steps=128)
+    change = np.abs(explained.outputs - explained.baseline_outputs)
+    assert np.all(explained.completeness_errors() <= 0.02 * change + 1e-3), (
+        explained.completeness_errors(),
+        change,
+    )
+    # Padding is masked, so it gets no attribution; the text's total is its tokens' sum.
+    scores = explainer.token_scores(explained.attributions[0], "review")
+    assert np.all(scores[3:] == 0.0) and np.any(scores[:3] != 0.0)
+    per_feature = explainer.per_feature(explained.attributions[0])
+    assert per_feature["review"] == pytest.approx(float(scores.sum()), abs=1e-6)
+
+
+def test_a_text_input_without_an_embedding_encoder_is_refused():
+    import tensorflow as tf
+
+    spec = FeatureSpec((), (), "y", "regression", text=("t",), max_tokens=4)
+    ids = keras.Input(shape=(4,), name="t_xf", dtype="int64")
+    floats = keras.layers.Lambda(lambda x: tf.cast(x, "float32"))(ids)
+    model = keras.Model({"t_xf": ids}, keras.layers.Dense(1)(floats))
+    with pytest.raises(ValueError, match=r"text inputs \['t_xf'\] do not feed an encoder model"):
+        attributions.differentiable_model(model, spec)
+
+
+def test_token_ids_read_back_as_vocabulary_words_with_oov_shown_as_such():
+    from components.explanations import text
+
+    vocabulary = [text.PADDING, "shares", "rose", text.OOV]
+    tokens = text.example_tokens(
+        np.array([0.5, -2.0, 0.25, 0.0]), np.array([1, 3, 2, 0]), vocabulary
+    )
+    assert tokens == [
+        {"token": "shares", "score": 0.5},
+        {"token": "[OOV]", "score": -2.0},
+        {"token": "rose", "score": 0.25},
+    ]
+    assert [t["token"] for t in text.top(tokens, 2)] == ["[OOV]", "shares"]
+
+
+def test_the_word_that_decides_a_trained_text_model_is_its_top_token():
+    """Class 1 exactly when a text holds the word 'good' (id 2): after training, IG puts
+    'good' first in every class-1 text, and the per-class summary names it."""
+    from components.explanations import text
+    from models import registry
+    from tests.test_sequence_models import TINY, VARIANTS
+
+    spec = FeatureSpec((), (), "y", "classification", text=("review",), max_tokens=6)
+    hparams = TINY | VARIANTS["bag-of-embeddings"] | {"learning_rate": 0.05}
+    model = registry.builder("sequence")(hparams, spec, {"review": 10}, num_classes=2)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 10, size=(256, 6))
+    ids[:, 4:] = 0
+    labels = rng.integers(0, 2, size=256)
+    ids[labels == 1, rng.integers(0, 4)] = 2
+    model.fit({"review_xf": ids}, labels, epochs=15, batch_size=32, verbose=0)
+    explainer = attributions.Explainer(
+        *attributions.differentiable_model(model, spec), classification=True
+    )
+    features = {"review_xf": ids[:12], "y_xf": labels[:12]}
+    explained = attributions.explain(explainer, features, steps=32)
+    vocabulary = {"review": [text.PADDING, "a", "good", *"cdefghi"[:6], text.OOV]}
+    [section] = text.text_section(
+        explainer, explained, features, spec, vocabulary, ["bad", "good"], listed=12
+    )
+    assert section["feature"] == "review"
+    for example, label in zip(section["examples"], labels[:12], strict=True):
+        assert example["label"] == ["bad", "good"][label]
+        if example["predicted"] == "good":
+            assert example["tokens"][0]["token"] == "good"
+    assert section["top_tokens"]["good"][0]["token"] == "good"

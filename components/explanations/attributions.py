@@ -12,9 +12,14 @@ What is differentiated, per feature type:
   all-zero vector (no category).
 - image, sequence: the transformed pixels (in [0, 1]) and series values; baseline zeros
   (a black image, a flat series at the normalised mean).
-- text: token ids select embedding rows, which is not differentiable w.r.t. the ids; a
-  text is held at its value along the whole path and gets no attribution (IG w.r.t. the
-  embedding output, for top tokens, is not built yet).
+- text: token ids select embedding rows, which is not differentiable w.r.t. the ids, so IG
+  runs on the embedding layer's output (the usual way for text): the model is rebuilt with
+  the text encoder's `Embedding` removed and its output a float input [max_tokens, dim]; the
+  ids stay an input, held at the example's value, because the padding mask is made of them.
+  The baseline is every token's embedding at zero (not the padding token's embedding: the
+  mask already tells the model where padding is, and zero is the flat vector's baseline for
+  every other type). A token's score is its attribution summed over the embedding's
+  dimensions; the feature's is the sum over its tokens.
 
 Integration is PAIR's `saliency.core.IntegratedGradients` (a Riemann sum over `steps`
 points, both ends included) over one flat float vector per example that `Explainer`
@@ -35,10 +40,14 @@ import tf_keras as keras
 from models.features import FeatureSpec, transformed_name
 
 NUMERIC, CATEGORICAL, IMAGE, SEQUENCE = "numeric", "categorical", "image", "sequence"
+TEXT = "text"
 BASELINE = (
     "zeros in the model's differentiable inputs: numeric at the training mean (z-score 0), "
-    "categorical one-hot all zero (no category), images black, series at 0"
+    "categorical one-hot all zero (no category), images black, series at 0, text tokens' "
+    "embeddings all zero (the padding mask kept from the example's token ids)"
 )
+# The rebuilt model's float input that replaces a text encoder's embedding output.
+EMBEDDED_SUFFIX = "_embedded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +58,13 @@ class Segment:
     kind: str
     input_name: str
     shape: tuple[int, ...]
+    # A text's embedding table [vocabulary, dim], which turns its ids into the input.
+    table: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The transformed feature it is made from (a text's ids for its embedded input)."""
+        return transformed_name(self.feature)
 
     @property
     def size(self) -> int:
@@ -82,6 +98,97 @@ def _one_hot_inputs(config: dict, categorical: set[str]) -> dict[str, int]:
     return widths
 
 
+def _embedded_inputs(config: dict, texts: set[str]) -> dict[str, tuple[str, str]]:
+    """Rewrites a functional model's config so that each text encoder takes its embedding
+    output as a second, float input; returns the text input name -> (that input's name,
+    the encoder's name).
+
+    Raises:
+      ValueError: a text input that does not feed an encoder model starting with an
+        `Embedding` layer.
+    """
+    rewritten = {}
+    for layer in list(config["layers"]):
+        if layer["class_name"] not in ("Functional", "Model") or not layer["inbound_nodes"]:
+            continue
+        [[source, *_]] = layer["inbound_nodes"][0]
+        if source not in texts:
+            continue
+        embedded = f"{source}{EMBEDDED_SUFFIX}"
+        dim = _drop_embedding(layer["config"], layer["name"])
+        max_tokens = _input_layer(config, source)["config"]["batch_input_shape"][1]
+        config["layers"].insert(0, _float_input(embedded, [None, max_tokens, dim]))
+        layer["inbound_nodes"][0].append([embedded, 0, 0, {}])
+        _add_input(config, embedded)
+        rewritten[source] = (embedded, layer["name"])
+    missing = sorted(texts - set(rewritten))
+    if missing:
+        raise ValueError(
+            f"text inputs {missing} do not feed an encoder model that starts with an Embedding "
+            "layer (models/sequence_encoders.py build_encoder), so their embeddings cannot be "
+            "attributed to"
+        )
+    return rewritten
+
+
+def _drop_embedding(encoder: dict, name: str) -> int:
+    """Replaces the encoder's `Embedding` on its ids input with a float input of the
+    embedding's width, in place; returns that width."""
+    [[ids, *_]] = encoder["input_layers"]
+    [embedding] = [
+        layer
+        for layer in encoder["layers"]
+        if layer["class_name"] == "Embedding" and layer["inbound_nodes"][0][0][0] == ids
+    ] or [None]
+    if embedding is None:
+        raise ValueError(f"encoder {name!r} has no Embedding layer on its input {ids!r}")
+    encoder["layers"].remove(embedding)
+    dim = int(embedding["config"]["output_dim"])
+    encoder["layers"].insert(0, _float_input(embedding["name"], [None, None, dim]))
+    encoder["input_layers"].append([embedding["name"], 0, 0])
+    return dim
+
+
+def _float_input(name: str, shape: list) -> dict:
+    return {
+        "class_name": "InputLayer",
+        "name": name,
+        "config": {
+            "batch_input_shape": shape,
+            "dtype": "float32",
+            "sparse": False,
+            "ragged": False,
+            "name": name,
+        },
+        "inbound_nodes": [],
+    }
+
+
+def _add_input(config: dict, name: str) -> None:
+    # A model built on a dict of inputs keeps them by name, one built on a list in order.
+    if isinstance(config["input_layers"], dict):
+        config["input_layers"][name] = [name, 0, 0]
+    else:
+        config["input_layers"].append([name, 0, 0])
+
+
+def _input_layer(config: dict, name: str) -> dict:
+    return next(layer for layer in config["layers"] if layer["name"] == name)
+
+
+def _copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Each layer of `target` gets the weights of the layer of that name in `source`
+    (nested models layer by layer: the rebuilt encoders lack their Embedding)."""
+    for layer in target.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        original = source.get_layer(layer.name)
+        if isinstance(layer, keras.Model):
+            _copy_weights(original, layer)
+        else:
+            layer.set_weights(original.get_weights())
+
+
 def differentiable_model(
     model: keras.Model, spec: FeatureSpec
 ) -> tuple[keras.Model, list[Segment]]:
@@ -92,11 +199,13 @@ def differentiable_model(
       spec: the features.
 
     Returns:
-      (a model with the same weights whose categorical inputs are one-hot floats, the
-      segments of the flat vector in input order). Text features are not in the segments.
+      (a model with the same weights whose categorical inputs are one-hot floats and whose
+      text encoders take their embedding output as an input beside the ids, the segments of
+      the flat vector in input order).
 
     Raises:
-      ValueError: a categorical input that does not go through a `CategoryEncoding` layer.
+      ValueError: a categorical input that does not go through a `CategoryEncoding` layer,
+        or a text input whose encoder does not start with an `Embedding` layer.
     """
     categorical = {transformed_name(k) for k in spec.categorical}
     config = copy.deepcopy(model.get_config())
@@ -107,17 +216,33 @@ def differentiable_model(
             f"categorical inputs {missing} do not feed a CategoryEncoding layer, so their "
             "one-hot cannot be differentiated"
         )
-    rebuilt = model if not widths else keras.Model.from_config(config)
-    if rebuilt is not model:
-        rebuilt.set_weights(model.get_weights())
-    return rebuilt, _segments(rebuilt, spec, widths)
+    embedded = _embedded_inputs(config, {transformed_name(k) for k in spec.text})
+    if not widths and not embedded:
+        return model, _segments(model, spec, widths, {})
+    rebuilt = keras.Model.from_config(config)
+    _copy_weights(model, rebuilt)
+    tables = {
+        name: _embedding_table(model.get_layer(encoder)) for name, (_, encoder) in embedded.items()
+    }
+    return rebuilt, _segments(rebuilt, spec, widths, tables)
 
 
-def _segments(model: keras.Model, spec: FeatureSpec, widths: Mapping[str, int]) -> list[Segment]:
+def _embedding_table(encoder: keras.Model) -> np.ndarray:
+    [embedding] = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Embedding)]
+    return embedding.embeddings.numpy()
+
+
+def _segments(
+    model: keras.Model,
+    spec: FeatureSpec,
+    widths: Mapping[str, int],
+    tables: Mapping[str, np.ndarray],
+) -> list[Segment]:
     kinds = {
         **{transformed_name(k): (k, NUMERIC) for k in spec.numeric},
         **{transformed_name(k): (k, CATEGORICAL) for k in spec.categorical},
         **{transformed_name(k): (k, IMAGE) for k in spec.image},
+        **{transformed_name(k) + EMBEDDED_SUFFIX: (k, TEXT) for k in spec.text},
         **{transformed_name(k): (k, SEQUENCE) for k in spec.sequence},
     }
     segments = []
@@ -127,7 +252,8 @@ def _segments(model: keras.Model, spec: FeatureSpec, widths: Mapping[str, int]) 
             continue
         feature, kind = kinds[name]
         shape = (widths[name],) if name in widths else tuple(int(d) for d in tensor.shape[1:])
-        segments.append(Segment(feature, kind, name, shape))
+        table = tables[transformed_name(feature)] if kind == TEXT else None
+        segments.append(Segment(feature, kind, name, shape, table))
     return segments
 
 
@@ -152,9 +278,11 @@ class Explainer:
         """[n, width] float32 from transformed features (categorical ids become one-hots)."""
         parts = []
         for segment in self.segments:
-            value = np.asarray(features[segment.input_name])
+            value = np.asarray(features[segment.source])
             if segment.kind == CATEGORICAL:
                 value = np.eye(segment.size, dtype=np.float32)[value.reshape(-1).astype(np.int64)]
+            elif segment.kind == TEXT:
+                value = segment.table[value.astype(np.int64)]
             parts.append(value.reshape(len(value), segment.size).astype(np.float32))
         return np.concatenate(parts, axis=1)
 
@@ -177,7 +305,8 @@ class Explainer:
         return output, tape.gradient(output, flat)
 
     def held(self, features: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
-        """The inputs IG does not integrate over (text ids), of example `index`."""
+        """The inputs IG does not integrate over (text ids, for the padding mask), of
+        example `index`."""
         return {
             name: np.asarray(features[name])[index]
             for name in self.model.input_names
@@ -219,15 +348,22 @@ class Explainer:
             start += segment.size
         return totals
 
-    def image_map(self, attribution: np.ndarray, feature: str) -> np.ndarray:
-        """One image feature's attribution as [height, width]: |IG| summed over channels."""
+    def token_scores(self, attribution: np.ndarray, feature: str) -> np.ndarray:
+        """One text feature's attribution per token position [max_tokens]: summed over the
+        embedding's dimensions (padding positions get 0: the mask hides them)."""
+        return self._part(attribution, feature).sum(axis=-1)
+
+    def _part(self, attribution: np.ndarray, feature: str) -> np.ndarray:
         start = 0
         for segment in self.segments:
             if segment.feature == feature:
-                part = attribution[start : start + segment.size].reshape(segment.shape)
-                return np.abs(part).sum(axis=-1)
+                return attribution[start : start + segment.size].reshape(segment.shape)
             start += segment.size
-        raise KeyError(f"no image feature {feature!r} among {[s.feature for s in self.segments]}")
+        raise KeyError(f"no feature {feature!r} among {[s.feature for s in self.segments]}")
+
+    def image_map(self, attribution: np.ndarray, feature: str) -> np.ndarray:
+        """One image feature's attribution as [height, width]: |IG| summed over channels."""
+        return np.abs(self._part(attribution, feature)).sum(axis=-1)
 
 
 @dataclasses.dataclass

@@ -26,9 +26,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from components.explanations import attributions
+from components.explanations import attributions, text
 from components.explanations.spec import EXPLAINER_DIR
-from models.features import FeatureSpec
+from models.features import FeatureSpec, transformed_name
 
 MODEL_FILE = "model.keras"
 TRANSFORM_TAR = "transform.tar"
@@ -199,16 +199,23 @@ def transformed(bundle: Bundle, rows: Sequence[Mapping[str, Any]]) -> dict[str, 
 def explain_rows(
     bundle: Bundle, rows: Sequence[Mapping[str, Any]], steps: int | None = None
 ) -> list[dict]:
-    """IG of each raw row: the prediction and each raw feature's attribution, largest first.
+    """IG of each raw row: the prediction and each raw feature's attribution, largest first;
+    for text features also the top tokens.
 
     Args:
       bundle: from `load`.
       rows: raw feature name -> value (CSV text, JSON values, image bytes).
       steps: integration steps; None for the pipeline's (explainer.json).
+
+    Returns:
+      Per row: "explained", "output", "baseline_output", "completeness_error",
+      "attributions" [{"feature", "attribution"}]; with text features "tokens": feature ->
+      [{"token", "score"}] (the largest |score| first, `[OOV]` for words outside the
+      vocabulary).
     """
-    explained = attributions.explain(
-        bundle.explainer, transformed(bundle, rows), steps or bundle.steps
-    )
+    features = transformed(bundle, rows)
+    explained = attributions.explain(bundle.explainer, features, steps or bundle.steps)
+    vocabularies = text.vocabularies(bundle.transform_output, bundle.spec)
     results = []
     for i, target in enumerate(explained.targets):
         scores = bundle.explainer.per_feature(explained.attributions[i])
@@ -224,4 +231,15 @@ def explain_rows(
                 ],
             }
         )
+        if vocabularies:
+            results[-1]["tokens"] = {
+                feature: text.top(
+                    text.example_tokens(
+                        bundle.explainer.token_scores(explained.attributions[i], feature),
+                        features[transformed_name(feature)][i],
+                        vocabulary,
+                    )
+                )
+                for feature, vocabulary in vocabularies.items()
+            }
     return results

@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.explanations import attributions, bundle
+from components.explanations import attributions, bundle, text
 from components.explanations import spec as keys
 from components.quantization import measure
 from models.export import class_names_of
@@ -23,6 +23,8 @@ from models.features import FeatureSpec, transformed_name
 
 # Per-example attributions kept in explanations.json (the global scores use all).
 _EXAMPLES_LISTED = 20
+# Text examples listed with their tokens (the per-class top tokens use all).
+_TEXT_EXAMPLES_LISTED = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +42,8 @@ def explain_model(
 ) -> dict[str, Any]:
     """IG of the Trainer's model on a sample of transformed eval examples.
 
-    Writes `<output>/explanations.json`, heatmap PNGs (images) under `heatmaps/`, and the
-    explainer bundle under `explainer/`.
+    Writes `<output>/explanations.json` (with top tokens per example for text features),
+    heatmap PNGs (images) under `heatmaps/`, and the explainer bundle under `explainer/`.
 
     Args:
       trainer_model: the Trainer's model artifact (Format-Keras/model.keras inside).
@@ -64,14 +66,20 @@ def explain_model(
     explainer = bundle.load(os.path.join(output, keys.EXPLAINER_DIR)).explainer
     records = measure.sample_records(os.path.join(transformed_eval, "*"), settings.examples, seed=0)
     features = measure.parse_features(records, transform_output.transformed_feature_spec())
-    if explainer.segments:
-        explained = attributions.explain(explainer, features, settings.steps)
-        result = summarise(explainer, explained, settings, class_names)
-        result["heatmaps"] = write_heatmaps(
-            explainer, explained, features, settings, class_names, output
-        )
-    else:
-        result = _nothing_to_attribute(settings, len(records))
+    explained = attributions.explain(explainer, features, settings.steps)
+    result = summarise(explainer, explained, settings, class_names)
+    result["heatmaps"] = write_heatmaps(
+        explainer, explained, features, settings, class_names, output
+    )
+    result["text"] = text.text_section(
+        explainer,
+        explained,
+        features,
+        settings.spec,
+        text.vocabularies(transform_output, settings.spec),
+        class_names,
+        listed=_TEXT_EXAMPLES_LISTED,
+    )
     result["seconds"] = round(time.perf_counter() - started, 2)
     with tf.io.gfile.GFile(os.path.join(output, keys.EXPLANATIONS_FILE), "w") as f:
         f.write(json.dumps(result, indent=2))
@@ -112,23 +120,6 @@ def summarise(
             }
             for i, t in enumerate(explained.targets[:_EXAMPLES_LISTED])
         ],
-    }
-
-
-def _nothing_to_attribute(settings: Settings, examples: int) -> dict[str, Any]:
-    """explanations.json for a model whose only inputs are texts (token ids)."""
-    return {
-        "method": "integrated_gradients",
-        "examples": examples,
-        "steps": settings.steps,
-        "baseline": attributions.BASELINE,
-        "explained_output": "none",
-        "global": [],
-        "completeness": {"max_abs_error": None, "mean_abs_error": None},
-        "per_example": [],
-        "heatmaps": [],
-        "note": f"no feature to attribute to: text features {list(settings.spec.text)} "
-        "enter as token ids, which integrated gradients cannot differentiate",
     }
 
 
