@@ -16,19 +16,41 @@ _FAIRNESS_PREFIX = "fairness_indicators_metrics/"
 
 
 def limitations(
-    slices: Sequence[Mapping[str, Any]], min_examples: int, blessed: bool | None
+    slices: Sequence[Mapping[str, Any]],
+    min_examples: int,
+    blessed: bool | None,
+    gates: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Caveats a reader must know: small or empty slices, a model that was not blessed."""
+    """Caveats a reader must know: small or empty slices, slice gates that failed or had no
+    slice large enough to judge, a model that was not blessed.
+
+    Args:
+      slices: [{"slice", "example_count", "note"?}].
+      min_examples: slices with fewer eval examples are too small to rely on.
+      blessed: the blessing's verdict (None: unknown).
+      gates: the SliceGate's {"passed", "checks"} (None without a SliceGate result).
+    """
     notes = []
     for entry in slices:
         count = entry.get("example_count")
-        if count is not None and count < min_examples:
+        if count == 0 and entry.get("note"):
+            notes.append(f"slice {entry['slice']} has no eval examples ({entry['note']})")
+        elif count is not None and count < min_examples:
             notes.append(
                 f"slice {entry['slice']} has {count} eval examples (< {min_examples}): its "
                 "metrics are too noisy to rely on"
             )
+    for check in (gates or {}).get("checks", []):
+        gate = f"slice gate {check['gate']} on {check['metric']} (threshold {check['threshold']})"
+        if not check["passed"]:
+            notes.append(f"{gate} failed: {_number(check['value'])} at {check['slice']}")
+        elif check.get("note"):
+            notes.append(f"{gate} judged nothing: {check['note']}")
     if blessed is False:
-        notes.append("the Evaluator did not bless this model; it was not meant to be pushed")
+        notes.append(
+            "the model was not blessed (by the Evaluator or a slice gate); it was not meant "
+            "to be pushed"
+        )
     return notes
 
 
@@ -49,7 +71,9 @@ def card(
         (the Trainer's training.json without the per-epoch history).
       data: {"train": examples, "eval": examples, "source": ...}.
       evaluation: {"blessed", "metrics" (overall), "slices": [{"slice", "example_count",
-        "metrics"}]}.
+        "metrics", "note"?}]}, and from a SliceGate "slices_from" (where the slices were
+        read), "gates" ({"passed", "checks"}) and "fairness_slices" (slices whose metrics
+        hold Fairness Indicators', when `slices` do not).
       quantization: the Quantization report (None without it).
       explanations: explanations.json (None without it).
       considerations: intended_use, users, out_of_scope from the config.
@@ -80,7 +104,9 @@ def card(
             "blessed": evaluation.get("blessed"),
             "performance_metrics": dict(evaluation.get("metrics", {})),
             "slices": slices,
-            "fairness": _fairness(slices),
+            "slices_from": evaluation.get("slices_from"),
+            "gates": evaluation.get("gates"),
+            "fairness": _fairness(evaluation.get("fairness_slices", slices)),
             "quantization": _quantization(quantization),
             "explanations": _explanations(explanations),
         },
@@ -88,7 +114,9 @@ def card(
             "intended_use": considerations["intended_use"],
             "users": considerations["users"],
             "out_of_scope": considerations["out_of_scope"],
-            "limitations": limitations(slices, min_slice_examples, evaluation.get("blessed")),
+            "limitations": limitations(
+                slices, min_slice_examples, evaluation.get("blessed"), evaluation.get("gates")
+            ),
         },
     }
 
@@ -134,6 +162,10 @@ def _explanations(explanations: Mapping[str, Any] | None) -> dict[str, Any] | No
         "examples": explanations["examples"],
         "baseline": explanations["baseline"],
         "global": explanations["global"],
+        "top_tokens": [
+            {"feature": entry["feature"], "by_class": entry.get("top_tokens", {})}
+            for entry in explanations.get("text", [])
+        ],
     }
 
 
@@ -145,6 +177,24 @@ def _number(value: Any) -> str:
 def _rows(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_number(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _top_token_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per text feature, a list item per predicted class: the tokens that pushed most
+    toward it. A list, not a table: a token may be a `|`."""
+    lines = []
+    for entry in entries:
+        lines += [
+            "",
+            f"Top tokens of the text feature {entry['feature']} per predicted class "
+            "(summed attribution over the explained examples):",
+            "",
+        ]
+        lines += [
+            f"- {name}: " + ", ".join(f"{t['token']} ({_number(t['score'])})" for t in tokens)
+            for name, tokens in entry["by_class"].items()
+        ]
     return lines
 
 
@@ -165,12 +215,31 @@ def markdown(facts: Mapping[str, Any]) -> str:
     if analysis["slices"]:
         names = sorted({m for s in analysis["slices"] for m in s.get("metrics", {})})
         names = [n for n in names if not n.startswith(_FAIRNESS_PREFIX)][:6]
-        lines += ["", "### Per slice", ""]
+        source = f" (from {analysis['slices_from']})" if analysis.get("slices_from") else ""
+        lines += ["", "### Per slice", "", f"Slices{source}:", ""]
         lines += _rows(
             ("slice", "examples", *names),
             [
                 (s["slice"], s.get("example_count"), *(s["metrics"].get(n, "") for n in names))
                 for s in analysis["slices"]
+            ],
+        )
+    gates = analysis.get("gates")
+    if gates and gates.get("checks"):
+        lines += ["", "### Slice gates", "", f"Passed: {gates['passed']}", ""]
+        lines += _rows(
+            ("gate", "metric", "threshold", "min examples", "value", "slice", "passed"),
+            [
+                (
+                    c["gate"],
+                    c["metric"],
+                    c["threshold"],
+                    c["min_examples"],
+                    "" if c["value"] is None else c["value"],
+                    c["slice"] or "",
+                    c["passed"],
+                )
+                for c in gates["checks"]
             ],
         )
     if analysis["fairness"]:
@@ -210,6 +279,7 @@ def markdown(facts: Mapping[str, Any]) -> str:
             ("feature", "mean absolute attribution"),
             [(g["feature"], g["score"]) for g in explanations["global"]],
         )
+        lines += _top_token_lines(explanations.get("top_tokens", []))
     lines += ["", "## Considerations", ""]
     lines += [f"- Intended use: {considerations['intended_use']}"]
     lines += [f"- Users: {considerations['users']}"]

@@ -314,7 +314,51 @@ def _explanations(summary: Mapping[str, Any]) -> list[str]:
         parts += ["<h3>Examples</h3>", _grid(["explained", "output", *names], rows)]
     for path in explanations.get("heatmaps", []):
         parts.append(_img(_inline_png(path), f"heatmap {os.path.basename(path)}"))
+    for entry in explanations.get("text", []):
+        parts += _text_explanations(entry)
     parts.append(f"<p>Artifact: <code>{_esc(explanations['artifact'])}</code></p>")
+    return parts
+
+
+# Text examples shown with their tokens coloured by attribution.
+_TEXT_EXAMPLES_SHOWN = 4
+
+
+def _token_span(token: Mapping[str, Any], scale: float) -> str:
+    """A token on a green (toward the explained class) or red (away) background whose
+    strength is |score| relative to the example's largest."""
+    score = float(token["score"])
+    alpha = min(1.0, abs(score) / scale) if scale else 0.0
+    colour = "0,150,60" if score >= 0 else "210,40,40"
+    return (
+        f"<span class='token' style='background:rgba({colour},{alpha:.2f})' "
+        f"title='{score:+.4g}'>{_esc(token['token'])}</span>"
+    )
+
+
+def _text_explanations(entry: Mapping[str, Any]) -> list[str]:
+    """A text feature's top tokens per predicted class, and a few examples coloured by IG."""
+    feature = entry["feature"]
+    by_class = entry.get("top_tokens", {})
+    parts = [f"<h3>Text feature {_esc(feature)}: top tokens</h3>"]
+    if by_class:
+        rows = [
+            [name, ", ".join(f"{t['token']} ({t['score']:.3g})" for t in tokens)]
+            for name, tokens in by_class.items()
+        ]
+        parts.append(_grid(["predicted", "tokens that pushed most toward it (summed IG)"], rows))
+    parts.append(
+        "<p>Tokens coloured by attribution: green toward the predicted class, red away from "
+        "it, stronger for larger |IG| (hover for the score).</p>"
+    )
+    for example in entry.get("examples", [])[:_TEXT_EXAMPLES_SHOWN]:
+        sequence = example.get("sequence", [])
+        scale = max((abs(float(t["score"])) for t in sequence), default=0.0)
+        spans = " ".join(_token_span(t, scale) for t in sequence)
+        parts.append(
+            f"<p class='text-example'><b>label {_esc(example.get('label'))}, predicted "
+            f"{_esc(example.get('predicted'))}</b>: {spans}</p>"
+        )
     return parts
 
 
@@ -382,6 +426,7 @@ _STYLE = (
     "td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left;font-size:14px}"
     "img{max-width:100%;display:block;margin:1em 0}.absent{color:#777;font-style:italic}"
     "tr.fail td{background:#fde0dc}nav a{margin-right:1em}"
+    ".text-example{line-height:1.8}.token{padding:1px 2px;border-radius:2px}"
 )
 
 

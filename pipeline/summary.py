@@ -419,7 +419,8 @@ def _format_gates(gates: Mapping[str, Any]) -> list[str]:
 
 def explanations_section(record: RunRecord) -> dict[str, Any] | None:
     """Integrated gradients of the model (components/explanations): method, examples,
-    baseline, global importance per raw feature, heatmap files, the artifact."""
+    baseline, global importance per raw feature, heatmap files, text features' top tokens
+    (per example and per predicted class), the artifact."""
     artifact = record.output("Explanations", "explanations")
     if artifact is None:
         return None
@@ -438,6 +439,7 @@ def explanations_section(record: RunRecord) -> dict[str, Any] | None:
         "completeness": explained["completeness"],
         "per_example": explained["per_example"],
         "heatmaps": [h["path"] for h in explained.get("heatmaps", [])],
+        "text": explained.get("text", []),
         "seconds": explained.get("seconds"),
         **({"note": explained["note"]} if "note" in explained else {}),
     }

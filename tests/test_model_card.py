@@ -90,9 +90,91 @@ def test_the_card_has_the_schemas_sections_and_names_small_slices():
 def test_an_unblessed_model_says_so_among_its_limitations():
     facts = _facts(blessed=False, slices=[])
     assert facts["considerations"]["limitations"] == [
-        "the Evaluator did not bless this model; it was not meant to be pushed"
+        "the model was not blessed (by the Evaluator or a slice gate); it was not meant to be "
+        "pushed"
     ]
     assert "### Per slice" not in model_card.markdown(facts)
+
+
+def test_the_slice_gates_slices_and_checks_make_the_table_and_the_caveats():
+    """With the SliceGate's slices.json, the card lists its slices (an empty one with its
+    note), its gate checks, and a failed gate or one with nothing to judge as caveats; the
+    fairness rows still come from the Evaluator's slices."""
+    gate_slices = [
+        {"slice": "island=Biscoe", "example_count": 40, "metrics": {"accuracy": 0.97}},
+        {
+            "slice": "island=Dream",
+            "example_count": 0,
+            "metrics": {},
+            "note": "no eval examples with this value",
+        },
+    ]
+    gates = {
+        "passed": False,
+        "checks": [
+            {
+                "gate": "min_slice_metric",
+                "metric": "accuracy",
+                "threshold": 0.99,
+                "min_examples": 10,
+                "value": 0.97,
+                "slice": "island=Biscoe",
+                "passed": False,
+            },
+            {
+                "gate": "max_slice_gap",
+                "metric": "accuracy",
+                "threshold": 0.1,
+                "min_examples": 100,
+                "value": None,
+                "slice": None,
+                "passed": True,
+                "note": "no slice has 100 or more eval examples",
+            },
+        ],
+    }
+    facts = _facts(
+        blessed=False,
+        slices=gate_slices,
+        slices_from="the SliceGate's slices.json",
+        gates=gates,
+        fairness_slices=SLICES,
+    )
+    assert facts["considerations"]["limitations"] == [
+        "slice island=Dream has no eval examples (no eval examples with this value)",
+        "slice gate min_slice_metric on accuracy (threshold 0.99) failed: 0.97 at island=Biscoe",
+        "slice gate max_slice_gap on accuracy (threshold 0.1) judged nothing: no slice has 100 "
+        "or more eval examples",
+        "the model was not blessed (by the Evaluator or a slice gate); it was not meant to be "
+        "pushed",
+    ]
+    assert facts["quantitative_analysis"]["fairness"] == [
+        {"slice": "sex=female", "metrics": {"false_positive_rate@0.5": 0.1}}
+    ]
+    text = model_card.markdown(facts)
+    for expected in (
+        "Slices (from the SliceGate's slices.json):",
+        "| island=Dream | 0 |  |",
+        "### Slice gates",
+        "| min_slice_metric | accuracy | 0.99 | 10 | 0.97 | island=Biscoe | False |",
+    ):
+        assert expected in text
+
+
+def test_a_text_features_top_tokens_are_listed_per_class():
+    facts = _facts()
+    facts["quantitative_analysis"]["explanations"]["top_tokens"] = [
+        {
+            "feature": "text",
+            "by_class": {
+                "business": [{"token": "shares", "score": 0.5}, {"token": "|", "score": 0.25}]
+            },
+        }
+    ]
+    text = model_card.markdown(facts)
+    assert "Top tokens of the text feature text per predicted class" in text
+    assert "- business: shares (0.5), | (0.25)" in text
+    assert "<li>business: shares (0.5), | (0.25)</li>" in model_card.html(facts)
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,17 @@ def test_a_slice_gate_blocks_the_model_and_names_the_slice(first, tmp_path):
         key=lambda s: s["metrics"]["f1_score"],
     )
     assert check["value"] == pytest.approx(worst["metrics"]["f1_score"])
+    # The model card reads the gate's slices and checks, and names the failed gate's slice.
+    from components.model_card.executor import evaluation_facts
+    from pipeline import model_card
+
+    facts = evaluation_facts(evaluation_dir, False, blessing.uri)
+    assert facts["slices_from"] == "the SliceGate's slices.json"
+    assert [s["slice"] for s in facts["slices"]] == [
+        f"{s['feature']}={s['value']}" for s in result["slices"]
+    ]
+    notes = model_card.limitations(facts["slices"], 1, False, facts["gates"])
+    assert f"failed: {check['value']:.4g} at {check['slice']}" in notes[0]
 
 
 def test_monitor_flags_a_new_island_in_logged_requests_and_not_a_same_year_sample(
@@ -311,6 +322,7 @@ def test_explanations_and_the_model_card_ship_with_the_pushed_model(first, capsy
     card = (pushed / "assets.extra" / "model_card.md").read_text()
     assert card.startswith("# Model card: penguins")
     assert "Intended use:" in card and "### Explanations" in card and "### Quantization" in card
+    assert "Slices (from the SliceGate's slices.json):" in card and "### Slice gates" in card
     assert Path(summary["model_card"]["html"]).read_text().startswith("<!doctype html>")
 
     row = next(csv.DictReader(io.StringIO(read_source("palmerpenguins"))))

@@ -153,6 +153,23 @@ def _summary(tmp_path):
                 {"target": "Adelie", "output": 0.9, "attributions": {"bill": 0.3, "island": -0.1}}
             ],
             "heatmaps": [_png_file(tmp_path)],
+            "text": [
+                {
+                    "feature": "text",
+                    "examples": [
+                        {
+                            "label": "business",
+                            "predicted": "business",
+                            "tokens": [{"token": "shares", "score": 0.4}],
+                            "sequence": [
+                                {"token": "shares", "score": 0.4},
+                                {"token": "<b>", "score": -0.1},
+                            ],
+                        }
+                    ],
+                    "top_tokens": {"business": [{"token": "shares", "score": 1.25}]},
+                }
+            ],
             "artifact": "/a",
         },
         "quantization": None,
@@ -197,6 +214,10 @@ def test_every_contract_section_renders_its_figures_and_tables(tmp_path):
     assert 'href="file:///c/model_card.html"' in page and "slice island=Torgersen" in page
     assert "macro-averaged one-vs-rest" in page
     assert "No quantization in this run" in page
+    # A text's tokens coloured by attribution (scaled to the example's largest), escaped.
+    assert "<td>business</td><td>shares (1.25)</td>" in page
+    assert "style='background:rgba(0,150,60,1.00)' title='+0.4'>shares</span>" in page
+    assert "style='background:rgba(210,40,40,0.25)' title='-0.1'>&lt;b&gt;</span>" in page
 
 
 def test_a_run_with_nothing_says_so_in_every_section():

@@ -28,6 +28,8 @@ def _run(repo_root, root, name, examples, search_space):
     raw["tuner"]["search_space"].update(search_space)
     raw["training"].update(epochs=2)
     raw["evaluation"]["lower_bound"] = 0.0
+    # IG on 20 eval examples (of 100) keeps the explanations' share of the run small.
+    raw.setdefault("explanations", {})["examples"] = 20
     # The BBC News run quantizes (the sequence family's int8 path through the pipeline);
     # FordA's int8 conv path has its tests in test_quantization_sequence.py.
     raw["quantization"]["enabled"] = name == "bbc_news.yaml"
@@ -141,3 +143,32 @@ def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_pa
     classes = [c.decode() for c in out["classes"].numpy()[0]]
     _assert_same_scores(lines, out["scores"].numpy(), classes)
     assert [Path(line["input"]).name for line in lines] == ["a.txt", "b.txt"]
+    _assert_text_explanations(summary, classes, tmp_path, capsys)
+
+
+def _assert_text_explanations(summary, classes, root, capsys):
+    """IG on the transformer's token embeddings: the text's global score, top tokens per
+    eval example and per class in the summary and report, and `explain` on a raw text."""
+    explanations = summary["explanations"]
+    assert [g["feature"] for g in explanations["global"]] == ["text"]
+    assert explanations["examples"] == 20
+    assert explanations["completeness"]["max_abs_error"] < 0.05
+    [entry] = explanations["text"]
+    assert entry["feature"] == "text" and len(entry["examples"]) == 10
+    for example in entry["examples"]:
+        assert example["label"] in classes and example["predicted"] in classes
+        scores = [abs(t["score"]) for t in example["tokens"]]
+        assert len(scores) == 10 and scores == sorted(scores, reverse=True)
+        assert "[PAD]" not in {t["token"] for t in example["sequence"]}
+    assert set(entry["top_tokens"]) <= set(classes) and entry["top_tokens"]
+    assert "Text feature text: top tokens" in Path(summary["report"]).read_text()
+    article = root / "article.txt"
+    article.write_text("Shares rose as the bank's profits beat forecasts, said Zyxwvut.")
+    argv = ["explain", "--config", str(root / "bbc_news.yaml"), "--output-root", str(root / "out")]
+    capsys.readouterr()
+    assert cli.main([*argv, "--input", str(article)]) == 0
+    [answer] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert answer["explained"] in classes and answer["completeness_error"] < 0.05
+    words = {"shares", "rose", "as", "the", "bank", "'", "s", "profits", "beat", "forecasts"}
+    tokens = [t["token"] for t in answer["tokens"]["text"]]
+    assert len(tokens) == 10 and set(tokens) <= words | {",", "said", ".", "[OOV]"}

@@ -44,13 +44,60 @@ def slice_entries(result) -> list[dict[str, Any]]:
     ]
 
 
-def evaluation_facts(evaluation_uri: str, blessed: bool) -> dict[str, Any]:
-    """Overall and per-slice metrics of the candidate model, and its blessing."""
+def gate_entries(slice_gate: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The SliceGate's slice rows (slices.json) as card slices: the configured slice
+    features' values, those without eval examples included with their note."""
+    from pipeline import evaluation
+
+    return [
+        {
+            "slice": evaluation.slice_name(row),
+            "example_count": row["example_count"],
+            "metrics": {k: v for k, v in row["metrics"].items() if "/classId:" not in k},
+            **({"note": row["note"]} if "note" in row else {}),
+        }
+        for row in slice_gate["slices"]
+    ]
+
+
+def evaluation_facts(
+    evaluation_uri: str, blessed: bool, slice_gate_uri: str | None = None
+) -> dict[str, Any]:
+    """Overall and per-slice metrics of the candidate model, its blessing and slice gates.
+
+    Args:
+      evaluation_uri: the Evaluator's ModelEvaluation directory.
+      blessed: the blessing's verdict.
+      slice_gate_uri: the SliceGate's blessing directory; when it holds slices.json, the
+        card's slices and gate checks are the ones the gate judged (TFMA's result still
+        gives the overall metrics and the fairness metrics per slice).
+
+    Returns:
+      {"blessed", "metrics", "slices", "slices_from", "gates", "fairness_slices"}.
+    """
+    from components.slice_gate.spec import RESULT_FILE
     from pipeline.summary import _metric_values, candidate_result
 
     result = candidate_result(evaluation_uri)
     overall = {k: v for k, v in _metric_values(result).items() if "/" not in k}
-    return {"blessed": blessed, "metrics": overall, "slices": slice_entries(result)}
+    tfma_slices = slice_entries(result)
+    facts = {
+        "blessed": blessed,
+        "metrics": overall,
+        "slices": tfma_slices,
+        "slices_from": "the Evaluator's result",
+        "gates": None,
+        "fairness_slices": tfma_slices,
+    }
+    gate_file = os.path.join(slice_gate_uri, RESULT_FILE) if slice_gate_uri else None
+    if gate_file and tf.io.gfile.exists(gate_file):
+        slice_gate = _read_json(gate_file)
+        facts.update(
+            slices=gate_entries(slice_gate),
+            slices_from=f"the SliceGate's {RESULT_FILE}",
+            gates=slice_gate["gates"],
+        )
+    return facts
 
 
 def data_facts(statistics_uri: str) -> dict[str, int]:
@@ -89,8 +136,9 @@ def write_card(
     """Builds the card from the input artifacts' directories and writes it and the new blessing.
 
     Args:
-      inputs: artifact URIs by spec key (explanations and quantization_report may be None),
-        and "blessed", the Evaluator's verdict.
+      inputs: artifact URIs by spec key (explanations and quantization_report may be None;
+        model_blessing, the SliceGate's, is where slices.json is read), and "blessed", the
+        blessing's verdict.
       card_config: name, family, task, features, label, version and the model_card section.
       outputs: the model_card and blessing artifact directories.
 
@@ -116,7 +164,11 @@ def write_card(
             "training": training,
         },
         data=data_facts(inputs[keys.STATISTICS_KEY]),
-        evaluation=evaluation_facts(inputs[keys.EVALUATION_KEY], bool(inputs["blessed"])),
+        evaluation=evaluation_facts(
+            inputs[keys.EVALUATION_KEY],
+            bool(inputs["blessed"]),
+            inputs.get(keys.MODEL_BLESSING_KEY),
+        ),
         quantization=quantization,
         explanations=explanations,
         considerations=card_config["considerations"],
@@ -168,6 +220,7 @@ class Executor(base_executor.BaseExecutor):
         }
         for key in (keys.EXPLANATIONS_KEY, keys.QUANTIZATION_REPORT_KEY):
             inputs[key] = _optional_uri(input_dict, key)
+        inputs[keys.MODEL_BLESSING_KEY] = model_blessing.uri
         inputs["blessed"] = model_blessing.get_int_custom_property("blessed")
         pushed = artifact_utils.get_single_instance(output_dict[keys.PUSHED_BLESSING_KEY])
         facts = write_card(
