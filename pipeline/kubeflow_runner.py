@@ -127,7 +127,46 @@ def compile_pipeline(config: PipelineConfig, target: ClusterTarget, output: str)
     )
     runner.run(pipeline, write_out=True)
     with open(output) as f:
-        return json.load(f)
+        job = json.load(f)
+    _resolve_slice_gate_blessings(job)
+    with open(output, "w") as f:
+        json.dump(job, f, indent=2, sort_keys=True)
+    return job
+
+
+# TFX's compiled latest-blessed-model query (tfx/orchestration/kubeflow/v2/step_builder.py).
+_BLESSED_QUERY = "metadata.blessed.number_value=1"
+
+
+def _resolve_slice_gate_blessings(job: dict[str, Any]) -> None:
+    """Narrows the compiled latest-blessed-model resolvers to the SliceGate's blessings.
+
+    TFX compiles LatestBlessedModelStrategy into a query for every ModelBlessing with
+    `blessed` 1, whatever component produced it: the Evaluator's blessing of a model that a
+    slice gate then blocked matches too. Locally the resolvers name the SliceGate as the
+    producer (pipeline.pipeline._blessed_models); here the query also requires the property
+    only the SliceGate's blessings carry.
+
+    Raises:
+      RuntimeError: the pipeline has resolvers but none of their queries has TFX's blessed
+        clause (TFX changed how it compiles them; the narrowing would silently not apply).
+    """
+    from components.slice_gate.spec import SLICE_GATE_PROPERTY
+
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    queries = [
+        query
+        for executor in executors.values()
+        for query in executor.get("resolver", {}).get("outputArtifactQueries", {}).values()
+    ]
+    blessed = [q for q in queries if _BLESSED_QUERY in q.get("filter", "")]
+    if queries and not blessed:
+        raise RuntimeError(
+            f"no compiled resolver query holds {_BLESSED_QUERY!r}; cannot restrict the "
+            "latest-blessed-model resolvers to the SliceGate's blessings"
+        )
+    for query in blessed:
+        query["filter"] += f" AND metadata.{SLICE_GATE_PROPERTY}.number_value=1"
 
 
 def compile_from_flags(

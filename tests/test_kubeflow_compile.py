@@ -91,6 +91,19 @@ def test_every_component_with_its_dependencies(compiled):
     )
 
 
+def test_latest_blessed_resolvers_read_only_the_slice_gates_blessings(compiled):
+    """TFX compiles the latest-blessed-model resolvers to a query on `blessed` alone, which
+    the Evaluator's blessing of a model a slice gate blocked also meets: the compiled
+    queries also require the property only the SliceGate's blessings carry."""
+    _, spec, deployment = compiled
+    for resolver in ("latest_blessed_model_resolver", "warm_start_model_resolver"):
+        executor = _executor(spec, deployment, f"{resolver}-model-blessing-resolver")
+        [query] = executor.resolver.output_artifact_queries.values()
+        assert query.filter.endswith(
+            "metadata.blessed.number_value=1 AND metadata.slice_gate.number_value=1"
+        ), query.filter
+
+
 def test_image_entrypoint_and_beam_args(compiled):
     _, spec, deployment = compiled
     for task in COMPONENTS:

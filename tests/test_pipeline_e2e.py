@@ -198,6 +198,7 @@ def test_a_slice_gate_blocks_the_model_and_names_the_slice(first, tmp_path):
         },
     )
     assert blessing.get_int_custom_property("blessed") == 0
+    assert blessing.get_int_custom_property("slice_gate") == 1  # what Kubeflow's query reads
     assert blessing.get_string_custom_property("current_model") == "the-candidate"
     assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
     result = json.loads((tmp_path / "blessing" / "slices.json").read_text())

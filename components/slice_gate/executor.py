@@ -73,10 +73,12 @@ class Executor(base_executor.BaseExecutor):
 
 def write_blessing(blessing, evaluator_blessing, result: Mapping[str, Any]) -> None:
     """The Evaluator's blessing's properties (the model it judged, the baseline), with
-    `blessed` from `result`; slices.json and BLESSED or NOT_BLESSED in its directory."""
+    `blessed` from `result` and `slice_gate` 1 (what tells it from the Evaluator's on
+    Kubeflow); slices.json and BLESSED or NOT_BLESSED in its directory."""
     for name, value in evaluator_blessing.mlmd_artifact.custom_properties.items():
         blessing.mlmd_artifact.custom_properties[name].CopyFrom(value)
     blessing.set_int_custom_property(spec.BLESSED_PROPERTY, int(result["blessed"]))
+    blessing.set_int_custom_property(spec.SLICE_GATE_PROPERTY, 1)
     tf.io.gfile.makedirs(blessing.uri)
     with tf.io.gfile.GFile(os.path.join(blessing.uri, spec.RESULT_FILE), "w") as f:
         f.write(json.dumps(result, indent=2))

@@ -12,6 +12,9 @@ FAIRNESS_KEY = "fairness"
 
 # TFX's ModelBlessing: Pusher and the latest-blessed-model resolver read `blessed`.
 BLESSED_PROPERTY = "blessed"
+# 1 on the SliceGate's blessings only: the compiled Kubeflow V2 resolvers query blessings by
+# their properties, not by producer, and the Evaluator's blessing also has `blessed` 1.
+SLICE_GATE_PROPERTY = "slice_gate"
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 RESULT_FILE = "slices.json"
