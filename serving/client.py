@@ -415,7 +415,9 @@ def explain_rows(
 
     Returns:
       Per row: "explained" (the predicted class, or "output"), "output", "baseline_output",
-      "completeness_error" and "attributions" [{"feature", "attribution"}], largest first.
+      "completeness_error" and "attributions" [{"feature", "attribution"}], largest first;
+      with text features also "tokens": feature -> [{"token", "score"}], largest |score|
+      first.
 
     Raises:
       FileNotFoundError: no explainer bundle in `model_dir`.
