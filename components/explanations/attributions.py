@@ -111,7 +111,7 @@ def _embedded_inputs(config: dict, texts: set[str]) -> dict[str, tuple[str, str]
     for layer in list(config["layers"]):
         if layer["class_name"] not in ("Functional", "Model") or not layer["inbound_nodes"]:
             continue
-        [[source, *_]] = layer["inbound_nodes"][0]
+        source = layer["inbound_nodes"][0][0][0]
         if source not in texts:
             continue
         embedded = f"{source}{EMBEDDED_SUFFIX}"
