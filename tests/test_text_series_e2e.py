@@ -28,8 +28,8 @@ def _run(repo_root, root, name, examples, search_space):
     raw["tuner"]["search_space"].update(search_space)
     raw["training"].update(epochs=2)
     raw["evaluation"]["lower_bound"] = 0.0
-    # IG on 20 eval examples (of 100) keeps the explanations' share of the run small.
-    raw.setdefault("explanations", {})["examples"] = 20
+    # IG on 10 eval examples (of 100) keeps the explanations' share of the run small.
+    raw.setdefault("explanations", {})["examples"] = 10
     # The BBC News run quantizes (the sequence family's int8 path through the pipeline);
     # FordA's int8 conv path has its tests in test_quantization_sequence.py.
     raw["quantization"]["enabled"] = name == "bbc_news.yaml"
@@ -151,7 +151,7 @@ def _assert_text_explanations(summary, classes, root, capsys):
     eval example and per class in the summary and report, and `explain` on a raw text."""
     explanations = summary["explanations"]
     assert [g["feature"] for g in explanations["global"]] == ["text"]
-    assert explanations["examples"] == 20
+    assert explanations["examples"] == 10
     assert explanations["completeness"]["max_abs_error"] < 0.05
     [entry] = explanations["text"]
     assert entry["feature"] == "text" and len(entry["examples"]) == 10
