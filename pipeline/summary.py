@@ -544,6 +544,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     if explanations:
         top = ", ".join(f"{g['feature']} {g['score']:.3f}" for g in explanations["global"][:5])
         lines.append(f"  explanations (IG, {explanations['examples']} eval examples): {top}")
+        for entry in explanations.get("text", []):
+            for name, tokens in entry.get("top_tokens", {}).items():
+                words = ", ".join(t["token"] for t in tokens[:5])
+                lines.append(f"    top tokens of {entry['feature']} toward {name}: {words}")
     infra = summary.get("infra_validation")
     if infra:
         lines.append(

@@ -141,3 +141,27 @@ def test_the_candidates_metrics_read_back_from_a_tfma_run_with_a_baseline(tmp_pa
     assert curves["roc"]["tpr"][0] == curves["roc"]["fpr"][0] == 1.0
     assert sum(curves["calibration"]["count"]) == 3 * 19
     assert set(curves["per_class"]) == set(LABELS)
+
+
+def test_the_printed_summary_names_a_text_features_top_tokens_per_class():
+    text = summary.format_summary(
+        {
+            "pipeline": "bbc-news",
+            "run_id": "r",
+            "status": "succeeded",
+            "seconds": 1.0,
+            "components": {},
+            "explanations": {
+                "examples": 10,
+                "global": [{"feature": "text", "score": 0.42}],
+                "text": [
+                    {
+                        "feature": "text",
+                        "top_tokens": {"sport": [{"token": "match", "score": 0.3}]},
+                    }
+                ],
+            },
+        }
+    )
+    assert "  explanations (IG, 10 eval examples): text 0.420" in text
+    assert "    top tokens of text toward sport: match" in text

@@ -162,6 +162,8 @@ def _assert_text_explanations(summary, classes, root, capsys):
         assert "[PAD]" not in {t["token"] for t in example["sequence"]}
     assert set(entry["top_tokens"]) <= set(classes) and entry["top_tokens"]
     assert "Text feature text: top tokens" in Path(summary["report"]).read_text()
+    card = (Path(summary["pushed"]["model_dir"]) / "assets.extra" / "model_card.md").read_text()
+    assert "Top tokens of the text feature text per predicted class" in card
     article = root / "article.txt"
     article.write_text("Shares rose as the bank's profits beat forecasts, said Zyxwvut.")
     argv = ["explain", "--config", str(root / "bbc_news.yaml"), "--output-root", str(root / "out")]
