@@ -4,7 +4,10 @@ Serving data (logged requests, or a folder of data) gets TFDV statistics, compar
 statistics of the served model's training data, found through ML Metadata lineage
 (pipeline/monitor_lineage.py), by TFDV's drift comparators from the config: L-infinity
 distance for categorical features, Jensen-Shannon divergence for numeric ones, and for the
-label the predictions' distribution against the training labels (label shift).
+label the predictions' distribution against the training labels (label shift). Image, text
+and sequence features are compared through statistics derived from each value
+(pipeline/monitor_derived.py: an image's size and brightness, a text's tokens, a series'
+mean and spread) by the same comparators, so drift.json and the report read the same.
 
 Writes `<outputs.root>/monitoring/<model>/<UTC time>/drift.json` and `report.html`.
 """
@@ -22,6 +25,7 @@ import pandas as pd
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from pipeline import monitor_derived
 from pipeline.config import PipelineConfig, request_log_dir
 from pipeline.data import DataError
 from pipeline.monitor_inputs import ServingData, read_examples, read_request_logs
@@ -84,10 +88,11 @@ def monitor(
         if examples
         else read_request_logs(logs or str(request_log_dir(config)), config)
     )
-    training = _training_statistics(lineage)
-    schema = _comparing_schema(lineage, config, data)
-    serving = tfdv.generate_statistics_from_dataframe(_typed_as(data.frame, schema))
-    anomalies = tfdv.validate_statistics(serving, schema, previous_statistics=training)
+    training, serving, anomalies = _tabular_comparison(config, lineage, data)
+    derived = _derived_comparison(config, lineage, data)
+    if derived is not None:
+        training, serving = _merged(training, derived[0]), _merged(serving, derived[1])
+        anomalies.MergeFrom(derived[2])
     drift = drift_record(config, lineage, data, anomalies)
     directory = Path(config.output_root) / "monitoring" / config.model_name / _timestamp()
     directory.mkdir(parents=True, exist_ok=True)
@@ -100,6 +105,86 @@ def _timestamp() -> str:
     # Microseconds keep two runs in one second apart.
     now = time.time()
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+_Comparison = tuple[
+    statistics_pb2.DatasetFeatureStatisticsList,
+    statistics_pb2.DatasetFeatureStatisticsList,
+    anomalies_pb2.Anomalies,
+]
+
+
+def _tabular_comparison(
+    config: PipelineConfig, lineage: TrainingLineage, data: ServingData
+) -> _Comparison:
+    """Training vs serving statistics of the numeric and categorical features and the label
+    (StatisticsGen's own for training), and TFDV's anomalies with the drift measurements."""
+    training = _training_statistics(lineage)
+    if data.frame.columns.empty:
+        # An image/text/sequence model's data without labels: only derived statistics.
+        return training, statistics_pb2.DatasetFeatureStatisticsList(), anomalies_pb2.Anomalies()
+    schema = _comparing_schema(lineage, config, data)
+    serving = tfdv.generate_statistics_from_dataframe(_typed_as(data.frame, schema))
+    return (
+        training,
+        serving,
+        tfdv.validate_statistics(serving, schema, previous_statistics=training),
+    )
+
+
+def _derived_comparison(
+    config: PipelineConfig, lineage: TrainingLineage, data: ServingData
+) -> _Comparison | None:
+    """The derived statistics of the image, text and sequence features compared: those of the
+    served model's training examples against those of the serving data (None: no such
+    features)."""
+    kinds = {
+        **{f: "image" for f in config.image_features},
+        **{f: "text" for f in config.text_features},
+        **{f: "sequence" for f in config.sequence_features},
+    }
+    if not kinds:
+        return None
+    vocabularies = {f: _vocabulary(lineage, f) for f in config.text_features}
+    reference = monitor_derived.reference_frame(lineage.examples_uri, kinds, vocabularies)
+    try:
+        served = monitor_derived.derived_frame(data.raw, kinds, vocabularies)
+    except ValueError as err:
+        raise DataError(f"{data.source}: {err}") from err
+    return monitor_derived.compare(reference, served, config.monitoring)
+
+
+def _vocabulary(lineage: TrainingLineage, feature: str) -> list[bytes]:
+    """The vocabulary Transform computed for a text feature of the served model."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from models.features import vocabulary_name
+
+    if not lineage.transform_graph_uri:
+        raise DataError(
+            f"model {lineage.version}: its Trainer read no Transform output, so the vocabulary"
+            f" of text feature {feature!r} is unknown"
+        )
+    path = tft.TFTransformOutput(lineage.transform_graph_uri).vocabulary_file_by_name(
+        vocabulary_name(feature)
+    )
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read().splitlines()
+
+
+def _merged(
+    first: statistics_pb2.DatasetFeatureStatisticsList,
+    second: statistics_pb2.DatasetFeatureStatisticsList,
+) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """One dataset's statistics with the features of both (for the report)."""
+    merged = statistics_pb2.DatasetFeatureStatisticsList()
+    merged.CopyFrom(first)
+    if not merged.datasets:
+        merged.datasets.add()
+    for dataset in second.datasets[:1]:
+        merged.datasets[0].features.extend(dataset.features)
+    return merged
 
 
 def _training_statistics(lineage: TrainingLineage) -> statistics_pb2.DatasetFeatureStatisticsList:
@@ -195,6 +280,11 @@ def drift_record(
 
 
 def _role(name: str, config: PipelineConfig, data: ServingData) -> str:
+    derived = monitor_derived.derived_names(
+        config.image_features, config.text_features, config.sequence_features
+    )
+    if name in derived:
+        return f"{derived[name]} statistic"
     if name != config.label:
         return "feature"
     return "prediction" if data.label_kind == "predictions" else "label"

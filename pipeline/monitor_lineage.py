@@ -38,6 +38,8 @@ class TrainingLineage:
     statistics_uri: str
     schema_uri: str
     pipeline_run: str
+    # Transform's output the Trainer read (the text features' vocabularies); "" if none.
+    transform_graph_uri: str = ""
 
 
 class _Graph:
@@ -105,6 +107,7 @@ def training_lineage(metadata_path: str, serving_dir: str, version: str) -> Trai
     trainer, model = _trainer(graph, pushed, destination)
     examples = _raw_examples(graph, trainer, destination)
     (schema,) = graph.artifacts(trainer, _INPUT, "schema") or [None]
+    (transform_graph,) = graph.artifacts(trainer, _INPUT, "transform_graph") or [None]
     statistics = _statistics_of(graph, examples)
     if schema is None or statistics is None:
         missing = "schema" if schema is None else "StatisticsGen statistics"
@@ -120,6 +123,7 @@ def training_lineage(metadata_path: str, serving_dir: str, version: str) -> Trai
         statistics_uri=statistics.uri,
         schema_uri=schema.uri,
         pipeline_run=_run_of(store, trainer),
+        transform_graph_uri=transform_graph.uri if transform_graph is not None else "",
     )
 
 
