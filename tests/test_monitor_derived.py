@@ -14,14 +14,13 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT
 
+from models.preprocessing import tokenize
 from pipeline import monitor_derived
 from pipeline.config import load_config
 from pipeline.images import fashion_mnist_arrays
 from pipeline.monitor_inputs import read_examples
 from pipeline.series import files_of
 from pipeline.texts import bbc_news_root
-
-from models.preprocessing import tokenize
 
 
 def _feature(value) -> tf.train.Feature:
