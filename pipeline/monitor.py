@@ -9,7 +9,8 @@ and sequence features are compared through statistics derived from each value
 (pipeline/monitor_derived.py: an image's size and brightness, a text's tokens, a series'
 mean and spread) by the same comparators, so drift.json and the report read the same.
 
-Writes `<outputs.root>/monitoring/<model>/<UTC time>/drift.json` and `report.html`.
+Writes `<outputs.root>/monitoring/<model>/<UTC time>/drift.json`, `report.html` and
+`figures/<feature>.png`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from pipeline.monitor_lineage import TrainingLineage, served_version, training_l
 DRIFT_EXIT_CODE = 3
 DRIFT_FILE = "drift.json"
 REPORT_FILE = "report.html"
+# Per compared feature, its training-vs-serving figure (PNG), for the pipeline's report.
+FIGURES_DIR = "figures"
 _MEASURES = {
     anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L_infinity",
     anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "jensen_shannon_divergence",
@@ -95,9 +98,14 @@ def monitor(
         anomalies.MergeFrom(derived[2])
     drift = drift_record(config, lineage, data, anomalies)
     directory = Path(config.output_root) / "monitoring" / config.model_name / _timestamp()
-    directory.mkdir(parents=True, exist_ok=True)
+    pngs = monitor_report.figures(drift, training, serving)
+    (directory / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    for name, png in pngs.items():
+        path = directory / FIGURES_DIR / f"{name}.png"
+        path.write_bytes(png)
+        drift["features"][name]["figure"] = str(path)
     (directory / DRIFT_FILE).write_text(json.dumps(drift, indent=2) + "\n")
-    (directory / REPORT_FILE).write_text(monitor_report.render(drift, training, serving))
+    (directory / REPORT_FILE).write_text(monitor_report.render(drift, pngs))
     return MonitorResult(drift, str(directory), lineage)
 
 
