@@ -23,14 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from pipeline import monitor_derived
 from pipeline.config import PipelineConfig, request_log_dir
 from pipeline.data import DataError
+from pipeline.errors import ConfigError
 from pipeline.monitor_inputs import ServingData, read_examples, read_request_logs
-from pipeline.monitor_lineage import TrainingLineage, served_version, training_lineage
+from pipeline.monitor_lineage import (
+    TrainingLineage,
+    grpc_connection,
+    served_version,
+    training_lineage,
+)
 
 # The exit status of `monitor` when drift is found (0: none; 1: bad input; 2: bad config).
 DRIFT_EXIT_CODE = 3
@@ -63,33 +70,38 @@ class MonitorResult:
 
 
 def monitor(
-    config: PipelineConfig, *, logs: str | None = None, examples: str | None = None
+    config: PipelineConfig,
+    *,
+    logs: str | None = None,
+    examples: str | None = None,
+    cluster: bool = False,
 ) -> MonitorResult:
     """Compares serving data with the served model's training data; writes drift.json and
     the report.
 
     Args:
       config: the pipeline's config (features, thresholds, output root).
-      logs: a folder (or file prefix) of request logs; the default is where `make serve`
-        logs them.
+      logs: a folder (or file prefix) of request logs, local or gs://; the default is where
+        `make serve` logs them (with `cluster`, `kubeflow.request_logs`).
       examples: a CSV/TFRecord file or folder of data instead of logs.
+      cluster: follow the model the cluster pipeline pushed (`kubeflow.serving_root`)
+        through the cluster's ML Metadata (`kubeflow.metadata`) instead of the local run's.
 
     Returns:
       The result, with the drift record.
 
     Raises:
+      ConfigError: `cluster` without the kubeflow keys it needs.
       DataError: the serving data or the lineage cannot be read; nothing is written.
     """
-    from pipeline import local_runner, monitor_report
+    from pipeline import monitor_report
 
-    serving_dir = local_runner.serving_dir(config)
-    lineage = training_lineage(
-        local_runner.metadata_path(config), serving_dir, served_version(serving_dir)
-    )
+    metadata, serving_dir, default_logs = _sources(config, cluster)
+    lineage = training_lineage(metadata, serving_dir, served_version(serving_dir))
     data = (
         read_examples(examples, config)
         if examples
-        else read_request_logs(logs or str(request_log_dir(config)), config)
+        else read_request_logs(logs or default_logs, config)
     )
     training, serving, anomalies = _tabular_comparison(config, lineage, data)
     derived = _derived_comparison(config, lineage, data)
@@ -107,6 +119,34 @@ def monitor(
     (directory / DRIFT_FILE).write_text(json.dumps(drift, indent=2) + "\n")
     (directory / REPORT_FILE).write_text(monitor_report.render(drift, pngs))
     return MonitorResult(drift, str(directory), lineage)
+
+
+def _sources(config: PipelineConfig, cluster: bool) -> tuple[Any, str, str]:
+    """(ML Metadata, the model's serving folder, the default request logs): the local
+    runner's, or with `cluster` the cluster's from the config's `kubeflow:` section."""
+    if not cluster:
+        from pipeline import local_runner
+
+        return (
+            local_runner.metadata_path(config),
+            local_runner.serving_dir(config),
+            str(request_log_dir(config)),
+        )
+    kubeflow = config.cluster.kubeflow
+    if kubeflow.metadata is None:
+        raise ConfigError(
+            config.source_file,
+            "kubeflow.metadata",
+            "monitor --cluster reads the cluster's ML Metadata: set {host, port} of its gRPC"
+            " service (Kubeflow Pipelines: metadata-grpc-service.kubeflow, 8080)",
+        )
+    if not kubeflow.serving_root:
+        raise ConfigError(
+            config.source_file, "kubeflow.serving_root", "monitor --cluster needs the serving root"
+        )
+    serving_dir = f"{kubeflow.serving_root.rstrip('/')}/{config.model_name}"
+    metadata = grpc_connection(kubeflow.metadata.host, kubeflow.metadata.port)
+    return metadata, serving_dir, kubeflow.request_logs or str(request_log_dir(config))
 
 
 def _timestamp() -> str:
@@ -197,7 +237,7 @@ def _merged(
 
 def _training_statistics(lineage: TrainingLineage) -> statistics_pb2.DatasetFeatureStatisticsList:
     path = os.path.join(lineage.statistics_uri, "Split-train", "FeatureStats.pb")
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
         raise DataError(f"{path}: the training statistics of model {lineage.version} are gone")
     return tfdv.load_stats_binary(path)
 
