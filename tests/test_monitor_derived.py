@@ -156,3 +156,25 @@ def test_missing_values_stay_missing_and_undecodable_images_are_named():
     assert np.isnan(texts.loc[1, "text.tokens"]) and texts.loc[1, "text.top_tokens"] is None
     with pytest.raises(ValueError, match="'image': the image of example 2 cannot be decoded"):
         monitor_derived.derived_frame({"image": [png, None, b"GIF8?"]}, {"image": "image"}, {})
+
+
+def test_derived_statistics_take_thresholds_from_the_config(tmp_path):
+    import yaml
+
+    from pipeline.errors import ConfigError
+
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "bbc_news.yaml").read_text())
+    raw["monitoring"] = {"thresholds": {"text.top_tokens": 0.02, "text.tokens": 0.5}}
+    path = tmp_path / "bbc.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, output_root=str(tmp_path / "out"))
+    frame = monitor_derived.derived_frame({"text": ["a b"]}, {"text": "text"}, {"text": [b"a"]})
+    schema = monitor_derived.comparing_schema(frame, config.monitoring)
+    comparators = {f.name: f.drift_comparator for f in schema.feature}
+    assert comparators["text.top_tokens"].infinity_norm.threshold == 0.02
+    assert comparators["text.tokens"].jensen_shannon_divergence.threshold == 0.5
+    assert comparators["text.oov_share"].jensen_shannon_divergence.threshold == 0.25
+    raw["monitoring"] = {"thresholds": {"text.brightness": 0.1}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"monitoring\.thresholds\.text\.brightness"):
+        load_config(path, output_root=str(tmp_path / "out"))
