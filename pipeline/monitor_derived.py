@@ -170,7 +170,7 @@ def text_statistics(
             tokens, tokens.with_flat_values(top.lookup(tokens.flat_values) > 0)
         )
         tops += [[t.decode() for t in row] for row in kept.to_list()]
-    missing = np.array([t is None for t in texts])
+    missing = np.array([t is None for t in texts], dtype=bool)
     tokens_per_text = np.concatenate(counts).astype(np.float32) if counts else np.zeros(0)
     tokens_per_text[missing] = np.nan
     return {
