@@ -110,7 +110,14 @@ def monitor(
         anomalies.MergeFrom(derived[2])
     drift = drift_record(config, lineage, data, anomalies)
     directory = Path(config.output_root) / "monitoring" / config.model_name / _timestamp()
-    pngs = monitor_report.figures(drift, training, serving)
+    _write(directory, drift, monitor_report.figures(drift, training, serving))
+    return MonitorResult(drift, str(directory), lineage)
+
+
+def _write(directory: Path, drift: dict[str, Any], pngs: dict[str, bytes]) -> None:
+    """drift.json, the figures (each named in its feature's entry) and the report."""
+    from pipeline import monitor_report
+
     (directory / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     for name, png in pngs.items():
         path = directory / FIGURES_DIR / f"{name}.png"
@@ -118,7 +125,6 @@ def monitor(
         drift["features"][name]["figure"] = str(path)
     (directory / DRIFT_FILE).write_text(json.dumps(drift, indent=2) + "\n")
     (directory / REPORT_FILE).write_text(monitor_report.render(drift, pngs))
-    return MonitorResult(drift, str(directory), lineage)
 
 
 def _sources(config: PipelineConfig, cluster: bool) -> tuple[Any, str, str]:
