@@ -20,6 +20,13 @@ With --retraining, only this instead (it needs no earlier run):
    hyperparameters: the Tuner's output is cached between the two). Per retrain: the Trainer's
    epochs (early stopping), fit seconds, and accuracy on the 2008-2009 birds of the eval split.
    --max-trials/--epochs shorten the config's tuner and training for a quick look.
+
+With --derived N, only this instead (no run needed either):
+
+4. The derived statistics of image, text and sequence features (pipeline/monitor_derived.py)
+   on N Fashion-MNIST test images (PNG), N BBC News texts (repeated past the corpus's 2,225)
+   and N FordA series: seconds for the statistics and for TFDV's statistics of them, values
+   per second, and the process's peak memory.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ def main() -> int:
     args = _parser().parse_args()
     if args.retraining:
         return _retraining(args)
+    if args.derived:
+        return _derived(args.derived)
     from pipeline import local_runner
     from pipeline.config import load_config
     from pipeline.data import read_source
@@ -76,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--retraining", action="store_true", help="measure warm start vs from scratch only"
+    )
+    parser.add_argument(
+        "--derived", type=int, default=0, help="measure derived statistics on this many values"
     )
     parser.add_argument("--max-trials", type=int, default=None, help="retraining: tuner trials")
     parser.add_argument("--epochs", type=int, default=None, help="retraining: training epochs")
@@ -216,6 +228,57 @@ def _monitor(args, logs: Path) -> None:
         f"monitor on {args.records} logged requests: {seconds:.1f}s (process start and imports "
         f"included), peak memory {int(peak[0]) / 1024:.0f} MB, exit {result.returncode}"
     )
+
+
+def _derived(count: int) -> int:
+    import resource
+
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_data_validation as tfdv
+
+    from pipeline import monitor_derived, series, texts
+    from pipeline.images import fashion_mnist_arrays
+
+    pixels, _ = fashion_mnist_arrays("eval")
+    images = [tf.io.encode_png(p).numpy() for p in pixels[np.arange(count) % len(pixels)]]
+    corpus = sorted(texts.bbc_news_root().glob("*/*.txt"))
+    articles = [
+        corpus[i % len(corpus)].read_bytes().decode("utf-8", "replace") for i in range(count)
+    ]
+    vocabulary = _vocabulary(articles[: len(corpus)], 20_000)
+    lines = series.files_of("ucr:FordA")[1].read_text().splitlines()
+    signals = [[float(v) for v in lines[i % len(lines)].split("\t")[1:]] for i in range(count)]
+    print(f"derived statistics of {count:,} values per feature type (2 shared cores):")
+    for kind, values in (("image", images), ("text", articles), ("sequence", signals)):
+        start = time.perf_counter()
+        frame = monitor_derived.derived_frame({kind: values}, {kind: kind}, {kind: vocabulary})
+        derived = time.perf_counter() - start
+        start = time.perf_counter()
+        tfdv.generate_statistics_from_dataframe(frame)
+        stats = time.perf_counter() - start
+        print(
+            f"  {kind:<8} derived {derived:6.1f}s ({count / derived:8,.0f}/s), "
+            f"TFDV statistics {stats:5.1f}s"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak memory {peak:,.0f} MB")
+    return 0
+
+
+def _vocabulary(articles: list[str], size: int) -> list[bytes]:
+    """Transform's vocabulary of these texts: the `size` most frequent tokens."""
+    import collections
+
+    import tensorflow as tf
+
+    from models.preprocessing import tokenize
+
+    counts: collections.Counter = collections.Counter()
+    for start in range(0, len(articles), 256):
+        for tokens in tokenize(tf.constant(articles[start : start + 256])).to_list():
+            counts.update(tokens)
+    return [token for token, _ in counts.most_common(size)]
 
 
 def _retraining(args) -> int:

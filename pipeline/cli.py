@@ -123,12 +123,18 @@ def _serving(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     from pipeline import progress
 
+    if args.cluster and args.retrain:
+        # --retrain runs the local pipeline; a cluster retrains by its scheduled pipeline.
+        print("monitor: --retrain runs the local pipeline; not with --cluster", file=sys.stderr)
+        return 2
     config = load_config(args.config, output_root=args.output_root)
     log = progress.log_path(config, f"monitor-{progress.new_run_id()}")
     with progress.native_stderr_to(log):
         from pipeline import monitor
 
-        result = monitor.monitor(config, logs=args.logs, examples=args.examples)
+        result = monitor.monitor(
+            config, logs=args.logs, examples=args.examples, cluster=args.cluster
+        )
     _print_drift(config, result)
     if args.retrain:
         return _retrain(config, result)
@@ -202,12 +208,45 @@ def _monitor_command(sub) -> None:
         "--examples", default=None, help="a CSV or tf.Example TFRecord file, or a folder of them"
     )
     cmd.add_argument(
+        "--cluster",
+        action="store_true",
+        help="follow the model the cluster pipeline pushed (kubeflow.serving_root) through "
+        "the cluster's ML Metadata (kubeflow.metadata); logs default to kubeflow.request_logs",
+    )
+    cmd.add_argument(
         "--retrain",
         action="store_true",
         help="run the pipeline when drift is found or the data changed since the served "
         "model's training (exit 0, or 1 if that run fails)",
     )
     cmd.set_defaults(func=_monitor)
+    job = sub.add_parser(
+        "compile-monitor",
+        help="write the monitor job (a one-step KFP pipeline running `monitor --cluster`)",
+    )
+    job.add_argument("--config", default="configs/penguins.yaml", help="pipeline config YAML")
+    job.add_argument(
+        "--out", default=None, help="output YAML (default output/kubeflow/monitor.yaml)"
+    )
+    job.add_argument("--image", default="", help="overrides kubeflow.image")
+    job.add_argument("--logs", default="", help="overrides kubeflow.request_logs")
+    job.add_argument(
+        "--image-config",
+        default="",
+        help="the config's path inside the image (default: its path in this repository)",
+    )
+    job.set_defaults(func=_compile_monitor)
+
+
+def _compile_monitor(args: argparse.Namespace) -> int:
+    from kubeflow import monitor_job
+
+    config = load_config(args.config)
+    spec = monitor_job.compile_monitor(
+        config, args.out, image=args.image, logs=args.logs, image_config=args.image_config
+    )
+    print(f"wrote {args.out or monitor_job.DEFAULT_OUTPUT} ({spec['pipelineInfo']['name']})")
+    return 0
 
 
 _TARGET_FLAGS = ("image", "pipeline_root", "data_root", "serving_root", "schema_uri")

@@ -61,6 +61,15 @@ class Accelerator:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetadataConfig:
+    """The cluster's ML Metadata, which `monitor --cluster` follows from the served model
+    to its training data: Kubeflow Pipelines' metadata gRPC service (in-cluster DNS name)."""
+
+    host: str
+    port: int = 8080
+
+
+@dataclasses.dataclass(frozen=True)
 class KubeflowConfig:
     """Where the cluster pipeline reads, writes and which image it runs.
 
@@ -76,6 +85,9 @@ class KubeflowConfig:
     output: str = "output/kubeflow/pipeline.json"
     endpoint: str = ""
     experiment: str = "Default"
+    # Request logs the monitor job reads (a folder or file prefix, gs:// or mounted).
+    request_logs: str = ""
+    metadata: MetadataConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +170,27 @@ def parse_cluster(top: Any) -> ClusterConfig:
 
 def _kubeflow(reader: Any) -> KubeflowConfig:
     d = KubeflowConfig()
-    config = KubeflowConfig(
-        **{f.name: reader.get(f.name, str, getattr(d, f.name)) for f in dataclasses.fields(d)}
-    )
+    paths = {
+        f.name: reader.get(f.name, str, getattr(d, f.name))
+        for f in dataclasses.fields(d)
+        if f.name != "metadata"
+    }
+    metadata = None
+    if reader.get("metadata", Mapping, None) is not None:
+        metadata = _metadata(reader.section("metadata"))
     reader.finish()
-    return config
+    return KubeflowConfig(**paths, metadata=metadata)
+
+
+def _metadata(reader: Any) -> MetadataConfig:
+    host = reader.get("host", str)
+    if not host or "/" in host or ":" in host:
+        raise reader.error("host", f"expected a host name (port apart), got {host!r}")
+    port = reader.positive("port", MetadataConfig.port)
+    if port > 65535:
+        raise reader.error("port", f"must be a TCP port (1-65535), got {port}")
+    reader.finish()
+    return MetadataConfig(host=host, port=port)
 
 
 def _accelerator(reader: Any, allowed: tuple[str, ...]) -> Accelerator:

@@ -337,9 +337,13 @@ class MonitoringConfig:
       distribution of a categorical feature (TFDV's infinity_norm drift comparator).
     numeric_threshold: largest Jensen-Shannon divergence of a numeric feature's histograms
       (TFDV's jensen_shannon_divergence comparator).
-    thresholds: a feature's own threshold instead of its type's.
+    thresholds: a feature's own threshold instead of its type's; also a derived statistic's
+      of an image, text or sequence feature (`image.brightness`, pipeline/monitor_derived.py).
     prediction_threshold: largest L-infinity distance between the training labels and the
       served predictions (label shift).
+    token_threshold: largest L-infinity distance between the shares of a text feature's
+      most frequent tokens (`<text>.top_tokens`); the shares spread over hundreds of tokens,
+      so a change of topic moves the largest by a point or two, not by 0.25.
     """
 
     request_log_sampling_rate: float = 0.0
@@ -347,6 +351,7 @@ class MonitoringConfig:
     numeric_threshold: float = 0.25
     thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     prediction_threshold: float = 0.25
+    token_threshold: float = 0.006
 
     def threshold(self, feature: str, categorical: bool) -> float:
         """The drift threshold of `feature`."""
@@ -1277,7 +1282,7 @@ def _monitoring(reader: _Reader) -> MonitoringConfig:
     rate = reader.get("request_log_sampling_rate", float, d.request_log_sampling_rate)
     if not 0.0 <= rate <= 1.0:
         raise reader.error("request_log_sampling_rate", f"must be in [0, 1], got {rate}")
-    keys = ("categorical_threshold", "numeric_threshold", "prediction_threshold")
+    keys = ("categorical_threshold", "numeric_threshold", "prediction_threshold", "token_threshold")
     bounds = {key: _drift_threshold(reader, key, getattr(d, key)) for key in keys}
     per_feature = reader.get("thresholds", Mapping, {})
     for feature in per_feature:
@@ -1300,12 +1305,18 @@ def _drift_threshold(reader: _Reader, key: str, default: float | None) -> float:
 
 
 def _check_monitored_features(reader: _Reader, config: PipelineConfig) -> None:
+    from pipeline.monitor_derived import derived_names
+
     known = set(config.numeric_features + config.categorical_features)
+    known |= set(
+        derived_names(config.image_features, config.text_features, config.sequence_features)
+    )
     for feature in config.monitoring.thresholds:
         if feature not in known:
             raise reader.error(
                 f"monitoring.thresholds.{feature}",
-                f"not a numeric or categorical feature; expected one of {sorted(known)}",
+                "not a numeric or categorical feature or a derived statistic; expected one"
+                f" of {sorted(known)}",
             )
 
 

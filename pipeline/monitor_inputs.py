@@ -1,6 +1,8 @@
 """What the monitor compares with the training data: logged requests or a folder of data,
 read into one table of the model's raw features (numeric as float, categorical as str) and,
-in the label's column, what the model predicted (logs) or the true label (data, if present).
+in the label's column, what the model predicted (logs) or the true label (data, if present);
+image, text and sequence features are kept beside it as raw values (encoded bytes, str,
+float lists) for pipeline/monitor_derived.py.
 
 Logged requests may come from any PredictionService method TF Serving logs: Classify,
 Regress and MultiInference carry tf.Examples; Predict carries either serialized tf.Examples
@@ -43,6 +45,8 @@ class ServingData:
     label_kind: str | None
     # Logged requests per served model version (logs only): which model answered them.
     versions: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    # Image, text and sequence feature -> its raw values, one per row (None: missing).
+    raw: Mapping[str, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 def read_request_logs(path: str, config: PipelineConfig) -> ServingData:
@@ -67,8 +71,8 @@ def read_request_logs(path: str, config: PipelineConfig) -> ServingData:
                 versions[record.log_metadata.model_spec.version.value] += 1
         except ValueError as err:
             raise DataError(f"{err}; move the file away to monitor the others") from err
-    frame = _frame(rows, config, path)
-    return ServingData(frame, path, len(files), "predictions", dict(sorted(versions.items())))
+    frame, raw = _frame(rows, config, path)
+    return ServingData(frame, path, len(files), "predictions", dict(sorted(versions.items())), raw)
 
 
 def _checked_rows(record, config: PipelineConfig, where: str) -> list[dict[str, Any]]:
@@ -79,7 +83,7 @@ def _checked_rows(record, config: PipelineConfig, where: str) -> list[dict[str, 
             f"not {config.model_name!r}; give the folder of {config.model_name!r}'s logs"
         )
     rows = _rows(record)
-    wanted = set(config.numeric_features + config.categorical_features)
+    wanted = set(config.features)
     carried = sorted(k for k in rows[0] if isinstance(k, str)) if rows else []
     missing = sorted(wanted - set(carried))
     if missing:
@@ -117,12 +121,19 @@ def _predict_rows(request) -> list[dict[str, Any]]:
             return [_example_row(tf.train.Example.FromString(a)) for a in array]
     rows: list[dict[str, Any]] = []
     for key, array in arrays.items():
-        values = array.reshape(len(array), -1)[:, 0] if array.ndim else array.reshape(1)
-        for index, value in enumerate(values):
+        values = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+        # One value per row is a scalar feature; more are a series (a sequence feature).
+        scalar = values.shape[1] == 1
+        for index, row_values in enumerate(values):
             if index == len(rows):
                 rows.append({})
-            rows[index][key] = value.decode() if isinstance(value, bytes) else float(value)
+            rows[index][key] = _scalar(row_values[0]) if scalar else row_values.tolist()
     return rows
+
+
+def _scalar(value: Any) -> Any:
+    # Bytes stay bytes: an image's are not text; _frame decodes the text ones.
+    return value if isinstance(value, bytes) else float(value)
 
 
 # Dtypes whose values _array reads straight from the proto; others go through TensorFlow.
@@ -209,9 +220,10 @@ def _example_row(example: tf.train.Example) -> dict[str, Any]:
     for key, feature in example.features.feature.items():
         kind = feature.WhichOneof("kind")
         values = list(getattr(feature, kind).value) if kind else []
-        if values:
-            value = values[0]
-            row[key] = value.decode() if isinstance(value, bytes) else float(value)
+        if len(values) == 1:
+            row[key] = _scalar(values[0])
+        elif values:
+            row[key] = [float(v) for v in values] if kind != "bytes_list" else values[0]
     return row
 
 
@@ -222,7 +234,7 @@ def read_examples(path: str, config: PipelineConfig) -> ServingData:
       DataError: nothing readable there, a corrupt file, or rows without the model's features.
     """
     files = _data_files(path)
-    wanted = set(config.numeric_features + config.categorical_features)
+    wanted = set(config.features)
     rows: list[dict[str, Any]] = []
     keys: set[str] = set()
     for file in files:
@@ -240,7 +252,8 @@ def read_examples(path: str, config: PipelineConfig) -> ServingData:
     for row in rows:
         if label_kind:
             row[None] = row.pop(config.label, None)
-    return ServingData(_frame(rows, config, path), path, len(files), label_kind)
+    frame, raw = _frame(rows, config, path)
+    return ServingData(frame, path, len(files), label_kind, raw=raw)
 
 
 def _data_files(path: str) -> list[str]:
@@ -283,9 +296,12 @@ def _tfrecord_rows(file: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _frame(rows: Iterable[Mapping[Any, Any]], config: PipelineConfig, source: str) -> pd.DataFrame:
+def _frame(
+    rows: Iterable[Mapping[Any, Any]], config: PipelineConfig, source: str
+) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
     """The table TFDV reads: numeric features float32 (NaN: missing), categorical str or None,
-    the label column from the rows' None key."""
+    the label column from the rows' None key; and the raw values of the image (bytes), text
+    (str) and sequence (float lists) features."""
     rows = list(rows)
     if not rows:
         raise DataError(f"{source}: no requests with rows in the logs")
@@ -302,7 +318,24 @@ def _frame(rows: Iterable[Mapping[Any, Any]], config: PipelineConfig, source: st
             if numeric
             else pd.Series([_text(v) for v in labels], dtype=object)
         )
-    return pd.DataFrame(columns)
+    raw: dict[str, list[Any]] = {}
+    for name in config.image_features:
+        raw[name] = [_image(r.get(name)) for r in rows]
+    for name in config.text_features:
+        raw[name] = [_text(r.get(name)) for r in rows]
+    for name in config.sequence_features:
+        raw[name] = [_series(r.get(name)) for r in rows]
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(rows))), raw
+
+
+def _image(value: Any) -> bytes | None:
+    return value if isinstance(value, bytes) and value else None
+
+
+def _series(value: Any) -> list[float] | None:
+    if value is None or isinstance(value, str | bytes):
+        return None
+    return list(value) if isinstance(value, list) else [float(value)]
 
 
 def _float(value: Any) -> float:
@@ -317,6 +350,8 @@ def _float(value: Any) -> float:
 def _text(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)

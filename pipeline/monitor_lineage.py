@@ -7,6 +7,10 @@ inputs (Trainer → Transform → ExampleGen) to the raw Examples the model lear
 takes the statistics StatisticsGen computed on exactly those and the schema the Trainer read.
 No path is guessed: a model pushed by another pipeline, or copied by hand, has no lineage
 here and the monitor says so.
+
+The store is the local runner's SQLite file, or on a cluster the ML Metadata gRPC service
+Kubeflow Pipelines records into (`kubeflow.metadata` in the config). Paths go through
+tf.io.gfile, so the serving root and the artifacts may be gs:// as well as local.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ml_metadata import metadata_store
+import tensorflow as tf
+from ml_metadata import errors, metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.data import DataError
@@ -38,6 +43,8 @@ class TrainingLineage:
     statistics_uri: str
     schema_uri: str
     pipeline_run: str
+    # Transform's output the Trainer read (the text features' vocabularies); "" if none.
+    transform_graph_uri: str = ""
 
 
 class _Graph:
@@ -71,40 +78,69 @@ def served_version(serving_dir: str) -> str:
       DataError: there is no pushed version.
     """
     versions = (
-        [v for v in os.listdir(serving_dir) if v.isdigit()] if os.path.isdir(serving_dir) else []
+        [v.rstrip("/") for v in tf.io.gfile.listdir(serving_dir) if v.rstrip("/").isdigit()]
+        if tf.io.gfile.isdir(serving_dir)
+        else []
     )
     if not versions:
         raise DataError(f"{serving_dir}: no pushed model version; run the pipeline first")
     return max(versions, key=int)
 
 
-def training_lineage(metadata_path: str, serving_dir: str, version: str) -> TrainingLineage:
+def grpc_connection(host: str, port: int) -> metadata_store_pb2.MetadataStoreClientConfig:
+    """The client config of an ML Metadata gRPC service (Kubeflow Pipelines' metadata)."""
+    return metadata_store_pb2.MetadataStoreClientConfig(host=host, port=port)
+
+
+def training_lineage(
+    metadata: str | metadata_store_pb2.MetadataStoreClientConfig, serving_dir: str, version: str
+) -> TrainingLineage:
     """Walks from the push of `serving_dir/version` to its training statistics and schema.
 
     Args:
-      metadata_path: the pipeline's ML Metadata (SQLite).
-      serving_dir: the model's folder of pushed versions.
+      metadata: the pipeline's ML Metadata: the local runner's SQLite file, or a cluster's
+        gRPC service (`grpc_connection`).
+      serving_dir: the model's folder of pushed versions (local or gs://).
       version: the served version.
 
     Returns:
       The lineage.
 
     Raises:
-      DataError: the store is missing, or it has no push of that version, or the lineage
-        stops before statistics and schema.
+      DataError: the store is missing or unreachable, or it has no push of that version, or
+        the lineage stops before statistics and schema.
     """
-    if not os.path.isfile(metadata_path):
-        raise DataError(f"{metadata_path}: no ML Metadata; run the pipeline first")
+    store, where = _store(metadata)
+    destination = _normalized(f"{serving_dir.rstrip('/')}/{version}")
+    try:
+        return _walk(store, where, destination, version)
+    except errors.StatusError as err:
+        raise DataError(f"{where}: cannot read ML Metadata: {err}") from err
+
+
+def _store(metadata) -> tuple[metadata_store.MetadataStore, str]:
+    if not isinstance(metadata, str):
+        return metadata_store.MetadataStore(metadata), f"{metadata.host}:{metadata.port}"
+    if not os.path.isfile(metadata):
+        raise DataError(f"{metadata}: no ML Metadata; run the pipeline first")
     config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
+    config.sqlite.filename_uri = metadata
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
-    destination = os.path.realpath(os.path.join(serving_dir, version))
+    return metadata_store.MetadataStore(config), metadata
+
+
+def _normalized(path: str) -> str:
+    """A path as the Pusher recorded it: local ones resolved (symlinks, `..`), URIs as given."""
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
+
+
+def _walk(store, metadata_path: str, destination: str, version: str) -> TrainingLineage:
     pushed = _pushed_model(store, destination, metadata_path)
     graph = _Graph(store)
     trainer, model = _trainer(graph, pushed, destination)
     examples = _raw_examples(graph, trainer, destination)
     (schema,) = graph.artifacts(trainer, _INPUT, "schema") or [None]
+    (transform_graph,) = graph.artifacts(trainer, _INPUT, "transform_graph") or [None]
     statistics = _statistics_of(graph, examples)
     if schema is None or statistics is None:
         missing = "schema" if schema is None else "StatisticsGen statistics"
@@ -120,13 +156,14 @@ def training_lineage(metadata_path: str, serving_dir: str, version: str) -> Trai
         statistics_uri=statistics.uri,
         schema_uri=schema.uri,
         pipeline_run=_run_of(store, trainer),
+        transform_graph_uri=transform_graph.uri if transform_graph is not None else "",
     )
 
 
 def _pushed_model(store, destination: str, metadata_path: str):
     for artifact in store.get_artifacts_by_type("PushedModel"):
         pushed_to = artifact.custom_properties.get("pushed_destination")
-        if pushed_to is not None and os.path.realpath(pushed_to.string_value) == destination:
+        if pushed_to is not None and _normalized(pushed_to.string_value) == destination:
             return artifact
     raise DataError(
         f"{destination}: no Pusher of {metadata_path} pushed this model, so what it was trained "

@@ -1,6 +1,7 @@
 """The drift report: one HTML file, per feature the training and serving distributions
 overlaid (numeric: TFDV's standard histograms; categorical: value shares) with the
-comparator's value against its threshold, images inlined as PNG."""
+comparator's value against its threshold, images inlined as PNG; the same figures are
+written beside drift.json (`figures/<feature>.png`) for the pipeline report to show."""
 
 from __future__ import annotations
 
@@ -21,17 +22,21 @@ _STANDARD = statistics_pb2.Histogram.STANDARD
 _MAX_VALUES = 15
 
 
-def render(
+def figures(
     drift: Mapping[str, Any],
     training: statistics_pb2.DatasetFeatureStatisticsList,
     serving: statistics_pb2.DatasetFeatureStatisticsList,
-) -> str:
-    """The report's HTML for one monitor run (drift.json's record and both statistics)."""
+) -> dict[str, bytes]:
+    """Per compared feature of drift.json, its figure as PNG bytes: the training and the
+    serving distribution overlaid (features without statistics on both sides have none)."""
     trained, served = _features(training), _features(serving)
-    sections = [
-        _section(name, entry, trained.get(name), served.get(name))
-        for name, entry in drift["features"].items()
-    ]
+    drawn = {name: _figure(name, trained.get(name), served.get(name)) for name in drift["features"]}
+    return {name: png for name, png in drawn.items() if png is not None}
+
+
+def render(drift: Mapping[str, Any], pngs: Mapping[str, bytes]) -> str:
+    """The report's HTML for one monitor run: drift.json's record and its `figures`."""
+    sections = [_section(name, entry, pngs.get(name)) for name, entry in drift["features"].items()]
     drifted = drift["drifted_features"]
     verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
     anomalies = "".join(
@@ -63,12 +68,14 @@ def _features(
     return {(f.name or ".".join(f.path.step)): f for f in dataset.features}
 
 
-def _section(name: str, entry: Mapping[str, Any], trained, served) -> str:
+def _section(name: str, entry: Mapping[str, Any], png: bytes | None) -> str:
     status = "drifted" if entry["drifted"] else "ok"
     title = f"{name} ({entry['role']})"
-    figure = _figure(name, trained, served)
     image = (
-        f"<img alt='{html.escape(title)}' src='data:image/png;base64,{figure}'>" if figure else ""
+        f"<img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(png).decode()}'>"
+        if png
+        else ""
     )
     return (
         f"<h2 class='{status}'>{html.escape(title)}: {status}</h2>"
@@ -77,7 +84,7 @@ def _section(name: str, entry: Mapping[str, Any], trained, served) -> str:
     )
 
 
-def _figure(name: str, trained, served) -> str | None:
+def _figure(name: str, trained, served) -> bytes | None:
     if trained is None or served is None:
         return None
     figure, axes = plt.subplots(figsize=(6, 2.8))
@@ -132,8 +139,8 @@ def _value_shares(stats) -> dict[str, float]:
     return {label: count / total for label, count in buckets}
 
 
-def _png(figure) -> str:
+def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()

@@ -27,6 +27,7 @@ _SECTIONS = (
     ("explanations", "Explanations"),
     ("quantization", "Quantization and serving latency"),
     ("model-card", "Model card"),
+    ("continuous-training", "Continuous training"),
 )
 
 
@@ -410,6 +411,63 @@ def _model_card(summary: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+def _continuous_training(summary: Mapping[str, Any]) -> list[str]:
+    """Where the Trainer started (`warm_start`) and, for a run a monitor started, the drift
+    behind it (`monitoring`: pipeline/retrain.py) with the drifted features' figures."""
+    warm, monitoring = summary.get("warm_start"), summary.get("monitoring")
+    if not warm and not monitoring:
+        return [_absent("No warm start and no monitor trigger recorded for this run.")]
+    parts = []
+    if warm:
+        skipped = warm.get("layers_skipped") or {}
+        facts = {
+            "warm start from": warm["from"] or "nothing: trained from scratch",
+            "why": warm["reason"],
+        }
+        if "layers_loaded" in warm:
+            facts["layers loaded"] = ", ".join(warm["layers_loaded"]) or "none"
+            facts["layers trained fresh"] = (
+                "; ".join(f"{name} ({why})" for name, why in skipped.items()) or "none"
+            )
+        parts += ["<h3>Warm start</h3>", _table(facts)]
+    if monitoring:
+        parts += _monitoring(monitoring)
+    else:
+        parts.append(_absent("Started by hand, not by a monitor."))
+    return parts
+
+
+def _monitoring(monitoring: Mapping[str, Any]) -> list[str]:
+    drift = monitoring["drift"]
+    report = os.path.join(os.path.dirname(monitoring["drift_file"]), "report.html")
+    features = drift["features"]
+    rows = [
+        [
+            name,
+            f["role"],
+            f["statistic"],
+            f["value"],
+            f["threshold"],
+            "drift" if f["drifted"] else "ok",
+        ]
+        for name, f in features.items()
+    ]
+    classes = ["fail" if f["drifted"] else "" for f in features.values()]
+    parts = [
+        "<h3>Why this run: the monitor</h3>",
+        f"<p>Trigger: <b>{_esc(monitoring['trigger'])}</b>. The served version "
+        f"{_esc(drift['served_version'])} against {_esc(drift['serving']['rows'])} serving rows "
+        f"from <code>{_esc(drift['serving']['source'])}</code>; "
+        f'<a href="file://{_esc(report)}">the drift report</a>, '
+        f'<a href="file://{_esc(monitoring["drift_file"])}">drift.json</a>.</p>',
+        _grid(["feature", "role", "statistic", "value", "threshold", "result"], rows, classes),
+    ]
+    for name in drift["drifted_features"]:
+        figure = features[name].get("figure")
+        parts.append(_img(_inline_png(figure) if figure else None, f"drift of {name}"))
+    return parts
+
+
 _RENDERERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "overview": _overview,
     "data": _data,
@@ -420,6 +478,7 @@ _RENDERERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "explanations": _explanations,
     "quantization": _quantization,
     "model-card": _model_card,
+    "continuous-training": _continuous_training,
 }
 _STYLE = (
     "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
@@ -469,7 +528,8 @@ def render(summary: Mapping[str, Any]) -> str:
     Returns:
       The page: run overview and component timing, data statistics, tuning, training
       curves, evaluation (slices, gates, curves), fairness, explanations, quantization and
-      latency, model card; each section says so when the run has nothing for it.
+      latency, model card, continuous training (warm start, the monitor's trigger); each
+      section says so when the run has nothing for it.
     """
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title in _SECTIONS)
     parts = [

@@ -138,3 +138,44 @@ def test_the_inferred_schema_gives_the_image_an_image_domain(root):
     [schema_file] = _artifact_files(root, "SchemaGen", "schema/*/schema.pbtxt")
     schema = tfdv.load_schema_text(schema_file)
     assert tfdv.get_feature(schema, "image").WhichOneof("domain_info") == "image_domain"
+
+
+def _image_examples(path: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image, label in zip(pixels, labels, strict=True):
+            feature = {
+                "image": tf.io.encode_png(image).numpy(),
+                "label": FASHION_MNIST_CLASSES[label].encode(),
+            }
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+                        for k, v in feature.items()
+                    }
+                )
+            )
+            writer.write(example.SerializeToString())
+
+
+def test_the_monitor_finds_brighter_images_through_the_pushed_models_lineage(
+    summary, root, tmp_path
+):
+    from pipeline import monitor
+    from pipeline.images import fashion_mnist_arrays
+
+    config = load_config(root / "fashion.yaml", output_root=str(root / "out"))
+    pixels, labels = fashion_mnist_arrays("eval")
+    _image_examples(tmp_path / "calm.tfrecord", pixels[:300], labels[:300])
+    calm = monitor.monitor(config, examples=str(tmp_path / "calm.tfrecord"))
+    assert calm.drift["drifted_features"] == [], calm.drift["features"]
+    brighter = np.clip(pixels[300:600].astype(np.int32) + 51, 0, 255).astype(np.uint8)
+    _image_examples(tmp_path / "bright.tfrecord", brighter, labels[300:600])
+    shifted = monitor.monitor(config, examples=str(tmp_path / "bright.tfrecord"))
+    features = shifted.drift["features"]
+    assert "image.brightness" in shifted.drift["drifted_features"]
+    assert features["image.brightness"]["role"] == "image statistic"
+    assert features["image.brightness"]["statistic"] == "jensen_shannon_divergence"
+    assert features["label"] == {**features["label"], "role": "label", "drifted": False}
+    report = (Path(shifted.directory) / monitor.REPORT_FILE).read_text()
+    assert "<h2 class='drifted'>image.brightness (image statistic): drifted</h2>" in report

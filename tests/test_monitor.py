@@ -159,3 +159,31 @@ def test_lineage_needs_a_pushed_model_and_its_metadata(tmp_path):
     assert served_version(str(tmp_path / "serving" / "penguins")) == "7"
     with pytest.raises(DataError, match="no ML Metadata"):
         training_lineage(str(tmp_path / "m.sqlite"), str(tmp_path / "serving" / "penguins"), "7")
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "forda", "bbc_news"])
+def test_logged_images_texts_and_series_keep_their_raw_values(tmp_path, name):
+    config = load_config(REPO_ROOT / "configs" / f"{name}.yaml", output_root=str(tmp_path))
+    png = tf.io.encode_png(np.zeros([28, 28, 1], np.uint8)).numpy()
+    inputs, expected = {
+        "fashion_mnist": ({"image": np.array([png, png], dtype=object)}, [png, png]),
+        "forda": (
+            {"signal": np.arange(6, dtype=np.float32).reshape(2, 3)},
+            [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],
+        ),
+        "bbc_news": ({"text": np.array(["Café prices", "x"], dtype=object)}, ["Café prices", "x"]),
+    }[name]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = config.model_name
+    request.model_spec.signature_name = "serving_raw"
+    for key, values in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
+    response = predict_pb2.PredictResponse()
+    response.model_spec.CopyFrom(request.model_spec)
+    response.outputs["scores"].CopyFrom(tf.make_tensor_proto(np.eye(2, dtype=np.float32)))
+    response.outputs["classes"].CopyFrom(tf.make_tensor_proto(np.array([[b"a", b"b"]] * 2)))
+    _write_logs(tmp_path / "requests", (request, response))
+    data = read_request_logs(str(tmp_path), config)
+    (feature,) = config.image_features + config.text_features + config.sequence_features
+    assert data.raw[feature] == expected
+    assert data.frame[config.label].tolist() == ["a", "b"]

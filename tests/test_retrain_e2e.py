@@ -7,6 +7,7 @@ import io
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import portpicker
@@ -155,6 +156,11 @@ def test_new_years_retrain_warm_started_and_swap_in_without_a_failed_request(tmp
     warm = summary["warm_start"]
     assert warm["from"] is not None and warm["reason"] == "the last blessed model"
     assert "scores" in warm["layers_loaded"]
+    # The run's report says where it started and why it ran.
+    report = Path(summary["report"]).read_text()
+    section = report[report.index('<section id="continuous-training">') :]
+    assert f"<td>warm start from</td><td>{warm['from']}</td>" in section
+    assert "Trigger: <b>new data</b>" in section and "<td>island</td>" in section
     assert summary["evaluation"]["blessed"] is True
     assert new_version > old_version
     # The new version serves; the old one was unloaded once it did.

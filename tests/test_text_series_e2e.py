@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import portpicker
 import pytest
 import tensorflow as tf
 import yaml
 
-from pipeline import cli, local_runner, series
+from pipeline import cli, local_runner, monitor, series
+from pipeline import texts as text_folders
 from pipeline.config import load_config
 from serving.client import ServingClient
 from serving.config import ModelConfig
@@ -143,6 +145,19 @@ def test_bbc_news_subset_to_a_pushed_model_that_takes_raw_text(repo_root, tmp_pa
     classes = [c.decode() for c in out["classes"].numpy()[0]]
     _assert_same_scores(lines, out["scores"].numpy(), classes)
     assert [Path(line["input"]).name for line in lines] == ["a.txt", "b.txt"]
+    # Sport news alone drift from the run's mix of five topics: the top tokens' shares move;
+    # the vocabulary is the pushed model's own (Transform's, found through lineage).
+    config = load_config(tmp_path / "bbc_news.yaml", output_root=str(tmp_path / "out"))
+    sport = sorted((text_folders.bbc_news_root() / "sports").glob("*.txt"))[:150]
+    frame = pd.DataFrame(
+        {"text": [p.read_bytes().decode("utf-8", "replace") for p in sport], "label": "sports"}
+    )
+    frame.to_csv(tmp_path / "sport.csv", index=False)
+    result = monitor.monitor(config, examples=str(tmp_path / "sport.csv"))
+    features = result.drift["features"]
+    assert {"text.top_tokens", "label"} <= set(result.drift["drifted_features"]), features
+    assert features["text.top_tokens"]["statistic"] == "L_infinity"
+    assert 0.0 < features["text.oov_share"]["value"] < 1.0
     _assert_text_explanations(summary, classes, tmp_path, capsys)
 
 
