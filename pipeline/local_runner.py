@@ -165,7 +165,9 @@ def _ingest_pipeline(config: PipelineConfig, staged: StagedData, span: int) -> t
     )
 
 
-def ingest_spans(config: PipelineConfig, run_id: str, state: dict[str, Any]) -> StagedData:
+def ingest_spans(
+    config: PipelineConfig, run_id: str, state: dict[str, Any], progress: ProgressHandler
+) -> StagedData:
     """Stages the spans, ingests those ML Metadata lacks (one ExampleGen run each, oldest
     first) and measures the newest span's drift from the one before.
 
@@ -173,6 +175,7 @@ def ingest_spans(config: PipelineConfig, run_id: str, state: dict[str, Any]) -> 
       config: a config with data.spans.
       run_id: the run's id; span N's ingest runs as `<run_id>.span-<N>`.
       state: filled as it goes, for the summary's `spans` (also when a step fails).
+      progress: the run's progress lines, told each ingest run's components.
 
     Returns:
       The staged spans, for the full pipeline.
@@ -187,7 +190,9 @@ def ingest_spans(config: PipelineConfig, run_id: str, state: dict[str, Any]) -> 
     fingerprints = {n: spans.input_fingerprint(example_gen, n) for n in staged.staged}
     for number in spans.pending(store, config.pipeline_name, example_gen.id, fingerprints):
         print(f"Ingesting span {number} (ExampleGen, StatisticsGen)", flush=True)
-        _run_dag(_ingest_pipeline(config, staged.data, number), f"{run_id}.span-{number}")
+        ingest = _ingest_pipeline(config, staged.data, number)
+        progress.expect([c.id for c in ingest.components])
+        _run_dag(ingest, f"{run_id}.span-{number}")
         state["ingested"].append(number)
     schema = _with_staged_schema(config, staged.data).schema_file
     state["drift"] = spans.newest_drift(store, config, example_gen.id, staged, schema)
@@ -465,7 +470,11 @@ def _run_pipeline(
     """Stages the data (with data.spans, ingests the new spans and checks their drift),
     builds the pipeline and runs it: (status, one-line error, interruption)."""
     try:
-        staged = ingest_spans(config, run_id, span_state) if config.data.spans else stage(config)
+        staged = (
+            ingest_spans(config, run_id, span_state, progress)
+            if config.data.spans
+            else stage(config)
+        )
         for note in staged.notes:
             print(note, flush=True)
         pipeline = build_local_pipeline(config, staged, span_state.get("newest"))

@@ -383,22 +383,12 @@ def _explanations(config: PipelineConfig, trainer, transform) -> list[Explanatio
     ]
 
 
-def _training_examples(config: PipelineConfig, example_gen, span_window: bool):
-    """What Transform (and so Tuner and Trainer) learns from: this run's Examples, or with
-    data.spans the latest spans of every run's ExampleGen output, this run's newest last.
-
-    The channel names the producer rather than taking `example_gen.outputs`, which the
-    compiler narrows to this run; Transform runs after ExampleGen (through AnomalyGate),
-    so the window includes the span ingested now.
-    """
+def _span_window(config: PipelineConfig, example_gen, span_window: bool) -> list:
+    """With data.spans (and unless `span_window` is off), the Resolver that gives Transform
+    the latest data.spans.window spans any run ingested (pipeline/spans.py)."""
     if not (config.data.spans and span_window):
-        return example_gen.outputs["examples"]
-    every_span = tfx.dsl.Channel(
-        type=tfx.types.standard_artifacts.Examples,
-        producer_component_id=example_gen.id,
-        output_key="examples",
-    )
-    return spans.rolling_window(every_span, config.data.spans.window)
+        return []
+    return [spans.window_resolver(example_gen, config.data.spans.window)]
 
 
 def data_components(
@@ -457,8 +447,8 @@ def create_pipeline(
       span: with data.spans, the span this run's ExampleGen reads (the newest; None: the
         latest on disk).
       span_window: with data.spans, Transform reads the latest data.spans.window spans
-        any run ingested (TFX's rolling_range); False: the newest span only (Kubeflow V2
-        compiles no resolver functions).
+        any run ingested (a Resolver with spans.SpanWindowStrategy); False: the newest
+        span only (Kubeflow V2 compiles only TFX's built-in resolver strategies).
 
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
@@ -480,8 +470,9 @@ def create_pipeline(
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
     shared_config = custom_config(config, code_version)
+    window = _span_window(config, example_gen, span_window)
     transform = tfx.components.Transform(
-        examples=_training_examples(config, example_gen, span_window),
+        examples=window[0].outputs["examples"] if window else example_gen.outputs["examples"],
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=shared_config,
@@ -571,6 +562,7 @@ def create_pipeline(
             schema_gen,
             example_validator,
             anomaly_gate,
+            *window,
             transform,
             tuner,
             *warm_start,

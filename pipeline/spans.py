@@ -9,7 +9,7 @@ its input config's patterns under `span-{SPAN}/` (`span_input`), one span per ru
 A run ingests each span of the window (and the one before the newest, which drift is
 measured against) that ML Metadata does not hold with the same input fingerprint
 (`pending`); Transform, Tuner and Trainer train on the latest `data.spans.window` spans
-(TFX's `rolling_range` resolver function over every ExampleGen output of the pipeline);
+(`SpanWindowStrategy`, a Resolver over every ExampleGen output of the pipeline);
 StatisticsGen, ExampleValidator, Evaluator and InfraValidation see the newest span, whose
 eval split decides blessing. The newest span's statistics are compared with the previous
 span's by the monitor's comparators (`span_drift`).
@@ -26,7 +26,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tfx import types
 from tfx import v1 as tfx
+from tfx.dsl.components.common import resolver
 
 from pipeline import data
 from pipeline.config import SPAN_PLACEHOLDER, PipelineConfig
@@ -172,12 +174,54 @@ def range_config(span: int) -> tfx.proto.RangeConfig:
     )
 
 
-def rolling_window(examples: tfx.dsl.Channel, size: int):
-    """The latest `size` spans of `examples` (all ExampleGen outputs, every run), by TFX's
-    `rolling_range`; fewer while fewer spans exist (min_spans 1), newest last."""
-    from tfx.dsl.input_resolution.canned_resolver_functions import rolling_range
+EXAMPLES_KEY = "examples"
 
-    return rolling_range(examples, num_spans=size, min_spans=1)
+
+class SpanWindowStrategy(resolver.ResolverStrategy):
+    """The latest `window` spans of the Examples given (every run's ExampleGen output),
+    oldest first; of a span ingested more than once, the latest version, then the latest
+    ingest (TFX's span-version rule). Fewer while fewer spans exist.
+
+    TFX's canned `rolling_range` does the same on the `span` artifact property, but TFX
+    1.21's ExampleGen records the span as a custom property: `rolling_range` sees span 0
+    on every ExampleGen output and keeps one artifact.
+    """
+
+    def __init__(self, window: int):
+        self._window = window
+
+    def resolve_artifacts(self, store, input_dict: dict[str, list[types.Artifact]]):
+        latest: dict[int, types.Artifact] = {}
+        for artifact in input_dict.get(EXAMPLES_KEY, []):
+            number = span_of(artifact.mlmd_artifact)
+            if number is None:
+                continue
+            if number not in latest or _recency(artifact) > _recency(latest[number]):
+                latest[number] = artifact
+        return {EXAMPLES_KEY: [latest[n] for n in sorted(latest)[-self._window :]]}
+
+
+def _recency(artifact: types.Artifact) -> tuple[int, int]:
+    version = artifact.mlmd_artifact.custom_properties.get("version")
+    return (version.int_value if version is not None else 0, artifact.id)
+
+
+def window_resolver(example_gen, size: int) -> tfx.dsl.Resolver:
+    """A Resolver node that gives Transform the latest `size` spans any run ingested.
+
+    Its channel names the ExampleGen as producer: `example_gen.outputs` would be narrowed
+    to the current run. It runs after this run's ExampleGen, so the newest span is in.
+    """
+    every_span = tfx.dsl.Channel(
+        type=tfx.types.standard_artifacts.Examples,
+        producer_component_id=example_gen.id,
+        output_key="examples",
+    )
+    node = tfx.dsl.Resolver(
+        strategy_class=SpanWindowStrategy, config={"window": size}, examples=every_span
+    ).with_id("span_window_resolver")
+    node.add_upstream_node(example_gen)
+    return node
 
 
 def staged_spans(config: PipelineConfig) -> tuple[Span, ...]:
@@ -305,10 +349,18 @@ def examples_by_span(store, pipeline_name: str, node_id: str) -> dict[int, list]
 
     found: dict[int, list] = {}
     for artifact in sorted(store.get_artifacts_by_context(context.id), key=lambda a: a.id):
-        if artifact.state != metadata_store_pb2.Artifact.LIVE or "span" not in artifact.properties:
-            continue
-        found.setdefault(artifact.properties["span"].int_value, []).append(artifact)
+        number = span_of(artifact)
+        if artifact.state == metadata_store_pb2.Artifact.LIVE and number is not None:
+            found.setdefault(number, []).append(artifact)
     return found
+
+
+def span_of(artifact) -> int | None:
+    """An Examples artifact's span (ExampleGen records it as a custom property)."""
+    for values in (artifact.custom_properties, artifact.properties):
+        if "span" in values:
+            return values["span"].int_value
+    return None
 
 
 def fingerprint(artifact) -> str:
@@ -371,7 +423,7 @@ def span_rows(store, examples) -> dict[str, int]:
 def describe(store, examples) -> dict[str, Any]:
     """A span's line in the summary: its number, rows per split and where ExampleGen wrote it."""
     return {
-        "span": examples.properties["span"].int_value,
+        "span": span_of(examples),
         "rows": span_rows(store, examples),
         "uri": examples.uri,
     }

@@ -11,6 +11,7 @@ import pytest
 import tensorflow_data_validation as tfdv
 import yaml
 from tfx import v1 as tfx
+from tfx.types import standard_artifacts
 
 from pipeline import sources, spans
 from pipeline.config import load_config
@@ -209,6 +210,31 @@ def test_span_drift_finds_a_new_island_and_stop_names_span_and_features(tmp_path
     assert line.startswith("span 2 drifted from span 1: island")
 
 
+def _examples(artifact_id: int, span: int, version: int | None = None):
+    artifact = standard_artifacts.Examples()
+    artifact.id = artifact_id
+    # Where TFX 1.21's ExampleGen records them.
+    artifact.set_int_custom_property("span", span)
+    if version is not None:
+        artifact.set_int_custom_property("version", version)
+    return artifact
+
+
+def test_span_window_keeps_the_latest_spans_and_the_latest_ingest_of_each():
+    given = [_examples(1, 1), _examples(2, 2), _examples(3, 3), _examples(4, 2), _examples(5, 4)]
+    strategy = spans.SpanWindowStrategy(window=3)
+    resolved = strategy.resolve_artifacts(None, {"examples": given})["examples"]
+    # Span 2 was ingested twice (its files changed): the later one counts.
+    assert [(spans.span_of(a.mlmd_artifact), a.id) for a in resolved] == [(2, 4), (3, 3), (4, 5)]
+    fewer = spans.SpanWindowStrategy(window=5).resolve_artifacts(None, {"examples": given[:1]})
+    assert [a.id for a in fewer["examples"]] == [1]
+    # A higher version wins over a later ingest of a lower one.
+    versions = [_examples(7, 1, version=2), _examples(8, 1, version=1)]
+    assert [a.id for a in strategy.resolve_artifacts(None, {"examples": versions})["examples"]] == [
+        7
+    ]
+
+
 def test_the_compiled_pipeline_trains_on_a_rolling_window_of_every_run(tmp_path, repo_root):
     from tfx.orchestration.portable import tfx_runner
 
@@ -232,8 +258,15 @@ def test_the_compiled_pipeline_trains_on_a_rolling_window_of_every_run(tmp_path,
         "static_range"
     ]
     assert static == {"start_span_number": 1, "end_span_number": 1}
-    transform_examples = nodes["Transform"].inputs.inputs["examples"]
-    assert transform_examples.input_graph_ref.graph_id, "Transform reads a resolver function"
+    # A Resolver after this run's ExampleGen, over every run's ExampleGen outputs.
+    window = nodes["span_window_resolver"]
+    assert "CsvExampleGen" in window.upstream_nodes
+    [channel] = window.inputs.inputs["_CsvExampleGen.examples"].channels
+    # Every run's: queried by pipeline and node, not narrowed to the pipeline run.
+    assert {q.type.name for q in channel.context_queries} == {"pipeline", "node"}
+    assert channel.output_key == "examples"
+    transform_examples = nodes["Transform"].inputs.inputs["examples"].channels[0]
+    assert transform_examples.producer_node_query.id == "span_window_resolver"
     assert nodes["Evaluator"].inputs.inputs["examples"].channels[0].producer_node_query.id == (
         "CsvExampleGen"
     )
