@@ -10,6 +10,7 @@ runners go through `source_of(config)`, so a new format is a new class and a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Protocol
 
@@ -321,5 +322,18 @@ def stage_spans(config: PipelineConfig) -> spans.StagedSpans:
 
 
 def label_values(config: PipelineConfig) -> tuple[str, ...]:
-    """The label's classes in the config's data, read without staging it."""
-    return source_of(config).label_values(config)
+    """The label's classes in the config's data, read without staging it (with data.spans,
+    in every span on disk)."""
+    source = source_of(config)
+    if not config.data.spans:
+        return source.label_values(config)
+    found = spans.discover(config.data.source, config.data.format)
+    classes = {
+        value
+        for span in found
+        for path in span.paths
+        for value in source.label_values(
+            dataclasses.replace(config, data=dataclasses.replace(config.data, source=path))
+        )
+    }
+    return tuple(sorted(classes))

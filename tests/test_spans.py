@@ -170,6 +170,8 @@ def test_staging_writes_each_span_where_its_example_gen_reads(tmp_path, repo_roo
     lines = (root / "span-3" / "data.csv").read_text().splitlines()
     assert len(lines) == 1 + len(_year("2009"))
     assert staged.data.rows == len(_year("2008")) + len(_year("2009"))
+    # Read from every span on disk without staging (what the Kubeflow compiler needs).
+    assert sources.label_values(config) == ("Adelie", "Chinstrap", "Gentoo")
     example_gen = sources.source_of(config).example_gen(config, str(root), spans.range_config(3))
     # TFX finds the span's file through the pattern and fingerprints exactly it.
     size = (root / "span-3" / "data.csv").stat().st_size
@@ -276,3 +278,24 @@ def test_the_compiled_pipeline_trains_on_a_rolling_window_of_every_run(tmp_path,
         n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == "Transform"
     )
     assert transform.inputs.inputs["examples"].channels[0].producer_node_query.id == "CsvExampleGen"
+
+
+def test_a_text_folder_span_is_staged_as_train_and_eval_under_its_span(tmp_path, repo_root):
+    raw = yaml.safe_load((repo_root / "configs" / "bbc_news.yaml").read_text())
+    for n in (1, 2):
+        for label in ("sport", "tech"):
+            for i in range(6):
+                path = tmp_path / "texts" / f"span-{n}" / label / f"{i}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"{label} story {i} of span {n}")
+    raw["data"] = {"format": "text_folder", "source": str(tmp_path / "texts"), "spans": {}}
+    path = tmp_path / "texts.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, output_root=str(tmp_path / "out"))
+    staged = sources.stage_spans(config)
+    assert staged.window == (1, 2) and staged.data.rows == 24
+    root = Path(sources.staged_directory(config))
+    for n in (1, 2):
+        assert {p.name for p in (root / f"span-{n}").iterdir()} >= {"train", "eval"}
+    example_gen = sources.source_of(config).example_gen(config, str(root), spans.range_config(2))
+    assert "split:train,num_files:" in spans.input_fingerprint(example_gen, 2)
