@@ -43,17 +43,18 @@ def _write_span(root, number: int, rows) -> None:
     _write_csv(root / f"span-{number}" / "penguins.csv", rows)
 
 
-def _config(tmp_path, repo_root, data):
+def _config(tmp_path, repo_root, data, drift="warn", thresholds=None):
     raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
     raw["schema_file"] = str(repo_root / "configs" / raw["schema_file"])
     raw["data"]["source"] = str(data)
-    raw["data"]["spans"] = {"window": 3, "drift": "warn"}
+    raw["data"]["spans"] = {"window": 3, "drift": drift}
+    raw["monitoring"] = {"thresholds": thresholds or {}}
     # Cheap: one short trial, a short fit; the bar is low for a model of 110 birds.
     raw["tuner"].update(max_trials=1, epochs=3)
     raw["training"].update(epochs=8)
     raw["evaluation"]["lower_bound"] = 0.5
     raw["quantization"]["enabled"] = False
-    path = tmp_path / "penguins.yaml"
+    path = tmp_path / f"penguins-{drift}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_config(path, output_root=str(tmp_path / "out"))
 
@@ -200,3 +201,16 @@ def test_new_spans_retrain_warm_started_and_swap_in_without_a_failed_request(tmp
     assert hammer.failures == []
     assert hammer.calls > 20
     assert new_accuracy > old_accuracy, (old_accuracy, new_accuracy)
+
+    # data.spans.drift stop, with island's threshold under the 0.099 measured between the
+    # years: the run fails before anything trains, naming span, feature and value; nothing
+    # is ingested again (ML Metadata holds every span) and nothing is pushed.
+    strict = _config(tmp_path, repo_root, data, drift="stop", thresholds={"island": 0.05})
+    versions = sorted(os.listdir(serving_dir))
+    stopped = local_runner.run(strict)
+    assert stopped["status"] == "failed"
+    assert "span 3 drifted from span 2: island L_infinity 0.09" in stopped["error"]
+    assert "> 0.05" in stopped["error"] and "data.spans.drift is stop" in stopped["error"]
+    assert stopped["components"] == {} and stopped["spans"]["ingested"] == []
+    assert stopped["spans"]["drift"]["drifted_features"] == ["island"]
+    assert sorted(os.listdir(serving_dir)) == versions
