@@ -194,6 +194,8 @@ def ingest_spans(
         progress.expect([c.id for c in ingest.components])
         _run_dag(ingest, f"{run_id}.span-{number}")
         state["ingested"].append(number)
+    # The ingest runs are not this run's components (the summary reads those by run id).
+    progress.expect([])
     schema = _with_staged_schema(config, staged.data).schema_file
     state["drift"] = spans.newest_drift(store, config, example_gen.id, staged, schema)
     warning = spans.enforce(state["drift"]) if state["drift"] else None

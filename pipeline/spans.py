@@ -224,11 +224,6 @@ def window_resolver(example_gen, size: int) -> tfx.dsl.Resolver:
     return node
 
 
-def staged_spans(config: PipelineConfig) -> tuple[Span, ...]:
-    """The spans of the config's source (see `discover`)."""
-    return discover(config.data.source, config.data.format)
-
-
 def to_stage(spans: Sequence[Span], size: int) -> tuple[int, ...]:
     """The window, and the span before it that the newest one's drift is measured against."""
     numbers = [s.number for s in spans]
