@@ -299,3 +299,32 @@ def test_a_text_folder_span_is_staged_as_train_and_eval_under_its_span(tmp_path,
         assert {p.name for p in (root / f"span-{n}").iterdir()} >= {"train", "eval"}
     example_gen = sources.source_of(config).example_gen(config, str(root), spans.range_config(2))
     assert "split:train,num_files:" in spans.input_fingerprint(example_gen, 2)
+
+
+def test_kubeflow_compiles_spans_without_the_window(tmp_path):
+    """Kubeflow V2 compiles no custom resolver: the cluster trains on the newest span, which
+    its ExampleGen (no range: TFX picks the latest) reads under span-{SPAN}/."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2 as pb
+    from kubeflow_testlib import VERTEX, load
+
+    from pipeline import kubeflow_runner
+
+    _write_csv(tmp_path / "data" / "span-1" / "a.csv", _year("2007"))
+    spanned = {"data": {"source": str(tmp_path / "data"), "spans": {"window": 2}}}
+    config = load(tmp_path, VERTEX, spanned)
+    out = tmp_path / "pipeline.json"
+    kubeflow_runner.compile_from_flags(config, str(out), {})
+    spec = pb.PipelineSpec()
+    json_format.ParseDict(json.loads(out.read_text())["pipelineSpec"], spec)
+    tasks = spec.root.dag.tasks
+    assert "span_window_resolver" not in tasks
+    assert tasks["Transform"].inputs.artifacts["examples"].task_output_artifact.producer_task == (
+        "CsvExampleGen"
+    )
+    input_config = json.loads(
+        tasks["CsvExampleGen"]
+        .inputs.parameters["input_config"]
+        .runtime_value.constant_value.string_value
+    )
+    assert input_config["splits"][0]["pattern"] == "span-{SPAN}/*"
