@@ -328,3 +328,39 @@ def test_kubeflow_compiles_spans_without_the_window(tmp_path):
         .runtime_value.constant_value.string_value
     )
     assert input_config["splits"][0]["pattern"] == "span-{SPAN}/*"
+
+
+def test_the_summary_line_and_the_report_section_name_each_span_and_the_drift():
+    from pipeline import report
+
+    entry = {"span": 3, "rows": {"train": 91, "eval": 29}, "uri": "x"}
+    section = {
+        "on_disk": [1, 2, 3],
+        "window": 2,
+        "ingested": [entry],
+        "trained": [{**entry, "span": 2, "rows": {"train": 90, "eval": 24}}, entry],
+        "evaluated": entry,
+        "drift": {
+            "span": 3,
+            "previous_span": 2,
+            "action": "warn",
+            "features": {
+                "island": {
+                    "statistic": "L_infinity",
+                    "value": 0.4,
+                    "threshold": 0.25,
+                    "drifted": True,
+                }
+            },
+            "drifted_features": ["island"],
+        },
+    }
+    assert spans.format_line(section) == (
+        "  spans: ingested 3; trained on 2, 3 (window 2); evaluated on 3; span 3 vs 2: island"
+    )
+    page = "".join(report._spans({"spans": section}))
+    assert (
+        "<td>3</td><td>ingested, trained, evaluated (blessing)</td><td>91</td><td>29</td>" in page
+    )
+    assert "<tr class='fail'><td>island</td><td>L_infinity</td>" in page
+    assert report._spans({"spans": None}) == []
