@@ -364,3 +364,25 @@ def test_the_summary_line_and_the_report_section_name_each_span_and_the_drift():
     )
     assert "<tr class='fail'><td>island</td><td>L_infinity</td>" in page
     assert report._spans({"spans": None}) == []
+
+
+def test_retrain_triggers_new_spans_and_without_spans_a_changed_file(tmp_path, repo_root):
+    from pipeline import retrain
+
+    for n, year in enumerate(("2007", "2008", "2009"), start=1):
+        _write_csv(tmp_path / "data" / f"span-{n}" / "a.csv", _year(year))
+    config = _config(tmp_path, repo_root, str(tmp_path / "data"), window=2)
+    # Nothing ingested yet (an empty ML Metadata): the window's spans are new.
+    assert retrain.new_spans(config) == (2, 3)
+
+    # Without spans the trigger is ExampleGen's fingerprint of the staged file.
+    raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
+    raw["schema_file"] = str(repo_root / "configs" / raw["schema_file"])
+    raw["data"]["source"] = str(tmp_path / "one.csv")
+    _write_csv(tmp_path / "one.csv", _year("2007"))
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(raw))
+    plain = load_config(tmp_path / "one.yaml", output_root=str(tmp_path / "plain"))
+    before = retrain.data_fingerprint(plain)
+    assert retrain.data_fingerprint(plain) == before
+    _write_csv(tmp_path / "one.csv", _year("2007") + _year("2008"))
+    assert retrain.data_fingerprint(plain) != before
