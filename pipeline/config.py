@@ -51,6 +51,24 @@ TUNER_OBJECTIVES = {"classification": ("loss", "accuracy"), "regression": ("loss
 QUANTIZATION_METHODS = ("int8_weights",)
 QUANTIZATION_SERVE = ("quantized", "float")
 GUARD_FAILURE_ACTIONS = ("push_float", "push_nothing")
+# What a drift between the newest span and the one before does (data.spans.drift).
+SPAN_DRIFT_ACTIONS = ("stop", "warn", "off")
+# Marks the span number in data.source (TFX ExampleGen's own placeholder).
+SPAN_PLACEHOLDER = "{SPAN}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpansConfig:
+    """Data that arrives as numbered spans (`data.spans`; pipeline/spans.py).
+
+    window: how many of the latest spans Transform, Tuner and Trainer train on.
+    drift: what drift of the newest span from the one before does: `stop` fails the run
+      before training, `warn` prints it and goes on, `off` does not compare. The distances
+      and thresholds are the monitor's (monitoring.*).
+    """
+
+    window: int = 3
+    drift: str = "warn"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +93,8 @@ class DataConfig:
     # image_folder, text_folder, ucr: a seeded, class-stratified sample per split (None: every image).
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    # Numbered spans: `source` holds {SPAN} or is a folder of span-<N> folders.
+    spans: SpansConfig | None = None
 
     @property
     def eval_fraction(self) -> float:
@@ -890,7 +910,12 @@ def _output_dir(reader: _Reader, key: str, value: str, base: Path) -> Path:
 def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     data_format = reader.choice("format", DATA_FORMATS, DataConfig.format)
     source = reader.get("source", str)
-    if data_format == "csv" and source != "palmerpenguins":
+    spans = (
+        _spans(reader.section("spans")) if reader.get("spans", Mapping, None) is not None else None
+    )
+    if spans is not None:
+        source = _span_source(reader, config_dir, source)
+    elif data_format == "csv" and source != "palmerpenguins":
         source = _existing(reader, "source", config_dir / Path(source).expanduser())
     elif (
         data_format == "image_folder"
@@ -913,6 +938,7 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
         eval_buckets=reader.positive("eval_buckets", DataConfig.eval_buckets),
         max_train_examples=limits.positive("train", None),
         max_eval_examples=limits.positive("eval", None),
+        spans=spans,
     )
     limits.finish()
     reader.finish()
@@ -921,6 +947,33 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
             "max_examples", "only applies to data.format image_folder, text_folder or ucr"
         )
     return data
+
+
+def _spans(reader: _Reader) -> SpansConfig:
+    spans = SpansConfig(
+        window=reader.positive("window", SpansConfig.window),
+        drift=reader.choice("drift", SPAN_DRIFT_ACTIONS, SpansConfig.drift),
+    )
+    reader.finish()
+    return spans
+
+
+def _span_source(reader: _Reader, config_dir: Path, source: str) -> str:
+    """`data.source` for spans: a path with {SPAN} once, or a folder of span-<N> folders.
+
+    The folder before the first pattern character must exist; the spans themselves are
+    found at run time (pipeline/spans.py), as new ones arrive.
+    """
+    count = source.count(SPAN_PLACEHOLDER)
+    if count > 1:
+        raise reader.error("source", f"names {SPAN_PLACEHOLDER} {count} times; expected once")
+    path = config_dir / Path(source).expanduser()
+    if count == 0:
+        return _existing(reader, "source", path, "directory")
+    parts = path.parts
+    fixed = next(i for i, part in enumerate(parts) if any(c in part for c in "{*?["))
+    root = _existing(reader, "source", Path(*parts[:fixed]), "directory")
+    return str(Path(root, *parts[fixed:]))
 
 
 def _encoding(

@@ -31,13 +31,13 @@ from tfx.dsl.compiler import constants
 from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
 
 from pipeline import progress as progress_lib
-from pipeline import report
+from pipeline import report, spans
 from pipeline import summary as summary_lib
 from pipeline.config import PipelineConfig
 from pipeline.data import StagedData, stage_schema
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import create_pipeline, data_components
 from pipeline.progress import ProgressHandler, capture_progress
-from pipeline.sources import stage
+from pipeline.sources import stage, stage_spans
 
 
 def code_version() -> str:
@@ -120,14 +120,14 @@ def summary_path(config: PipelineConfig) -> str:
     return _paths(config)["summary"]
 
 
-def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.Pipeline:
-    """The pipeline with local paths, SQLite metadata and DirectRunner args."""
+def build_local_pipeline(
+    config: PipelineConfig, staged: StagedData, span: int | None = None
+) -> tfx.dsl.Pipeline:
+    """The pipeline with local paths, SQLite metadata and DirectRunner args; with data.spans
+    its ExampleGen reads `span`, the newest."""
     paths = _paths(config)
     Path(paths["metadata"]).parent.mkdir(parents=True, exist_ok=True)
-    if config.schema_file:
-        config = dataclasses.replace(
-            config, schema_file=stage_schema(config.schema_file, staged.directory)
-        )
+    config = _with_staged_schema(config, staged)
     return create_pipeline(
         config,
         data_root=staged.directory,
@@ -135,12 +135,78 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
         serving_dir=paths["serving_dir"],
         label_classes=config.label_classes or staged.label_values,
         code_version=code_version(),
-        metadata_connection_config=_connection(paths["metadata"]),
+        metadata_connection_config=connection(paths["metadata"]),
+        beam_pipeline_args=beam_args(config, staged.size_bytes, staged.rows),
+        span=span,
+    )
+
+
+def _with_staged_schema(config: PipelineConfig, staged: StagedData) -> PipelineConfig:
+    if not config.schema_file:
+        return config
+    return dataclasses.replace(
+        config, schema_file=stage_schema(config.schema_file, staged.directory)
+    )
+
+
+def _ingest_pipeline(config: PipelineConfig, staged: StagedData, span: int) -> tfx.dsl.Pipeline:
+    """ExampleGen and StatisticsGen of the pipeline, alone, on one span: the same node ids,
+    properties and store as the full pipeline's, so its run of the newest span is cached."""
+    paths = _paths(config)
+    Path(paths["metadata"]).parent.mkdir(parents=True, exist_ok=True)
+    example_gen, statistics_gen = data_components(config, staged.directory, span)
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=paths["pipeline_root"],
+        components=[example_gen, statistics_gen],
+        enable_cache=True,
+        metadata_connection_config=connection(paths["metadata"]),
         beam_pipeline_args=beam_args(config, staged.size_bytes, staged.rows),
     )
 
 
-def _connection(metadata_path: str) -> metadata_store_pb2.ConnectionConfig:
+def ingest_spans(
+    config: PipelineConfig, run_id: str, state: dict[str, Any], progress: ProgressHandler
+) -> StagedData:
+    """Stages the spans, ingests those ML Metadata lacks (one ExampleGen run each, oldest
+    first) and measures the newest span's drift from the one before.
+
+    Args:
+      config: a config with data.spans.
+      run_id: the run's id; span N's ingest runs as `<run_id>.span-<N>`.
+      state: filled as it goes, for the summary's `spans` (also when a step fails).
+      progress: the run's progress lines, told each ingest run's components.
+
+    Returns:
+      The staged spans, for the full pipeline.
+
+    Raises:
+      SpanDriftError: the newest span drifted and data.spans.drift is `stop`.
+    """
+    staged = stage_spans(config)
+    example_gen, _ = data_components(config, staged.data.directory)
+    state.update(node=example_gen.id, on_disk=[s.number for s in staged.spans], ingested=[])
+    store = metadata_store.MetadataStore(connection(_paths(config)["metadata"]))
+    fingerprints = {n: spans.input_fingerprint(example_gen, n) for n in staged.staged}
+    for number in spans.pending(store, config.pipeline_name, example_gen.id, fingerprints):
+        print(f"Ingesting span {number} (ExampleGen, StatisticsGen)", flush=True)
+        ingest = _ingest_pipeline(config, staged.data, number)
+        progress.expect([c.id for c in ingest.components])
+        _run_dag(ingest, f"{run_id}.span-{number}")
+        state["ingested"].append(number)
+    # The ingest runs are not this run's components (the summary reads those by run id).
+    progress.expect([])
+    schema = _with_staged_schema(config, staged.data).schema_file
+    state["drift"] = spans.newest_drift(store, config, example_gen.id, staged, schema)
+    warning = spans.enforce(state["drift"]) if state["drift"] else None
+    if warning:
+        print(f"warning: {warning} (data.spans.drift: warn)", flush=True)
+    state["newest"] = staged.newest
+    return staged.data
+
+
+def connection(metadata_path: str) -> metadata_store_pb2.ConnectionConfig:
+    """The ML Metadata connection of a local pipeline (SQLite at `metadata_path`)."""
     return tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
 
 
@@ -229,7 +295,7 @@ def recover_interrupted_runs(config: PipelineConfig) -> list[str]:
     interrupted = [previous["run_id"]] if previous.get("status") == "running" else []
     removed: list[str] = []
     if os.path.isfile(paths["metadata"]):
-        store = metadata_store.MetadataStore(_connection(paths["metadata"]))
+        store = metadata_store.MetadataStore(connection(paths["metadata"]))
         interrupted += [r for r in _cancel_running(store) if r not in interrupted]
         removed = _remove_unfinished_outputs(store, paths["pipeline_root"], config.pipeline_name)
     for run_id in interrupted:
@@ -369,12 +435,22 @@ def run(
                 "previous_interrupted_runs": recover_interrupted_runs(config),
             }
             _publish({**summarise(config, run_id, [], {}, 0.0, "running", None), **files}, paths)
-            status, error, interruption = _run_pipeline(config, run_id, log_path, progress)
+            span_state: dict[str, Any] = {}
+            status, error, interruption = _run_pipeline(
+                config, run_id, log_path, progress, span_state
+            )
             # Inside the capture: reading the evaluation back warns through TF's logger.
             elapsed = time.time() - started
             result = {
                 **summarise(
-                    config, run_id, progress.order, progress.seconds, elapsed, status, error
+                    config,
+                    run_id,
+                    progress.order,
+                    progress.seconds,
+                    elapsed,
+                    status,
+                    error,
+                    span_state,
                 ),
                 **files,
             }
@@ -387,14 +463,23 @@ def run(
 
 
 def _run_pipeline(
-    config: PipelineConfig, run_id: str, log_path: str, progress: ProgressHandler
+    config: PipelineConfig,
+    run_id: str,
+    log_path: str,
+    progress: ProgressHandler,
+    span_state: dict[str, Any],
 ) -> tuple[str, str | None, RunInterrupted | None]:
-    """Stages the data, builds the pipeline and runs it: (status, one-line error, interruption)."""
+    """Stages the data (with data.spans, ingests the new spans and checks their drift),
+    builds the pipeline and runs it: (status, one-line error, interruption)."""
     try:
-        staged = stage(config)
+        staged = (
+            ingest_spans(config, run_id, span_state, progress)
+            if config.data.spans
+            else stage(config)
+        )
         for note in staged.notes:
             print(note, flush=True)
-        pipeline = build_local_pipeline(config, staged)
+        pipeline = build_local_pipeline(config, staged, span_state.get("newest"))
         progress.expect([c.id for c in pipeline.components])
         print(
             f"Running pipeline {config.pipeline_name} ({len(progress.order)} components),"
@@ -439,15 +524,17 @@ def summarise(
     elapsed: float,
     status: str,
     error: str | None,
+    span_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary of run `run_id`, read back from ML Metadata.
 
-    `node_ids` is empty until the pipeline is built; nothing is read then.
+    `node_ids` is empty until the pipeline is built; nothing is read then. `span_state`
+    is what the span step did (see ingest_spans), for `spans`.
     """
     record = None
     if node_ids:
         record = summary_lib.RunRecord(
-            _connection(_paths(config)["metadata"]), config.pipeline_name, run_id
+            connection(_paths(config)["metadata"]), config.pipeline_name, run_id
         )
 
     def section(read):
@@ -477,7 +564,17 @@ def summarise(
         "explanations": section(summary_lib.explanations_section),
         "model_card": section(summary_lib.model_card_section),
         "statistics": section(summary_lib.statistics_section),
+        "spans": _spans_section(config, record, span_state),
     }
+
+
+def _spans_section(
+    config: PipelineConfig, record: summary_lib.RunRecord | None, state: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if not state:
+        return None
+    store = metadata_store.MetadataStore(connection(_paths(config)["metadata"]))
+    return spans.summary_section(store, config, record.inputs if record else {}, state)
 
 
 def _publish(summary: dict[str, Any], paths: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,13 +254,24 @@ def _comparing_schema(
 ) -> schema_pb2.Schema:
     """The training schema narrowed to the monitored features, each with its comparator."""
     schema = tfdv.load_schema_text(os.path.join(lineage.schema_uri, "schema.pbtxt"))
-    monitored = set(data.frame.columns)
-    kept = [f for f in schema.feature if f.name in monitored]
-    del schema.feature[:]
-    schema.feature.extend(kept)
-    # Serving data is compared as it is: the label's presence rule is for training data.
-    del schema.default_environment[:]
-    for feature in schema.feature:
+    return comparing_schema(schema, config, set(data.frame.columns))
+
+
+def comparing_schema(
+    schema: schema_pb2.Schema, config: PipelineConfig, monitored: set[str]
+) -> schema_pb2.Schema:
+    """A copy of `schema` narrowed to `monitored`, each feature with its drift comparator:
+    L-infinity for categorical features and the label (monitoring.prediction_threshold),
+    Jensen-Shannon divergence for numeric ones, at the config's thresholds. Also what
+    pipeline/spans.py compares two spans with."""
+    compared = schema_pb2.Schema()
+    compared.CopyFrom(schema)
+    kept = [f for f in compared.feature if f.name in monitored]
+    del compared.feature[:]
+    compared.feature.extend(kept)
+    # Compared as they are: the label's presence rule is for training data.
+    del compared.default_environment[:]
+    for feature in compared.feature:
         del feature.not_in_environment[:]
         del feature.in_environment[:]
         categorical = feature.type == schema_pb2.BYTES
@@ -273,7 +285,7 @@ def _comparing_schema(
             comparator.infinity_norm.threshold = threshold
         else:
             comparator.jensen_shannon_divergence.threshold = threshold
-    return schema
+    return compared
 
 
 def _typed_as(frame: pd.DataFrame, schema: schema_pb2.Schema) -> pd.DataFrame:
@@ -296,17 +308,7 @@ def drift_record(
 ) -> dict[str, Any]:
     """drift.json: per feature the statistic, its value, the threshold and whether it drifted;
     the label's entry is the predictions' (or labels') shift; other schema anomalies listed."""
-    features = {}
-    for info in anomalies.drift_skew_info:
-        name = ".".join(info.path.step)
-        for measurement in info.drift_measurements:
-            features[name] = {
-                "statistic": _MEASURES.get(measurement.type, str(measurement.type)),
-                "value": round(measurement.value, 6),
-                "threshold": measurement.threshold,
-                "drifted": measurement.value > measurement.threshold,
-                "role": _role(name, config, data),
-            }
+    features = drift_features(anomalies, lambda name: _role(name, config, data))
     other = {
         name: [r.short_description for r in info.reason if r.type not in _DRIFT_REASONS]
         for name, info in anomalies.anomaly_info.items()
@@ -331,6 +333,25 @@ def drift_record(
         "drifted_features": sorted(n for n, f in features.items() if f["drifted"]),
         "anomalies": {name: reasons for name, reasons in sorted(other.items()) if reasons},
     }
+
+
+def drift_features(
+    anomalies: anomalies_pb2.Anomalies, role: Callable[[str], str]
+) -> dict[str, dict[str, Any]]:
+    """TFDV's drift measurements, per feature by name: statistic, value, threshold, drifted,
+    and the feature's `role(name)`."""
+    features = {}
+    for info in anomalies.drift_skew_info:
+        name = ".".join(info.path.step)
+        for measurement in info.drift_measurements:
+            features[name] = {
+                "statistic": _MEASURES.get(measurement.type, str(measurement.type)),
+                "value": round(measurement.value, 6),
+                "threshold": measurement.threshold,
+                "drifted": measurement.value > measurement.threshold,
+                "role": role(name),
+            }
+    return dict(sorted(features.items()))
 
 
 def _role(name: str, config: PipelineConfig, data: ServingData) -> str:

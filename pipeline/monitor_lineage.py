@@ -194,7 +194,11 @@ def _trainer(graph: _Graph, pushed, destination: str):
 def _raw_examples(graph: _Graph, execution: int, destination: str):
     """The Examples an ExampleGen wrote, up the `examples` inputs from `execution`."""
     for _ in range(_MAX_STEPS):
-        (examples,) = graph.artifacts(execution, _INPUT, "examples")[:1] or [None]
+        # With data.spans a Trainer reads one Examples per span of its window: the newest
+        # span's (created last) stands for its training data.
+        examples = max(
+            graph.artifacts(execution, _INPUT, "examples"), key=lambda a: a.id, default=None
+        )
         if examples is None:
             break
         producer = graph.producer(examples.id)

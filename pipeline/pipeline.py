@@ -22,7 +22,7 @@ from components.quantization import Quantization
 from components.slice_gate import SliceGate
 from models import registry
 from models.features import FeatureSpec
-from pipeline import evaluation, sources
+from pipeline import evaluation, sources, spans
 from pipeline.baseline import PreviousBlessedModelStrategy, WarmStartModelStrategy
 from pipeline.config import PipelineConfig
 from pipeline.platform import ComponentPlatform
@@ -383,16 +383,28 @@ def _explanations(config: PipelineConfig, trainer, transform) -> list[Explanatio
     ]
 
 
-def data_components(config: PipelineConfig, data_root: str) -> tuple[Any, Any]:
+def _span_window(config: PipelineConfig, example_gen, span_window: bool) -> list:
+    """With data.spans (and unless `span_window` is off), the Resolver that gives Transform
+    the latest data.spans.window spans any run ingested (pipeline/spans.py)."""
+    if not (config.data.spans and span_window):
+        return []
+    return [spans.window_resolver(example_gen, config.data.spans.window)]
+
+
+def data_components(
+    config: PipelineConfig, data_root: str, span: int | None = None
+) -> tuple[Any, Any]:
     """ExampleGen and StatisticsGen: how the pipeline reads the data and describes it.
 
     The ExampleGen and the statistics options are the data format's
     (pipeline/sources.py). The `schema` command infers from these same components, so a schema it writes agrees with what the
     pipeline validates (an empty CSV field, for instance, is an empty feature in
-    ExampleGen's tf.Examples, not an absent one).
+    ExampleGen's tf.Examples, not an absent one). With data.spans the ExampleGen reads
+    span `span` (None: the latest on disk, TFX's own choice).
     """
     source = sources.source_of(config)
-    example_gen = source.example_gen(config, data_root)
+    range_config = spans.range_config(span) if span is not None else None
+    example_gen = source.example_gen(config, data_root, range_config)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], stats_options=source.stats_options(config)
     )
@@ -412,6 +424,8 @@ def create_pipeline(
     enable_cache: bool = True,
     platform: ComponentPlatform | None = None,
     exclude_candidate_from_baseline: bool = True,
+    span: int | None = None,
+    span_window: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline for one dataset config.
 
@@ -430,6 +444,11 @@ def create_pipeline(
         TFX's built-in resolver strategies, so its runner passes False.
       platform: per-component cluster settings (resources, Vertex AI Training);
         None, the local default, changes nothing.
+      span: with data.spans, the span this run's ExampleGen reads (the newest; None: the
+        latest on disk).
+      span_window: with data.spans, Transform reads the latest data.spans.window spans
+        any run ingested (a Resolver with spans.SpanWindowStrategy); False: the newest
+        span only (Kubeflow V2 compiles only TFX's built-in resolver strategies).
 
     Returns:
       The pipeline: ExampleGen, StatisticsGen, schema, ExampleValidator, AnomalyGate,
@@ -437,7 +456,7 @@ def create_pipeline(
       Quantization (unless disabled), latest-blessed-model resolver, Evaluator, SliceGate,
       InfraValidation, Explanations (unless disabled), ModelCard, Pusher.
     """
-    example_gen, statistics_gen = data_components(config, data_root)
+    example_gen, statistics_gen = data_components(config, data_root, span)
     if config.schema_file:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
     else:
@@ -451,8 +470,9 @@ def create_pipeline(
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
     shared_config = custom_config(config, code_version)
+    window = _span_window(config, example_gen, span_window)
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=window[0].outputs["examples"] if window else example_gen.outputs["examples"],
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=shared_config,
@@ -542,6 +562,7 @@ def create_pipeline(
             schema_gen,
             example_validator,
             anomaly_gate,
+            *window,
             transform,
             tuner,
             *warm_start,

@@ -88,10 +88,56 @@ def _overview(summary: Mapping[str, Any]) -> list[str]:
 
 
 def _data(summary: Mapping[str, Any]) -> list[str]:
-    return _statistics(summary) + [
-        f"<h3>Text {_esc(feature)}</h3>{_text_table(stats)}"
-        for feature, stats in (summary.get("text") or {}).items()
+    return (
+        _spans(summary)
+        + _statistics(summary)
+        + [
+            f"<h3>Text {_esc(feature)}</h3>{_text_table(stats)}"
+            for feature, stats in (summary.get("text") or {}).items()
+        ]
+    )
+
+
+def _spans(summary: Mapping[str, Any]) -> list[str]:
+    """With data.spans: each span's role in the run with its rows, and the span drift."""
+    section = summary.get("spans")
+    if not section:
+        return []
+    roles: dict[int, list[str]] = {}
+    rows: dict[int, Mapping[str, int]] = {}
+    entries = [("ingested", e) for e in section["ingested"]]
+    entries += [("trained", e) for e in section["trained"] or []]
+    if section["evaluated"]:
+        entries.append(("evaluated (blessing)", section["evaluated"]))
+    for role, entry in entries:
+        roles.setdefault(entry["span"], []).append(role)
+        rows[entry["span"]] = entry["rows"]
+    table = _grid(
+        ["span", "this run", "train rows", "eval rows"],
+        [
+            [n, ", ".join(roles[n]), rows[n].get("train", "-"), rows[n].get("eval", "-")]
+            for n in sorted(roles)
+        ],
+    )
+    parts = [
+        f"<h3>Spans</h3><p>On disk: {_esc(section['on_disk'])}; training window: the latest"
+        f" {section['window']}.</p>{table}"
     ]
+    drift = section.get("drift")
+    if drift:
+        parts.append(
+            f"<p>Span {drift['span']} against span {drift['previous_span']}"
+            f" (data.spans.drift: {_esc(drift['action'])}):</p>"
+            + _grid(
+                ["feature", "statistic", "value", "threshold", "drifted"],
+                [
+                    [name, f["statistic"], f["value"], f["threshold"], f["drifted"]]
+                    for name, f in drift["features"].items()
+                ],
+                ["fail" if f["drifted"] else "" for f in drift["features"].values()],
+            )
+        )
+    return parts
 
 
 def _statistics(summary: Mapping[str, Any]) -> list[str]:

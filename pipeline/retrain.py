@@ -1,6 +1,7 @@
 """`monitor --retrain` (`make retrain`): runs the pipeline when the served model's serving
-data has drifted or when its training data has changed, and never on input the monitor
-could not read (that is an error before anything here runs).
+data has drifted, when its training data has changed or (with data.spans) when a span
+arrived that ML Metadata does not hold, and never on input the monitor could not read
+(that is an error before anything here runs).
 
 The retrain is an ordinary pipeline run: the Trainer warm-starts from the last blessed
 model (training.warm_start), the Evaluator compares the new model with the last blessed
@@ -24,19 +25,32 @@ from pipeline.monitor import DRIFT_FILE, MonitorResult
 
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    """Why (or whether) to retrain: drift in the monitored requests, changed data."""
+    """Why (or whether) to retrain: drift in the monitored requests, changed data, new spans.
+
+    With data.spans, `new_spans` are the spans of the window on disk whose data ML Metadata
+    does not hold (new, or changed since ingested); `new_data` is then not measured.
+    """
 
     drift: bool
     new_data: bool
     data_fingerprint: str
+    new_spans: tuple[int, ...] = ()
 
     @property
     def fires(self) -> bool:
-        return self.drift or self.new_data
+        return self.drift or self.new_data or bool(self.new_spans)
 
     @property
     def reason(self) -> str:
-        reasons = [r for r, on in (("drift", self.drift), ("new data", self.new_data)) if on]
+        reasons = [
+            r
+            for r, on in (
+                ("drift", self.drift),
+                ("new data", self.new_data),
+                ("new span", bool(self.new_spans)),
+            )
+            if on
+        ]
         return " and ".join(reasons) or "no drift and no new data"
 
 
@@ -63,9 +77,32 @@ def data_fingerprint(config: PipelineConfig) -> str:
     return fingerprint
 
 
+def new_spans(config: PipelineConfig) -> tuple[int, ...]:
+    """The spans a run would ingest now: those of the window (and the one before it) whose
+    files ML Metadata holds under no ExampleGen output with the same input fingerprint."""
+    from ml_metadata import metadata_store
+
+    from pipeline import local_runner, spans
+    from pipeline.pipeline import data_components
+    from pipeline.sources import stage_spans
+
+    staged = stage_spans(config)
+    example_gen, _ = data_components(config, staged.data.directory)
+    fingerprints = {n: spans.input_fingerprint(example_gen, n) for n in staged.staged}
+    store = metadata_store.MetadataStore(
+        local_runner.connection(local_runner.metadata_path(config))
+    )
+    return spans.pending(store, config.pipeline_name, example_gen.id, fingerprints)
+
+
 def trigger(config: PipelineConfig, result: MonitorResult) -> Trigger:
-    """Whether the monitor's result or the data calls for a retrain: drift, or data files
-    other than those the served model's ExampleGen read (its `input_fingerprint`)."""
+    """Whether the monitor's result or the data calls for a retrain: drift, data files
+    other than those the served model's ExampleGen read (its `input_fingerprint`), or with
+    data.spans a span not yet ingested."""
+    if config.data.spans:
+        return Trigger(
+            drift=result.drifted, new_data=False, data_fingerprint="", new_spans=new_spans(config)
+        )
     fingerprint = data_fingerprint(config)
     return Trigger(
         drift=result.drifted,
@@ -82,4 +119,5 @@ def monitoring_section(result: MonitorResult, fired: Trigger) -> dict[str, Any]:
         "drift": result.drift,
         "new_data": fired.new_data,
         "data_fingerprint": fired.data_fingerprint,
+        "new_spans": list(fired.new_spans),
     }

@@ -10,20 +10,30 @@ runners go through `source_of(config)`, so a new format is a new class and a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Protocol
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
-from pipeline import data, images, series, texts
+from pipeline import data, images, series, spans, texts
 from pipeline.config import PipelineConfig
 
 
 class DataSource(Protocol):
     def stage(self, config: PipelineConfig) -> data.StagedData: ...
 
-    def example_gen(self, config: PipelineConfig, data_root: str): ...
+    def stage_span(
+        self, config: PipelineConfig, span: spans.Span, directory: str
+    ) -> data.StagedData: ...
+
+    def example_gen(
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
+    ): ...
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]: ...
 
@@ -36,6 +46,11 @@ class CsvSource:
     def stage(self, config: PipelineConfig) -> data.StagedData:
         return data.stage(config)
 
+    def stage_span(
+        self, config: PipelineConfig, span: spans.Span, directory: str
+    ) -> data.StagedData:
+        return spans.stage_csv_span(config, span, directory)
+
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
         source = config.data.source
         text = data.read_source(source, config.data.encoding)
@@ -43,7 +58,13 @@ class CsvSource:
             text, source, config.data.na_values, data.Columns.of(config)
         ).label_values
 
-    def example_gen(self, config: PipelineConfig, data_root: str) -> tfx.components.CsvExampleGen:
+    def example_gen(
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
+    ) -> tfx.components.CsvExampleGen:
+        _, input_config = csv_input(config)
         splits = tfx.proto.SplitConfig(
             splits=[
                 tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
@@ -51,7 +72,10 @@ class CsvSource:
             ]
         )
         return tfx.components.CsvExampleGen(
-            input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
+            input_base=data_root,
+            input_config=input_config,
+            output_config=tfx.proto.Output(split_config=splits),
+            range_config=range_config,
         )
 
     def stats_options(self, config: PipelineConfig) -> None:
@@ -66,10 +90,17 @@ class ImageFolderSource:
     """
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
-        directory = Path(config.output_root) / "data" / config.pipeline_name
+        return self._stage(config, config.data.source, staged_directory(config))
+
+    def stage_span(
+        self, config: PipelineConfig, span: spans.Span, directory: str
+    ) -> data.StagedData:
+        return self._stage(config, span.paths[0], directory)
+
+    def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
         staged = images.stage_images(
-            config.data.source,
-            str(directory),
+            source,
+            directory,
             feature=config.image_features[0],
             label=config.label,
             shape=config.image_shape,
@@ -83,16 +114,19 @@ class ImageFolderSource:
             size_bytes=staged.size_bytes,
             rows=sum(staged.rows.values()),
             label_values=staged.label_values,
-            notes=tuple(filter(None, [staged.note(config.data.source)])),
+            notes=tuple(filter(None, [staged.note(source)])),
         )
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
         return images.class_names(config.data.source)
 
     def example_gen(
-        self, config: PipelineConfig, data_root: str
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
     ) -> tfx.components.ImportExampleGen:
-        return _import_example_gen(data_root)
+        return _import_example_gen(config, data_root, range_config)
 
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
         """TFDV's semantic-domain statistics: a histogram of the image feature's formats
@@ -112,9 +146,17 @@ class TextFolderSource:
     """
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
+        return self._stage(config, config.data.source, staged_directory(config))
+
+    def stage_span(
+        self, config: PipelineConfig, span: spans.Span, directory: str
+    ) -> data.StagedData:
+        return self._stage(config, span.paths[0], directory)
+
+    def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
         return texts.stage_texts(
-            config.data.source,
-            str(Path(config.output_root) / "data" / config.pipeline_name),
+            source,
+            directory,
             feature=config.text_features[0],
             label=config.label,
             encoding=config.data.encoding,
@@ -128,9 +170,12 @@ class TextFolderSource:
         return texts.class_names(config.data.source)
 
     def example_gen(
-        self, config: PipelineConfig, data_root: str
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
     ) -> tfx.components.ImportExampleGen:
-        return _import_example_gen(data_root)
+        return _import_example_gen(config, data_root, range_config)
 
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
         """TFDV's semantic-domain statistics: it recognises the text feature as natural
@@ -150,9 +195,17 @@ class UcrSource:
     """
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
+        return self._stage(config, config.data.source, staged_directory(config))
+
+    def stage_span(
+        self, config: PipelineConfig, span: spans.Span, directory: str
+    ) -> data.StagedData:
+        return self._stage(config, span.paths[0], directory)
+
+    def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
         return series.stage_series(
-            config.data.source,
-            str(Path(config.output_root) / "data" / config.pipeline_name),
+            source,
+            directory,
             feature=config.sequence_features[0],
             label=config.label,
             length=config.sequence_length,
@@ -165,9 +218,12 @@ class UcrSource:
         return series.class_names(config.data.source)
 
     def example_gen(
-        self, config: PipelineConfig, data_root: str
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
     ) -> tfx.components.ImportExampleGen:
-        return _import_example_gen(data_root)
+        return _import_example_gen(config, data_root, range_config)
 
     def stats_options(self, config: PipelineConfig) -> None:
         """TFDV's defaults: for the series' float list, the values per example (which
@@ -175,12 +231,39 @@ class UcrSource:
         return None
 
 
-def _import_example_gen(data_root: str) -> tfx.components.ImportExampleGen:
-    """Reads the staged `train/` and `eval/` TFRecords as the two splits."""
+def _import_example_gen(
+    config: PipelineConfig, data_root: str, range_config: tfx.proto.RangeConfig | None
+) -> tfx.components.ImportExampleGen:
+    """Reads the staged `train/` and `eval/` TFRecords as the two splits (each span's, with
+    data.spans)."""
     splits = [tfx.proto.Input.Split(name=name, pattern=f"{name}/*") for name in ("train", "eval")]
+    input_config = tfx.proto.Input(splits=splits)
     return tfx.components.ImportExampleGen(
-        input_base=data_root, input_config=tfx.proto.Input(splits=splits)
+        input_base=data_root,
+        input_config=spans.span_input(input_config) if config.data.spans else input_config,
+        range_config=range_config,
     )
+
+
+def staged_directory(config: PipelineConfig) -> str:
+    """`<output_root>/data/<pipeline>`: where staging writes what ExampleGen reads."""
+    return str(Path(config.output_root) / "data" / config.pipeline_name)
+
+
+def csv_input(config: PipelineConfig) -> tuple[str, tfx.proto.Input]:
+    """Where CsvExampleGen reads the config's CSV, and its input config: the staged
+    `data.csv` as one split (hash-split by the output config), under `span-{SPAN}/` with
+    data.spans (pipeline/spans.py).
+
+    Returns:
+      (input_base, input_config).
+    """
+    # TFX's default input config (one split of every file): a config without spans keeps
+    # the ExampleGen properties, and so the cache, of runs before spans existed.
+    input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern="*")])
+    if config.data.spans:
+        input_config = spans.span_input(input_config)
+    return staged_directory(config), input_config
 
 
 def _limits(config: PipelineConfig) -> dict[str, int] | None:
@@ -206,10 +289,51 @@ def source_of(config: PipelineConfig) -> DataSource:
 
 
 def stage(config: PipelineConfig) -> data.StagedData:
-    """Checks and stages the config's data for its ExampleGen."""
+    """Checks and stages the config's data for its ExampleGen (with data.spans, the spans
+    that `stage_spans` stages)."""
+    if config.data.spans:
+        return stage_spans(config).data
     return source_of(config).stage(config)
 
 
+def stage_spans(config: PipelineConfig) -> spans.StagedSpans:
+    """Finds the spans of `data.source` and stages the window and the span before it, each
+    into `<staged>/span-<N>/` by the data format.
+
+    Raises:
+      SpanError: no spans, a gap, a span whose CSV header differs from the others'.
+      DataError: a span fails the format's checks (the message names its files).
+    """
+    source = source_of(config)
+    found = spans.discover(config.data.source, config.data.format)
+    numbers = spans.to_stage(found, config.data.spans.window)
+    root = staged_directory(config)
+    parts = {
+        span.number: source.stage_span(config, span, spans.stage_dir(root, span.number))
+        for span in found
+        if span.number in numbers
+    }
+    if config.data.format == "csv":
+        spans.check_headers(found, parts)
+    staged = spans.merge_staged(root, parts.values())
+    if config.task == "classification" and config.data.format == "csv":
+        data.check_label_values(staged.label_values, staged.rows, config.data.source, config.label)
+    return spans.StagedSpans(found, numbers, spans.window(found, config.data.spans.window), staged)
+
+
 def label_values(config: PipelineConfig) -> tuple[str, ...]:
-    """The label's classes in the config's data, read without staging it."""
-    return source_of(config).label_values(config)
+    """The label's classes in the config's data, read without staging it (with data.spans,
+    in every span on disk)."""
+    source = source_of(config)
+    if not config.data.spans:
+        return source.label_values(config)
+    found = spans.discover(config.data.source, config.data.format)
+    classes = {
+        value
+        for span in found
+        for path in span.paths
+        for value in source.label_values(
+            dataclasses.replace(config, data=dataclasses.replace(config.data, source=path))
+        )
+    }
+    return tuple(sorted(classes))

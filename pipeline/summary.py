@@ -11,7 +11,7 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import evaluation, text_stats
+from pipeline import evaluation, spans, text_stats
 from pipeline.training import TRAINING_RECORD
 
 _STATES = {
@@ -553,6 +553,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"  infra validation: {'passed' if infra['blessed'] else 'FAILED'} ({infra.get('reason', '')})"
         )
+    if summary.get("spans"):
+        lines.append(spans.format_line(summary["spans"]))
     pushed = summary.get("pushed")
     lines.append(
         f"  pushed: {pushed['model_dir']} (version {pushed['version']})"

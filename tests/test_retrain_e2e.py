@@ -1,6 +1,7 @@
-"""Continuous training on penguins arriving by year: train on 2007, serve with request
-logging, monitor the 2008-2009 traffic, retrain warm-started on 2007-2009 when the data
-changes, and swap the better model in under load without a failed request."""
+"""Continuous training on penguins arriving by year as data spans: train on span 1 (2007),
+serve with request logging, monitor the 2008-2009 traffic, retrain warm-started on the
+window of spans 1-3 when spans 2 (2008) and 3 (2009) arrive, bless on span 3's eval split,
+and swap the better model in under load without a failed request."""
 
 import csv
 import io
@@ -38,16 +39,23 @@ def _write_csv(path, rows) -> None:
         writer.writerows(rows)
 
 
-def _config(tmp_path, repo_root, data):
+def _write_span(root, number: int, rows) -> None:
+    (root / f"span-{number}").mkdir(parents=True, exist_ok=True)
+    _write_csv(root / f"span-{number}" / "penguins.csv", rows)
+
+
+def _config(tmp_path, repo_root, data, drift="warn", thresholds=None):
     raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
     raw["schema_file"] = str(repo_root / "configs" / raw["schema_file"])
     raw["data"]["source"] = str(data)
+    raw["data"]["spans"] = {"window": 3, "drift": drift}
+    raw["monitoring"] = {"thresholds": thresholds or {}}
     # Cheap: one short trial, a short fit; the bar is low for a model of 110 birds.
     raw["tuner"].update(max_trials=1, epochs=3)
     raw["training"].update(epochs=8)
     raw["evaluation"]["lower_bound"] = 0.5
     raw["quantization"]["enabled"] = False
-    path = tmp_path / "penguins.yaml"
+    path = tmp_path / f"penguins-{drift}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_config(path, output_root=str(tmp_path / "out"))
 
@@ -84,13 +92,19 @@ class _Hammer(threading.Thread):
                     self.failures.append(repr(err))
 
 
-def test_new_years_retrain_warm_started_and_swap_in_without_a_failed_request(tmp_path, repo_root):
-    data = tmp_path / "penguins.csv"
-    _write_csv(data, _rows({"2007"}))
+def _spans(section, key) -> list[int]:
+    return [entry["span"] for entry in section[key]]
+
+
+def test_new_spans_retrain_warm_started_and_swap_in_without_a_failed_request(tmp_path, repo_root):
+    data = tmp_path / "penguins"
+    _write_span(data, 1, _rows({"2007"}))
     config = _config(tmp_path, repo_root, data)
     first = local_runner.run(config)
     assert first["status"] == "succeeded", first["error"]
     assert first["warm_start"]["from"] is None
+    assert _spans(first["spans"], "ingested") == [1] and _spans(first["spans"], "trained") == [1]
+    assert first["spans"]["evaluated"]["span"] == 1 and first["spans"]["drift"] is None
     old_version = int(first["pushed"]["version"])
 
     new_rows = [r for r in _rows({"2008", "2009"}) if "NA" not in r.values()]
@@ -116,19 +130,21 @@ def test_new_years_retrain_warm_started_and_swap_in_without_a_failed_request(tmp
             assert cli.main([*argv, "--logs", str(garbage)]) == 1
             assert _summary(tmp_path)["run_id"] == first_run
 
-            # A failed retrain (new rows with a species the schema does not know) pushes
+            # A failed retrain (span 2 with a species the schema does not know) pushes
             # nothing: the served version stays.
-            bad = _rows({"2007", "2008"})
+            bad = _rows({"2008"})
             bad[-1] = {**bad[-1], "species": "Emperor"}
-            _write_csv(data, bad)
+            _write_span(data, 2, bad)
             assert cli.main([*argv, "--logs", logs]) == 1
             failed = _summary(tmp_path)
             assert failed["status"] == "failed" and "AnomalyGate" in failed["error"]
-            assert failed["monitoring"]["trigger"] == "new data"
+            assert failed["monitoring"]["trigger"] == "new span"
+            assert failed["monitoring"]["new_spans"] == [2]
             assert os.listdir(serving_dir) == [str(old_version)]
             assert client.wait_until_available("penguins", timeout_s=5) == old_version
-            # The birds of 2008-2009 arrive: the data file now holds every year.
-            _write_csv(data, _rows({"2007", "2008", "2009"}))
+            # The birds of 2008 and 2009 arrive as spans 2 (corrected) and 3.
+            _write_span(data, 2, _rows({"2008"}))
+            _write_span(data, 3, _rows({"2009"}))
             hammer = _Hammer(address, new_rows)
             hammer.start()
             code = cli.main([*argv, "--logs", logs])
@@ -148,8 +164,9 @@ def test_new_years_retrain_warm_started_and_swap_in_without_a_failed_request(tmp
     assert summary["status"] == "succeeded", summary["error"]
     monitoring = summary["monitoring"]
     # As measured: the 2008-2009 traffic is within the thresholds of 2007's (no false
-    # alarm); the changed data file is what triggers the retrain.
-    assert monitoring["trigger"] == "new data"
+    # alarm); the changed span 2 and the new span 3 are what trigger the retrain.
+    assert monitoring["trigger"] == "new span"
+    assert monitoring["new_spans"] == [2, 3]
     assert monitoring["drift"]["drifted_features"] == []
     assert monitoring["drift"]["serving"]["rows"] == len(new_rows)
     assert os.path.isfile(monitoring["drift_file"])
@@ -162,9 +179,44 @@ def test_new_years_retrain_warm_started_and_swap_in_without_a_failed_request(tmp
     assert f"<td>warm start from</td><td>{warm['from']}</td>" in section
     assert "Trigger: <b>new data</b>" in section and "<td>island</td>" in section
     assert summary["evaluation"]["blessed"] is True
+    spans = summary["spans"]
+    # Only the new and the changed span are ingested; the window trains on all three and
+    # the newest span's eval split decides blessing.
+    assert _spans(spans, "ingested") == [2, 3]
+    assert _spans(spans, "trained") == [1, 2, 3]
+    for entry, year in zip(spans["trained"], ("2007", "2008", "2009"), strict=True):
+        assert sum(entry["rows"].values()) == len(_rows({year})), (year, entry)
+    assert spans["evaluated"]["span"] == 3
+    assert summary["training"]["train_examples"] == sum(
+        e["rows"]["train"] for e in spans["trained"]
+    )
+    slices = summary["evaluation"]["slices"]
+    overall = sum(r["example_count"] for r in slices if r["feature"] == "island")
+    assert overall == spans["evaluated"]["rows"]["eval"]
+    # Span 3 against span 2, every numeric and categorical feature and the label, by the
+    # monitor's comparators; as between the years' traffic above, none drifts.
+    drift = spans["drift"]
+    assert (drift["span"], drift["previous_span"], drift["action"]) == (3, 2, "warn")
+    assert set(drift["features"]) == {*config.features, "species"}
+    assert drift["features"]["island"]["statistic"] == "L_infinity"
+    assert drift["features"]["flipper_length_mm"]["statistic"] == "jensen_shannon_divergence"
+    assert drift["drifted_features"] == []
     assert new_version > old_version
     # The new version serves; the old one was unloaded once it did.
     assert statuses == {old_version: State.END, new_version: State.AVAILABLE}
     assert hammer.failures == []
     assert hammer.calls > 20
     assert new_accuracy > old_accuracy, (old_accuracy, new_accuracy)
+
+    # data.spans.drift stop, with island's threshold under the 0.099 measured between the
+    # years: the run fails before anything trains, naming span, feature and value; nothing
+    # is ingested again (ML Metadata holds every span) and nothing is pushed.
+    strict = _config(tmp_path, repo_root, data, drift="stop", thresholds={"island": 0.05})
+    versions = sorted(os.listdir(serving_dir))
+    stopped = local_runner.run(strict)
+    assert stopped["status"] == "failed"
+    assert "span 3 drifted from span 2: island L_infinity 0.09" in stopped["error"]
+    assert "> 0.05" in stopped["error"] and "data.spans.drift is stop" in stopped["error"]
+    assert stopped["components"] == {} and stopped["spans"]["ingested"] == []
+    assert stopped["spans"]["drift"]["drifted_features"] == ["island"]
+    assert sorted(os.listdir(serving_dir)) == versions

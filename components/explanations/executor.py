@@ -184,8 +184,9 @@ class Executor(base_executor.BaseExecutor):
         explain_model(
             trainer_model=artifact_utils.get_single_uri(input_dict[keys.MODEL_KEY]),
             transform_graph=artifact_utils.get_single_uri(input_dict[keys.TRANSFORM_GRAPH_KEY]),
+            # One transformed Examples per span with data.spans: the newest (created last).
             transformed_eval=artifact_utils.get_split_uri(
-                input_dict[keys.TRANSFORMED_EXAMPLES_KEY], "eval"
+                [max(input_dict[keys.TRANSFORMED_EXAMPLES_KEY], key=lambda a: a.id)], "eval"
             ),
             output=artifact_utils.get_single_uri(output_dict[keys.EXPLANATIONS_KEY]),
             settings=settings,

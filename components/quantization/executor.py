@@ -348,7 +348,9 @@ def _report(
 
 
 def _split_uri(artifacts: list, split: str) -> str:
-    return artifact_utils.get_split_uri(artifacts, split)
+    # Transform writes one transformed Examples per input span (data.spans); the newest
+    # span's, created last, stands for the data.
+    return artifact_utils.get_split_uri([max(artifacts, key=lambda a: a.id)], split)
 
 
 class Executor(base_executor.BaseExecutor):
