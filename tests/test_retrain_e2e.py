@@ -177,7 +177,7 @@ def test_new_spans_retrain_warm_started_and_swap_in_without_a_failed_request(tmp
     report = Path(summary["report"]).read_text()
     section = report[report.index('<section id="continuous-training">') :]
     assert f"<td>warm start from</td><td>{warm['from']}</td>" in section
-    assert "Trigger: <b>new data</b>" in section and "<td>island</td>" in section
+    assert "Trigger: <b>new span</b>" in section and "<td>island</td>" in section
     assert summary["evaluation"]["blessed"] is True
     spans = summary["spans"]
     # Only the new and the changed span are ingested; the window trains on all three and
