@@ -34,7 +34,7 @@ from pipeline import progress as progress_lib
 from pipeline import report
 from pipeline import summary as summary_lib
 from pipeline.config import PipelineConfig
-from pipeline.data import StagedData, stage_schema
+from pipeline.data import StagedData, stage_schema, staging_directory
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import ProgressHandler, capture_progress
 from pipeline.sources import stage
@@ -71,7 +71,10 @@ def beam_args(config: PipelineConfig, data_bytes: int, rows: int = 0) -> list[st
     in_memory runs everything in this process and is fastest for small inputs;
     multi_processing pays a few seconds to start one worker per core but scales
     with the data. `auto` picks by the input's bytes or rows, whichever is large
-    (beam.multi_processing_min_mb, beam.multi_processing_min_rows).
+    (beam.multi_processing_min_mb, beam.multi_processing_min_rows): rows are the
+    work, bytes only count for inputs with few, large rows (a compressed CSV of
+    1M rows is a few MB). A local run counts the rows in its label pass
+    (pipeline/data.py), a cluster compile estimates them (data.estimate_rows).
     """
     mode = config.beam.mode
     if mode == "auto":
@@ -126,7 +129,7 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
     Path(paths["metadata"]).parent.mkdir(parents=True, exist_ok=True)
     if config.schema_file:
         config = dataclasses.replace(
-            config, schema_file=stage_schema(config.schema_file, staged.directory)
+            config, schema_file=stage_schema(config.schema_file, staging_directory(config))
         )
     return create_pipeline(
         config,

@@ -16,6 +16,7 @@ from typing import Protocol
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
+from components.csv_example_gen import CsvExampleGen
 from pipeline import data, images, series, texts
 from pipeline.config import PipelineConfig
 
@@ -31,31 +32,69 @@ class DataSource(Protocol):
 
 
 class CsvSource:
-    """A CSV file with a header (`data.format: csv`), split into train/eval by hash."""
+    """CSV files with a header (`data.format: csv`): one file, a folder of them or a glob,
+    compressed or not, read by components/csv_example_gen and split into train/eval by hash."""
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
-        return data.stage(config)
+        """Checks the files before a run (headers, labels; pipeline/data.py); copies nothing."""
+        input_base, input_config = csv_input(config)
+        files = data.matching_files(input_base, input_config.splits[0].pattern)
+        return data.check_csv(config, files, input_base)
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
-        source = config.data.source
-        text = data.read_source(source, config.data.encoding)
-        return data.normalise(
-            text, source, config.data.na_values, data.Columns.of(config)
-        ).label_values
+        return self.stage(config).label_values
 
-    def example_gen(self, config: PipelineConfig, data_root: str) -> tfx.components.CsvExampleGen:
+    def example_gen(
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
+    ) -> CsvExampleGen:
+        """The ExampleGen over the files that `csv_input` names (under `data_root`, a
+        cluster runner's copy of them, when it is not the local folder)."""
+        input_base, input_config = csv_input(config, data_root)
+        local_base, local_config = csv_input(config)
+        files = data.matching_files(local_base, local_config.splits[0].pattern)
+        layout = data.layout_of(
+            files, data.Columns.of(config), config.data.na_values, config.data.encoding
+        )
         splits = tfx.proto.SplitConfig(
             splits=[
                 tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
                 tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
             ]
         )
-        return tfx.components.CsvExampleGen(
-            input_base=data_root, output_config=tfx.proto.Output(split_config=splits)
+        return CsvExampleGen(
+            input_base=input_base,
+            input_config=input_config,
+            output_config=tfx.proto.Output(split_config=splits),
+            layout=layout,
+            range_config=range_config,
         )
 
     def stats_options(self, config: PipelineConfig) -> None:
         return None
+
+
+def csv_input(config: PipelineConfig, data_root: str = "") -> tuple[str, tfx.proto.Input]:
+    """Where the CSV files are: (input_base, an Input of one split whose pattern matches them).
+
+    `data.source` is a file (its folder, its name), a folder (it, `*.csv*`: plain and
+    compressed CSV files) or a glob (its folders up to the first wildcard, the rest).
+    `data_root`, when given, replaces the folder: a cluster runner reads the same files
+    from its copy of them (kubeflow.data_root).
+    """
+    source = data.penguins_csv() if config.data.source == data.PENGUINS else config.data.source
+    parts = Path(source).parts
+    wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if wild is not None:
+        base, pattern = Path(*parts[:wild]), "/".join(parts[wild:])
+    elif Path(source).is_dir():
+        base, pattern = Path(source), "*.csv*"
+    else:
+        base, pattern = Path(source).parent, Path(source).name
+    split = tfx.proto.Input.Split(name="single_split", pattern=pattern)
+    return data_root or str(base), tfx.proto.Input(splits=[split])
 
 
 class ImageFolderSource:
