@@ -8,6 +8,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.types import standard_component_specs
 
 from components.csv_example_gen.reading import Layout, read_examples
 from components.csv_example_gen.spec import LAYOUT_KEY
@@ -53,21 +54,26 @@ def _ImportCsv(
     pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str
 ) -> beam.PCollection:
     layout = Layout.from_json(exec_properties[LAYOUT_KEY])
-    return pipeline | CsvToExamples(layout, matching_files(split_pattern))
+    pattern = f"{exec_properties[standard_component_specs.INPUT_BASE_KEY].rstrip('/')}/{split_pattern}"
+    return pipeline | "CsvToExamples" >> CsvToExamples(layout, matching_files(pattern))
 
 
 # A DataError raised in a Beam worker reaches Do() as Beam's error: the same type with
 # the step appended in one process, a RuntimeError holding the worker's traceback in several.
-_IN_TRACEBACK = re.compile(r"DataError: (.+?)(?: \[while running '[^']*'\])?$", re.MULTILINE)
-_STEP = re.compile(r" \[while running '[^']*'\]$")
+_IN_TRACEBACK = re.compile(r"DataError: (.+)$", re.MULTILINE)
+_STEP = " [while running "
 
 
 def data_error_of(err: BaseException) -> DataError | None:
     """The one-line DataError inside a Beam failure, if that is what it is."""
     if isinstance(err, DataError):
-        return DataError(_STEP.sub("", str(err).splitlines()[0]))
-    found = _IN_TRACEBACK.search(str(err))
-    return DataError(found.group(1)) if found else None
+        line = str(err).splitlines()[0]
+    else:
+        found = _IN_TRACEBACK.search(str(err))
+        if not found:
+            return None
+        line = found.group(1)
+    return DataError(line.split(_STEP)[0])
 
 
 class Executor(BaseExampleGenExecutor):
