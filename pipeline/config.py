@@ -867,8 +867,7 @@ def _existing(reader: _Reader, key: str, path: Path, kind: str = "file") -> str:
         found = host.resolve_input(path)
     except FileNotFoundError:
         raise reader.error(key, f"{kind} not found: {path}") from None
-    accepted = {"directory": found.is_dir(), "file": found.is_file()}
-    if not any(ok for k, ok in accepted.items() if k in kind.split(" or ")):
+    if not (found.is_dir() if kind == "directory" else found.is_file()):
         raise reader.error(key, f"not a {kind}: {path}")
     return str(found)
 
@@ -879,7 +878,13 @@ def _csv_source(reader: _Reader, path: Path) -> str:
     parts = path.parts
     wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
     if wild is None:
-        return _existing(reader, "source", path, "file or directory")
+        try:
+            found = host.resolve_input(path)
+        except FileNotFoundError:
+            raise reader.error("source", f"file not found: {path}") from None
+        if not (found.is_file() or found.is_dir()):
+            raise reader.error("source", f"not a file or a directory: {path}")
+        return str(found)
     folder = Path(_existing(reader, "source", Path(*parts[:wild]), "directory"))
     pattern = "/".join(parts[wild:])
     if not any(p.is_file() for p in folder.glob(pattern)):

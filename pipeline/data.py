@@ -259,7 +259,9 @@ def unlabelled_note(scan: LabelScan, source: str, label: str) -> tuple[str, ...]
     if not scan.unlabelled:
         return ()
     one_file = len({path for path, _ in scan.first_unlabelled}) == 1
-    places = [str(line) if one_file else f"{path} line {line}" for path, line in scan.first_unlabelled]
+    places = [
+        str(line) if one_file else f"{path} line {line}" for path, line in scan.first_unlabelled
+    ]
     shown = ", ".join(places) + (", ..." if scan.unlabelled > len(places) else "")
     return (
         f"{source}: left out {scan.unlabelled} rows without a label {label!r}"

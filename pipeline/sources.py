@@ -44,6 +44,12 @@ class CsvSource:
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
         return self.stage(config).label_values
 
+    def estimated_rows(self, config: PipelineConfig) -> int:
+        """The files' rows estimated from a prefix of each (pipeline/data.py estimate_rows),
+        for a runner that does not stage the data (the Kubeflow compile's Beam mode)."""
+        input_base, input_config = csv_input(config)
+        return data.estimate_rows(data.matching_files(input_base, input_config.splits[0].pattern))
+
     def example_gen(
         self,
         config: PipelineConfig,
@@ -247,6 +253,13 @@ def source_of(config: PipelineConfig) -> DataSource:
 def stage(config: PipelineConfig) -> data.StagedData:
     """Checks and stages the config's data for its ExampleGen."""
     return source_of(config).stage(config)
+
+
+def estimated_rows(config: PipelineConfig) -> int:
+    """The config's rows estimated without reading the data (0: not known before staging;
+    only CSV files can be estimated without reading them)."""
+    source = source_of(config)
+    return source.estimated_rows(config) if isinstance(source, CsvSource) else 0
 
 
 def label_values(config: PipelineConfig) -> tuple[str, ...]:

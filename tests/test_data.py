@@ -94,7 +94,11 @@ def test_rows_without_a_label_are_left_out_and_counted(tmp_path):
     path.write_text("a,b,y\n1,2,x\n3,4,NA\n5,6,z\n7,8,\n")
     scan, examples = _check(path)
     assert [line for line, e in examples if e is not None] == [2, 4]
-    assert (scan.rows, scan.unlabelled, scan.first_unlabelled) == (2, 2, ((str(path), 3), (str(path), 5)))
+    assert (scan.rows, scan.unlabelled, scan.first_unlabelled) == (
+        2,
+        2,
+        ((str(path), 3), (str(path), 5)),
+    )
     assert data.unlabelled_note(scan, "t.csv", "y") == (
         "t.csv: left out 2 rows without a label 'y' (lines 3, 5)",
     )
@@ -104,7 +108,11 @@ def test_empty_string_marker_and_spaces_around_header_names(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text(" a , b ,y\n1, ,x\n,2,z\n")
     scan, examples = _check(path, na_values=("NA", ""))
-    assert [n for n, _ in data.layout_of([str(path)], COLUMNS, (), "utf-8").columns] == ["a", "b", "y"]
+    assert [n for n, _ in data.layout_of([str(path)], COLUMNS, (), "utf-8").columns] == [
+        "a",
+        "b",
+        "y",
+    ]
     assert _values(examples[0][1])["b"] == [] and scan.rows == 2
 
 
@@ -207,7 +215,9 @@ def test_files_a_folder_and_a_glob_with_compressed_files(repo_root, tmp_path):
     staged = sources.stage(config)
     assert (staged.directory, staged.rows, staged.label_values) == (str(folder), 3, ("x", "z"))
     assert staged.notes == (f"{folder}: left out 1 rows without a label 'y' (lines 3)",)
-    glob = dataclasses.replace(config, data=dataclasses.replace(config.data, source=f"{folder}/[12].csv*"))
+    glob = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, source=f"{folder}/[12].csv*")
+    )
     base, input_config = sources.csv_input(glob)
     assert (base, input_config.splits[0].pattern) == (str(folder), "[12].csv*")
     assert sources.stage(glob).rows == 2
@@ -228,3 +238,23 @@ def test_rows_are_estimated_from_a_prefix_plain_and_compressed(tmp_path):
         estimate = data.estimate_rows([str(path)], prefix_bytes=64 * 1024)
         assert abs(estimate - 50_000) < 50_000 * 0.1, (path, estimate)
     assert data.estimate_rows([str(plain)], prefix_bytes=1 << 24) == 50_000
+
+
+def test_the_config_takes_a_folder_or_a_glob_and_names_a_glob_matching_nothing(repo_root, tmp_path):
+    import yaml
+
+    from pipeline.errors import ConfigError
+
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "1.csv.gz").write_bytes(gzip.compress(b"a,b,y\n1,2,x\n"))
+    raw = yaml.safe_load((repo_root / "configs" / "penguins.yaml").read_text())
+    raw.pop("schema_file")
+    path = tmp_path / "c.yaml"
+    for source, expected in (("parts", "parts"), ("parts/*.csv.gz", "parts/*.csv.gz")):
+        raw["data"]["source"] = source
+        path.write_text(yaml.safe_dump(raw))
+        assert load_config(path, output_root=str(tmp_path)).data.source == str(tmp_path / expected)
+    raw["data"]["source"] = "parts/*.tsv"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="data.source: no file matches '\\*.tsv' in"):
+        load_config(path, output_root=str(tmp_path))

@@ -69,9 +69,19 @@ def test_a_folder_of_plain_and_compressed_files_is_read_typed_and_hash_split(tmp
     assert len(every) == 202  # the row without a label is left out
     assert 0.1 < len(splits["eval"]) / len(every) < 0.3  # 1 bucket in 5
     by_name = {r["name"][0]: r for r in every}
-    assert by_name[b"Ann"] == {"n": [1.0], "name": [b"Ann"], "review": [b"Great, really great"], "sex": [b"F"]}
+    assert by_name[b"Ann"] == {
+        "n": [1.0],
+        "name": [b"Ann"],
+        "review": [b"Great, really great"],
+        "sex": [b"F"],
+    }
     assert by_name[b"Bob"]["n"] == [] and by_name[b"Bob"]["review"] == []
-    assert by_name[b"name7"] == {"n": [7.0], "name": [b"name7"], "review": [b"text 7"], "sex": [b"M"]}
+    assert by_name[b"name7"] == {
+        "n": [7.0],
+        "name": [b"name7"],
+        "review": [b"text 7"],
+        "sex": [b"M"],
+    }
 
 
 def test_the_same_rows_go_to_the_same_split_on_every_run(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfx import types
 from tfx.components.example_gen import driver
+from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_artifacts
@@ -13,7 +14,7 @@ from components.csv_example_gen.reading import Layout
 from components.csv_example_gen.spec import CsvExampleGenSpec
 
 
-class CsvExampleGen(base_beam_component.BaseBeamComponent):
+class CsvExampleGen(FileBasedExampleGen):
     """Reads CSV files into tf.Examples with the types the config gives each column.
 
     A FileBasedExampleGen (TFX's driver: input fingerprint, spans, hash split by
@@ -30,6 +31,8 @@ class CsvExampleGen(base_beam_component.BaseBeamComponent):
       range_config: which spans to read (None: the latest, as TFX's ExampleGens).
     """
 
+    # A FileBasedExampleGen, so that Kubeflow V2 runs TFX's driver (fingerprint, spans)
+    # before it; constructed with its own spec, which adds `layout`.
     SPEC_CLASS = CsvExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = driver.FileBasedDriver
@@ -42,7 +45,8 @@ class CsvExampleGen(base_beam_component.BaseBeamComponent):
         layout: Layout,
         range_config: range_config_pb2.RangeConfig | None = None,
     ):
-        super().__init__(
+        base_beam_component.BaseBeamComponent.__init__(
+            self,
             spec=CsvExampleGenSpec(
                 input_base=input_base,
                 input_config=input_config,
@@ -52,5 +56,5 @@ class CsvExampleGen(base_beam_component.BaseBeamComponent):
                 output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
                 layout=layout.to_json(),
                 examples=types.Channel(type=standard_artifacts.Examples),
-            )
+            ),
         )

@@ -54,7 +54,9 @@ def _ImportCsv(
     pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str
 ) -> beam.PCollection:
     layout = Layout.from_json(exec_properties[LAYOUT_KEY])
-    pattern = f"{exec_properties[standard_component_specs.INPUT_BASE_KEY].rstrip('/')}/{split_pattern}"
+    pattern = (
+        f"{exec_properties[standard_component_specs.INPUT_BASE_KEY].rstrip('/')}/{split_pattern}"
+    )
     return pipeline | "CsvToExamples" >> CsvToExamples(layout, matching_files(pattern))
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
 import dataclasses
 import gzip
-import io
 import json
 import lzma
 import zlib
@@ -39,10 +39,12 @@ KINDS = (FLOAT, BYTES, TEXT, INT)
 # of the file into one field.
 FIELD_LIMIT = csv.field_size_limit()
 
+# Python's own decompressors (each opens a file object): they raise on a truncated file,
+# where Beam's reader ends quietly.
 _DECOMPRESSORS = {
-    CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    CompressionTypes.BZIP2: lambda raw: bz2.BZ2File(raw, mode="rb"),
-    CompressionTypes.LZMA: lambda raw: lzma.LZMAFile(raw, mode="rb"),
+    CompressionTypes.GZIP: gzip.open,
+    CompressionTypes.BZIP2: bz2.open,
+    CompressionTypes.LZMA: lzma.open,
 }
 _TRUNCATED = (EOFError, zlib.error, OSError, lzma.LZMAError)
 
@@ -79,11 +81,10 @@ class Layout:
         return [name for name, _ in self.columns]
 
 
-def open_binary(path: str) -> IO[bytes]:
-    """The file's bytes, decompressed by its extension (Beam's CompressionTypes.AUTO).
-
-    Python's decompressors, over Beam's FileSystems (local paths, gs://), because they
-    raise on a truncated file where Beam's own reader ends quietly.
+@contextlib.contextmanager
+def open_binary(path: str) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed by its extension (Beam's CompressionTypes.AUTO),
+    over Beam's FileSystems (local paths, gs://).
 
     Raises:
       DataError: the file cannot be opened.
@@ -92,8 +93,13 @@ def open_binary(path: str) -> IO[bytes]:
         raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err}") from err
-    decompress = _DECOMPRESSORS.get(CompressionTypes.detect_compression_type(path))
-    return decompress(raw) if decompress else raw
+    with raw:
+        decompress = _DECOMPRESSORS.get(CompressionTypes.detect_compression_type(path))
+        if decompress is None:
+            yield raw
+        else:
+            with decompress(raw, "rb") as stream:
+                yield stream
 
 
 def text_lines(path: str, encoding: str) -> Iterator[str]:
