@@ -107,7 +107,7 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_measured(command: list[str], log: Path) -> tuple[float, float, TreeMemory, int]:
+def run_measured(command: list[str], log: Path) -> tuple[float, float, TreeMemory, int]:
     """Runs `command`, following its `[k/n] Component ...` lines to attribute memory.
 
     Returns wall seconds, CPU seconds of the process tree (on a shared machine the wall
@@ -139,7 +139,7 @@ def run_pipeline(csv: Path, rows: int, work: Path) -> dict:
     config.write_text(yaml.safe_dump(raw))
     log = work / "pipeline.log"
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)]
-    wall, cpu, memory, code = _run_measured(command, log)
+    wall, cpu, memory, code = run_measured(command, log)
     if code != 0:
         raise RuntimeError(f"the pipeline at {rows} rows failed (exit {code}); log: {log}")
     summary = json.loads((work / "output" / "babynames" / "summary.json").read_text())
@@ -217,7 +217,7 @@ def run_floor(csv: Path, run: dict, work: Path) -> dict:
         "batch_size": training["batch_size"],
     }
     command = [sys.executable, "-m", "bench.scale", "--floor", json.dumps(args)]
-    wall, cpu, memory, code = _run_measured(command, work / "floor.log")
+    wall, cpu, memory, code = run_measured(command, work / "floor.log")
     if code != 0:
         raise RuntimeError(f"the floor script failed (exit {code}); log: {work / 'floor.log'}")
     result = json.loads((work / "floor.log").read_text().strip().splitlines()[-1])
