@@ -48,7 +48,8 @@ class StagedData:
     """The directory ExampleGen reads, what it reads there, its size and its label values.
 
     `notes` are lines for the user about what staging left out (rows without a label,
-    files that are not images).
+    files that are not images). `sequential_files` counts the input files that ExampleGen
+    reads each from start to end in one worker (CSV); 0 when it splits its input itself.
     """
 
     directory: str
@@ -57,6 +58,7 @@ class StagedData:
     rows: int
     label_values: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    sequential_files: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,4 +351,5 @@ def check_csv(config: PipelineConfig, files: list[str], input_base: str) -> Stag
         rows=scan.rows,
         label_values=scan.classes,
         notes=unlabelled_note(scan, data.source, config.label),
+        sequential_files=len(files),
     )

@@ -131,7 +131,8 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
         config = dataclasses.replace(
             config, schema_file=stage_schema(config.schema_file, staging_directory(config))
         )
-    return create_pipeline(
+    args = beam_args(config, staged.size_bytes, staged.rows)
+    pipeline = create_pipeline(
         config,
         data_root=staged.directory,
         pipeline_root=paths["pipeline_root"],
@@ -139,8 +140,28 @@ def build_local_pipeline(config: PipelineConfig, staged: StagedData) -> tfx.dsl.
         label_classes=config.label_classes or staged.label_values,
         code_version=code_version(),
         metadata_connection_config=_connection(paths["metadata"]),
-        beam_pipeline_args=beam_args(config, staged.size_bytes, staged.rows),
+        beam_pipeline_args=args,
     )
+    [example_gen] = [c for c in pipeline.components if c.id.endswith("ExampleGen")]
+    example_gen.with_beam_pipeline_args(example_gen_beam_args(config, staged, args))
+    return pipeline
+
+
+def example_gen_beam_args(
+    config: PipelineConfig, staged: StagedData, pipeline_args: list[str]
+) -> list[str]:
+    """ExampleGen's own DirectRunner options, after the pipeline's (the last one counts).
+
+    The CSV ExampleGen reads each file from start to end in one worker; with fewer files
+    than workers, multi_processing adds only the cost of passing every row between
+    processes: at 1M rows in one file it took 186 s and 3.5 GB of memory for the process
+    tree, in_memory 128 s and 1.7 GB. StatisticsGen and Transform keep the pipeline's mode.
+    """
+    workers = config.beam.num_workers or (os.cpu_count() or 1)
+    parallel = "--direct_running_mode=multi_processing" in pipeline_args
+    if parallel and 0 < staged.sequential_files < workers:
+        return ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    return []
 
 
 def _connection(metadata_path: str) -> metadata_store_pb2.ConnectionConfig:
