@@ -222,6 +222,10 @@ def test_files_a_folder_and_a_glob_with_compressed_files(repo_root, tmp_path):
     assert (base, input_config.splits[0].pattern) == (str(folder), "[12].csv*")
     assert sources.stage(glob).rows == 2
     assert sources.csv_input(glob, "gs://b/data")[0] == "gs://b/data"
+    (folder / "4.csv.zst").write_bytes(b"not read")
+    with pytest.raises(DataError, match="4.csv.zst: zstd files cannot be read; compress the CSV"):
+        sources.stage(config)
+    (folder / "4.csv.zst").unlink()
     (folder / "4.csv").write_text("a,y,b\n1,x,2\n")
     with pytest.raises(DataError, match=f"{folder}/4.csv: line 1: the header .* differs"):
         sources.stage(config)

@@ -87,14 +87,21 @@ def open_binary(path: str) -> Iterator[IO[bytes]]:
     over Beam's FileSystems (local paths, gs://).
 
     Raises:
-      DataError: the file cannot be opened.
+      DataError: the file cannot be opened, or is compressed in a format not read here.
     """
     try:
         raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err}") from err
+    compression = CompressionTypes.detect_compression_type(path)
+    if compression not in (*_DECOMPRESSORS, CompressionTypes.UNCOMPRESSED):
+        raw.close()
+        raise DataError(
+            f"{path}: {compression} files cannot be read; compress the CSV with gzip (.gz),"
+            " bzip2 (.bz2) or xz (.xz), or leave it uncompressed"
+        )
     with raw:
-        decompress = _DECOMPRESSORS.get(CompressionTypes.detect_compression_type(path))
+        decompress = _DECOMPRESSORS.get(compression)
         if decompress is None:
             yield raw
         else:
