@@ -13,7 +13,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 
 from components.csv_example_gen import executor, reading
 from components.csv_example_gen.spec import LAYOUT_KEY
-from pipeline.data import DataError
+from pipeline.data import DataError, read_source
 
 LAYOUT = reading.Layout(
     columns=(("n", "float"), ("name", "bytes"), ("review", "text"), ("sex", "bytes")),
@@ -149,3 +149,30 @@ def test_a_data_error_in_a_beam_worker_process_is_the_same_one_line(tmp_path):
 def test_no_file_matching_the_pattern_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no file matches; check data.source"):
         _run(tmp_path, "*.csv")
+
+
+def test_a_bad_row_found_by_the_example_gen_fails_the_run_with_that_one_line(tmp_path, repo_root):
+    """Through the local runner: the checks before the run pass (the label column is fine),
+    the ExampleGen meets a text in a numeric column, and the summary's error is its line."""
+    from test_local_runner import write_config
+
+    from pipeline import local_runner
+    from pipeline.config import load_config
+
+    lines = read_source("palmerpenguins").splitlines()
+    fields = lines[100].split(",")
+    fields[2] = "long"  # bill_length_mm, line 101
+    lines[100] = ",".join(fields)
+    source = tmp_path / "penguins.csv"
+    source.write_text("\n".join(lines) + "\n")
+    config = load_config(write_config(tmp_path, repo_root, source=source))
+
+    summary = local_runner.run(config)
+
+    assert summary["status"] == "failed"
+    assert summary["error"] == (
+        f"CsvExampleGen failed: DataError: {source}: line 101: column 'bill_length_mm' is"
+        " numeric but holds 'long'; fix the value, or list it in data.na_values if it marks"
+        " a missing value"
+    )
+    assert summary["components"]["StatisticsGen"]["status"] == "not_run"
