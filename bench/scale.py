@@ -295,7 +295,7 @@ def ingest(csv: Path, work: Path) -> dict:
 
     from pipeline import local_runner
     from pipeline.config import load_config
-    from pipeline.sources import stage
+    from pipeline.sources import source_of, stage
 
     raw = yaml.safe_load(CONFIG.read_text())
     raw["data"]["source"] = str(csv)
@@ -305,8 +305,8 @@ def ingest(csv: Path, work: Path) -> dict:
     started = time.perf_counter()
     staged = stage(config)
     checks = time.perf_counter() - started
-    built = local_runner.build_local_pipeline(config, staged)
-    [example_gen] = [c for c in built.components if c.id.endswith("ExampleGen")]
+    args = local_runner.beam_args(config, staged.size_bytes, staged.rows)
+    example_gen = source_of(config).example_gen(config, staged.directory)
     pipeline = tfx.dsl.Pipeline(
         pipeline_name="ingestion",
         pipeline_root=str(work / "root"),
@@ -315,7 +315,9 @@ def ingest(csv: Path, work: Path) -> dict:
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(work / "metadata.sqlite")
         ),
+        beam_pipeline_args=args,
     )
+    example_gen.with_beam_pipeline_args(local_runner.example_gen_beam_args(config, staged, args))
     started = time.perf_counter()
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return {
