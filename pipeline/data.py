@@ -127,7 +127,9 @@ def matching_files(base: str, pattern: str) -> list[str]:
     return files
 
 
-def layout_of(files: list[str], columns: Columns, na_values: tuple[str, ...], encoding: str):
+def layout_of(
+    files: list[str], columns: Columns, na_values: tuple[str, ...], encoding: str
+) -> Layout:
     """The files' layout: the first file's header with each column's kind.
 
     Raises:
@@ -160,13 +162,15 @@ def _kinds_of_first_rows(
 
 
 def _kind_of(values: list[str]) -> str:
+    if not values:
+        return reading.BYTES
     for kind, parse in ((reading.INT, int), (reading.FLOAT, float)):
         try:
-            if values:
-                [parse(v) for v in values]
-                return kind
+            for value in values:
+                parse(value)
         except ValueError:
             continue
+        return kind
     return reading.BYTES
 
 

@@ -12,7 +12,7 @@ from bench import scale
 pytestmark = pytest.mark.e2e
 
 ROWS = 20_000
-# The run's process tree peaked at 2.14 GB here (2 cores, in_memory Beam, TensorFlow in one
+# The run's process tree peaked at 2.09-2.14 GB here (88 s at load 1.4, 365 s at load 7.5) (2 cores, in_memory Beam, TensorFlow in one
 # process); before issue 14's changes, 10k rows peaked at 3.4 GB. The bound leaves room for
 # allocator and scheduling noise, not for a copy of the data in memory.
 PEAK_RSS_BOUND_GB = 3.5
