@@ -13,6 +13,7 @@ beside the figures; `output/bench/scale.json` keeps them.
     make bench-scale                       # 10k, 100k, 1M (about an hour on 2 cores)
     python -m bench.scale --sizes 10000,100000
     python -m bench.scale --write-csv 1000000   # only the CSV configs/babynames.yaml reads
+    python -m bench.scale --ingestion --sizes 100000,1000000   # the ExampleGen alone
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import resource
 import subprocess
@@ -107,7 +109,7 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_measured(command: list[str], log: Path) -> tuple[float, float, TreeMemory, int]:
+def run_measured(command: list[str], log: Path) -> tuple[float, float, TreeMemory, int]:
     """Runs `command`, following its `[k/n] Component ...` lines to attribute memory.
 
     Returns wall seconds, CPU seconds of the process tree (on a shared machine the wall
@@ -139,7 +141,7 @@ def run_pipeline(csv: Path, rows: int, work: Path) -> dict:
     config.write_text(yaml.safe_dump(raw))
     log = work / "pipeline.log"
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)]
-    wall, cpu, memory, code = _run_measured(command, log)
+    wall, cpu, memory, code = run_measured(command, log)
     if code != 0:
         raise RuntimeError(f"the pipeline at {rows} rows failed (exit {code}); log: {log}")
     summary = json.loads((work / "output" / "babynames" / "summary.json").read_text())
@@ -217,7 +219,7 @@ def run_floor(csv: Path, run: dict, work: Path) -> dict:
         "batch_size": training["batch_size"],
     }
     command = [sys.executable, "-m", "bench.scale", "--floor", json.dumps(args)]
-    wall, cpu, memory, code = _run_measured(command, work / "floor.log")
+    wall, cpu, memory, code = run_measured(command, work / "floor.log")
     if code != 0:
         raise RuntimeError(f"the floor script failed (exit {code}); log: {work / 'floor.log'}")
     result = json.loads((work / "floor.log").read_text().strip().splitlines()[-1])
@@ -286,6 +288,67 @@ def table(runs: list[dict], floor_result: dict | None) -> str:
     return "\n".join(lines)
 
 
+def ingest(csv: Path, work: Path) -> dict:
+    """Runs only the config's ExampleGen on `csv` (the checks before a run included) in a
+    one-component pipeline under `work`, with the Beam options a run would give it."""
+    from tfx import v1 as tfx
+
+    from pipeline import local_runner
+    from pipeline.config import load_config
+    from pipeline.sources import source_of, stage
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["data"]["source"] = str(csv)
+    raw["outputs"]["root"] = str(work / "output")
+    (work / "babynames.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(work / "babynames.yaml")
+    started = time.perf_counter()
+    staged = stage(config)
+    checks = time.perf_counter() - started
+    args = local_runner.beam_args(config, staged.size_bytes, staged.rows)
+    example_gen = source_of(config).example_gen(config, staged.directory)
+    pipeline = tfx.dsl.Pipeline(
+        pipeline_name="ingestion",
+        pipeline_root=str(work / "root"),
+        components=[example_gen],
+        enable_cache=False,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(work / "metadata.sqlite")
+        ),
+        beam_pipeline_args=args,
+    )
+    example_gen.with_beam_pipeline_args(local_runner.example_gen_beam_args(config, staged, args))
+    started = time.perf_counter()
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return {
+        "checks_seconds": round(checks, 1),
+        "example_gen_seconds": round(time.perf_counter() - started, 1),
+        "beam_args": example_gen.executor_spec.beam_pipeline_args,
+    }
+
+
+def run_ingestion(rows: int) -> dict:
+    """The ExampleGen alone at `rows` rows, in a child process: its times, the peak RSS of
+    the process tree and the load average (the machine may be shared)."""
+    csv = write_csv(rows)
+    work = Path(tempfile.mkdtemp(prefix=f"ingest-{rows}-"))
+    load = os.getloadavg()[0]
+    command = [sys.executable, "-m", "bench.scale", "--ingest", str(csv), str(work)]
+    wall, cpu, memory, code = run_measured(command, work / "ingest.log")
+    if code != 0:
+        raise RuntimeError(f"ingestion at {rows} rows failed (exit {code}); log: {work}")
+    lines = (work / "ingest.log").read_text().splitlines()
+    result = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    return {
+        "rows": rows,
+        **result,
+        "process_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+        "peak_rss_gb": round(memory.peak / 2**30, 2),
+        "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
@@ -294,8 +357,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse sizes measured before (output/bench)"
     )
+    parser.add_argument("--ingestion", action="store_true", help="only the ExampleGen at each size")
     parser.add_argument("--floor", help=argparse.SUPPRESS)
+    parser.add_argument("--ingest", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.ingest:
+        print(json.dumps(ingest(Path(args.ingest[0]), Path(args.ingest[1]))), flush=True)
+        return
+    if args.ingestion:
+        for rows in (int(s) for s in args.sizes.split(",")):
+            print(json.dumps(run_ingestion(rows)), flush=True)
+        return
     if args.floor:
         settings = json.loads(args.floor)
         print(json.dumps(floor(Path(settings.pop("csv")), **settings)), flush=True)

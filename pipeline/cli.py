@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from pipeline.config import PipelineConfig, load_config, request_log_dir
-from pipeline.data import DataError
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 
 
 def _run(args: argparse.Namespace) -> int:

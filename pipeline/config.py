@@ -75,8 +75,9 @@ class SpansConfig:
 class DataConfig:
     """Where the rows come from and how the CSV is read.
 
-    `source` is `palmerpenguins` (the CSV bundled with that package) or a path to a
-    CSV file, relative to the config file (`~` is the user's home). `na_values` are
+    `source` is `palmerpenguins` (the CSV bundled with that package), a path to a
+    CSV file, to a folder of them (`*.csv*`) or a glob (`parts/*.csv.gz`), relative to
+    the config file (`~` is the user's home); compressed files are read by extension. `na_values` are
     the markers read as missing values; an empty field is always missing. `encoding`
     is the file's text encoding (a UTF-8 byte order mark is dropped); with format
     text_folder, a file that is not valid in it is read in `fallback_encoding` if one is
@@ -896,6 +897,26 @@ def _existing(reader: _Reader, key: str, path: Path, kind: str = "file") -> str:
     return str(found)
 
 
+def _csv_source(reader: _Reader, path: Path) -> str:
+    """A CSV file, a folder of them, or a glob matching at least one file (its folders up
+    to the first wildcard are resolved as an input path)."""
+    parts = path.parts
+    wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if wild is None:
+        try:
+            found = host.resolve_input(path)
+        except FileNotFoundError:
+            raise reader.error("source", f"file not found: {path}") from None
+        if not (found.is_file() or found.is_dir()):
+            raise reader.error("source", f"not a file or a directory: {path}")
+        return str(found)
+    folder = Path(_existing(reader, "source", Path(*parts[:wild]), "directory"))
+    pattern = "/".join(parts[wild:])
+    if not any(p.is_file() for p in folder.glob(pattern)):
+        raise reader.error("source", f"no file matches {pattern!r} in {folder}")
+    return str(folder / pattern)
+
+
 def _output_dir(reader: _Reader, key: str, value: str, base: Path) -> Path:
     """An output directory (`~` expanded, relative to `base`) whose files reach the host."""
     path = Path(value).expanduser()
@@ -916,7 +937,7 @@ def _data(reader: _Reader, config_dir: Path) -> DataConfig:
     if spans is not None:
         source = _span_source(reader, config_dir, source)
     elif data_format == "csv" and source != "palmerpenguins":
-        source = _existing(reader, "source", config_dir / Path(source).expanduser())
+        source = _csv_source(reader, config_dir / Path(source).expanduser())
     elif (
         data_format == "image_folder"
         and source != FASHION_MNIST

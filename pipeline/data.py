@@ -1,32 +1,55 @@
-"""Staging the input CSV where ExampleGen reads it."""
+"""Checks on the input CSV files before a run, and what the runner needs to know of them.
+
+ExampleGen reads the user's files themselves (components/csv_example_gen), streaming,
+and checks every row there. Here, before anything runs: each file's header (its first
+row) against the config, the files' layout (the config's types; a column the config
+does not name is typed by its first rows), and one streaming pass over the label
+column: the classes for the Evaluator's per-class metrics, the rows without a label
+(left out, and said), the number of rows (Beam's mode). Memory is bounded by the
+number of classes, never by the number of rows.
+"""
 
 from __future__ import annotations
 
-import codecs
-import csv
+import bz2
 import dataclasses
 import difflib
 import hashlib
-import io
+import itertools
+import lzma
+import zlib
 from importlib import resources
 from pathlib import Path
 
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from components.csv_example_gen import reading
+from components.csv_example_gen.reading import Layout
 from pipeline.config import PipelineConfig
+from pipeline.errors import DataError
 
-STAGED_FILE = "data.csv"
+__all__ = ["DataError"]  # re-exported: the other data formats raise it from here
 
-
-class DataError(ValueError):
-    """The input file cannot be used as configured. The message is one line: the file,
-    the line or config key, what is wrong and what to do."""
+PENGUINS = "palmerpenguins"
+# Rows of the first file that type a column the config does not name.
+TYPING_ROWS = 1000
+# Bytes read from the start of each file to estimate its rows (estimate_rows).
+ESTIMATE_PREFIX_BYTES = 1 << 20
+_INCREMENTAL = {
+    CompressionTypes.GZIP: lambda: zlib.decompressobj(zlib.MAX_WBITS | 16),
+    CompressionTypes.BZIP2: bz2.BZ2Decompressor,
+    CompressionTypes.LZMA: lzma.LZMADecompressor,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class StagedData:
-    """The directory ExampleGen reads, the staged file, its size and its label values.
+    """The directory ExampleGen reads, what it reads there, its size and its label values.
 
     `notes` are lines for the user about what staging left out (rows without a label,
-    files that are not images).
+    files that are not images). `sequential_files` counts the input files that ExampleGen
+    reads each from start to end in one worker (CSV); 0 when it splits its input itself.
     """
 
     directory: str
@@ -35,14 +58,7 @@ class StagedData:
     rows: int
     label_values: tuple[str, ...]
     notes: tuple[str, ...] = ()
-
-
-def _unlabelled_note(lines: tuple[int, ...], source: str, label: str) -> tuple[str, ...]:
-    """One line on the rows left out for having no label, if any were."""
-    if not lines:
-        return ()
-    shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
-    return (f"{source}: left out {len(lines)} rows without a label {label!r} (lines {shown})",)
+    sequential_files: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,107 +89,89 @@ class Columns:
         named[self.label] = "label"
         return named
 
-    def numbers(self) -> tuple[str, ...]:
-        """The columns whose values must parse as numbers."""
-        return self.numeric + ((self.label,) if self.numeric_label else ())
+    def kinds(self) -> dict[str, str]:
+        """Column name -> its kind (components/csv_example_gen/reading.py), by the config."""
+        kinds = dict.fromkeys(self.numeric, reading.FLOAT)
+        kinds.update(dict.fromkeys(self.categorical, reading.BYTES))
+        kinds.update(dict.fromkeys(self.text, reading.TEXT))
+        kinds[self.label] = reading.FLOAT if self.numeric_label else reading.BYTES
+        return kinds
 
 
-@dataclasses.dataclass(frozen=True)
-class Normalised:
-    """The CSV text ExampleGen reads, its number of data rows, the distinct label values
-    and the lines left out for having no label."""
-
-    text: str
-    rows: int
-    label_values: tuple[str, ...]
-    unlabelled_lines: tuple[int, ...] = ()
+def penguins_csv() -> str:
+    """The path of the CSV bundled with the palmerpenguins package."""
+    return str(resources.files(PENGUINS).joinpath("data", "penguins.csv"))
 
 
 def read_source(source: str, encoding: str = "utf-8") -> str:
-    """The text of the configured CSV (`palmerpenguins` is the package's bundled file).
-
-    A UTF-8 byte order mark is dropped, so the first column keeps its name.
+    """The whole text of a small CSV (`palmerpenguins` is the package's file), for tests
+    and examples that build their own files from it; the pipeline never reads a file whole.
 
     Raises:
       DataError: the file cannot be read, or its bytes are not text in `encoding`.
     """
-    if source == "palmerpenguins":
-        return resources.files("palmerpenguins").joinpath("data", "penguins.csv").read_text()
-    try:
-        data = Path(source).read_bytes()
-    except OSError as err:
-        raise DataError(f"{source}: cannot read: {err.strerror}") from err
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    try:
-        return data.decode(codec).removeprefix("\ufeff")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{source}: line {line}: byte 0x{data[err.start]:02x} is not valid {encoding};"
-            " set data.encoding in the config to the file's encoding (e.g. latin-1 or cp1252)"
-            " or save the file as UTF-8"
-        ) from err
+    path = penguins_csv() if source == PENGUINS else source
+    return "".join(reading.text_lines(path, encoding))
 
 
-def normalise(text: str, source: str, na_values: tuple[str, ...], columns: Columns) -> Normalised:
-    """Rewrites missing-value markers (e.g. "NA") as empty fields, which ExampleGen reads as missing.
-
-    Checks, before anything runs, what would otherwise fail deep inside a component:
-    the header names every configured column once, every row has the header's number
-    of fields and numeric columns hold numbers. Line breaks inside a (quoted) text
-    column's value become spaces. Rows without a label are left out: there
-    is nothing to learn from them, and Transform would read the label as "" or 0.
+def matching_files(base: str, pattern: str) -> list[str]:
+    """The files under `base` that `pattern` matches, sorted.
 
     Raises:
-      DataError: one line naming the file, the line or config key, and what to do.
+      DataError: no file matches.
     """
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise DataError(
-            f"{source}: the file is empty; expected a header row naming the columns,"
-            " then one row per example"
-        )
-    header = [name.strip() for name in header]
-    _check_header(header, source, columns)
-    numbers = [header.index(name) for name in columns.numbers()]
-    texts = [header.index(name) for name in columns.text]
-    label = header.index(columns.label)
+    [result] = FileSystems.match([f"{base.rstrip('/')}/{pattern}"])
+    files = sorted(m.path for m in result.metadata_list)
+    if not files:
+        raise DataError(f"{base}: no file matches {pattern!r}; check data.source")
+    return files
+
+
+def layout_of(
+    files: list[str], columns: Columns, na_values: tuple[str, ...], encoding: str
+) -> Layout:
+    """The files' layout: the first file's header with each column's kind.
+
+    Raises:
+      DataError: the header lacks a configured column (with a did-you-mean), names a
+        column twice or leaves one unnamed.
+    """
+    header = reading.header_of(files[0], encoding)
+    _check_header(header, files[0], columns)
+    kinds = columns.kinds()
+    untyped = [name for name in header if name not in kinds]
+    if untyped:
+        kinds.update(_kinds_of_first_rows(files[0], header, untyped, na_values, encoding))
+    return Layout(tuple((name, kinds[name]) for name in header), columns.label, na_values, encoding)
+
+
+def _kinds_of_first_rows(
+    path: str, header: list[str], names: list[str], na_values: tuple[str, ...], encoding: str
+) -> dict[str, str]:
+    """INT, FLOAT or BYTES for each of `names`: what every value in the first TYPING_ROWS
+    rows parses as (BYTES when none has a value)."""
     missing = set(na_values) | {""}
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    labels: set[str] = set()
-    unlabelled: list[int] = []
-    rows = 0
-    line = reader.line_num + 1
-    for row in reader:
-        if row:
-            row = ["" if value.strip() in missing else value for value in row]
-            _check_row(row, line, header, numbers, source)
-            for index in texts:
-                row[index] = _one_line(row[index])
-            if not row[label]:
-                unlabelled.append(line)
-            else:
-                labels.add(row[label])
-                writer.writerow(row)
-                rows += 1
-        line = reader.line_num + 1
-    if rows == 0 and unlabelled:
-        raise DataError(f"{source}: no row has a value for the label {columns.label!r}")
-    if rows == 0:
-        raise DataError(
-            f"{source}: the header is there but no data rows follow; add one row per example"
-        )
-    return Normalised(out.getvalue(), rows, tuple(sorted(labels)), tuple(unlabelled))
+    seen: dict[str, list[str]] = {name: [] for name in names}
+    rows = itertools.islice(reading.read_rows(path, encoding), 1, TYPING_ROWS + 1)
+    for _, row in rows:
+        for name in names:
+            index = header.index(name)
+            if index < len(row) and row[index].strip() not in missing:
+                seen[name].append(row[index])
+    return {name: _kind_of(values) for name, values in seen.items()}
 
 
-def _one_line(text: str) -> str:
-    """A text with its line breaks as spaces: CsvExampleGen reads the staged file line by
-    line, so a quoted field may not span lines. The tokenizer splits on any whitespace,
-    so the model sees the same tokens."""
-    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+def _kind_of(values: list[str]) -> str:
+    if not values:
+        return reading.BYTES
+    for kind, parse in ((reading.INT, int), (reading.FLOAT, float)):
+        try:
+            for value in values:
+                parse(value)
+        except ValueError:
+            continue
+        return kind
+    return reading.BYTES
 
 
 def _check_header(header: list[str], source: str, columns: Columns) -> None:
@@ -192,25 +190,89 @@ def _check_header(header: list[str], source: str, columns: Columns) -> None:
             )
 
 
-def _check_row(
-    row: list[str], line: int, header: list[str], numbers: list[int], source: str
-) -> None:
-    if len(row) != len(header):
-        raise DataError(
-            f"{source}: line {line} has {len(row)} fields, the header has {len(header)};"
-            " fix or remove that line (quote fields that contain commas)"
-        )
-    for index in numbers:
-        value = row[index]
-        if value:
-            try:
-                float(value)
-            except ValueError:
+def check_headers(files: list[str], layout: Layout) -> None:
+    """Every file starts with the first file's header (reads one row of each).
+
+    Raises:
+      DataError: a file is empty or has another header, naming it.
+    """
+    for path in files[1:]:
+        reading.check_header(reading.header_of(path, layout.encoding), path, layout.header)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelScan:
+    """What one pass over the label column found: labelled rows, the classes (for a
+    classification), and the rows without a label as (file, line), the first few."""
+
+    rows: int
+    classes: tuple[str, ...]
+    unlabelled: int
+    first_unlabelled: tuple[tuple[str, int], ...]
+
+
+def scan_labels(files: list[str], layout: Layout, classes: bool, shown: int = 5) -> LabelScan:
+    """Reads every row's label, streaming: memory holds the classes, never the rows.
+
+    Args:
+      files: the input files, each starting with the layout's header.
+      layout: the files' layout.
+      classes: collect the distinct labels (a classification).
+      shown: how many unlabelled rows to remember by file and line.
+
+    Raises:
+      DataError: as reading.read_rows (encoding, quoting, truncation), a row with the wrong
+        number of fields, no data rows, no labelled row.
+    """
+    index = layout.header.index(layout.label)
+    width = len(layout.header)
+    missing = frozenset(layout.na_values) | {""}
+    labels: set[str] = set()
+    rows = unlabelled = 0
+    first: list[tuple[str, int]] = []
+    for path in files:
+        for line, row in itertools.islice(reading.read_rows(path, layout.encoding), 1, None):
+            if len(row) != width:
                 raise DataError(
-                    f"{source}: line {line}: column {header[index]!r} is numeric but holds"
-                    f" {value!r}; fix the value, or list it in data.na_values if it marks a"
-                    " missing value"
-                ) from None
+                    f"{path}: line {line} has {len(row)} fields, the header has {width};"
+                    " fix or remove that line (quote fields that contain commas)"
+                )
+            value = row[index]
+            if value.strip() in missing:
+                unlabelled += 1
+                if len(first) < shown:
+                    first.append((path, line))
+                continue
+            rows += 1
+            if classes:
+                labels.add(value)
+    _check_rows(rows, unlabelled, files, layout.label)
+    return LabelScan(rows, tuple(sorted(labels)), unlabelled, tuple(first))
+
+
+def _check_rows(rows: int, unlabelled: int, files: list[str], label: str) -> None:
+    where = files[0] if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
+    if rows == 0 and unlabelled:
+        raise DataError(f"{where}: no row has a value for the label {label!r}")
+    if rows == 0:
+        raise DataError(
+            f"{where}: the header is there but no data rows follow; add one row per example"
+        )
+
+
+def unlabelled_note(scan: LabelScan, source: str, label: str) -> tuple[str, ...]:
+    """One line on the rows left out for having no label, if any were."""
+    if not scan.unlabelled:
+        return ()
+    one_file = len({path for path, _ in scan.first_unlabelled}) == 1
+    places = [
+        str(line) if one_file else f"{path} line {line}" for path, line in scan.first_unlabelled
+    ]
+    shown = ", ".join(places) + (", ..." if scan.unlabelled > len(places) else "")
+    return (
+        f"{source}: left out {scan.unlabelled} rows without a label {label!r}"
+        f" ({'lines ' if one_file else ''}{shown})",
+    )
 
 
 def check_label_values(label_values: tuple[str, ...], rows: int, source: str, label: str) -> None:
@@ -226,8 +288,28 @@ def check_label_values(label_values: tuple[str, ...], rows: int, source: str, la
         )
 
 
+def estimate_rows(files: list[str], prefix_bytes: int = ESTIMATE_PREFIX_BYTES) -> int:
+    """The files' data rows, estimated without reading them: each file's size over the
+    bytes per line of its first `prefix_bytes`, for a compressed file decompressed and
+    scaled by that prefix's compression ratio. Exact for a file shorter than the prefix;
+    a quoted field across lines counts as several rows."""
+    total = 0
+    for path in files:
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            chunk = raw.read(prefix_bytes)
+        decompressor = _INCREMENTAL.get(CompressionTypes.detect_compression_type(path))
+        text = decompressor().decompress(chunk) if decompressor else chunk
+        lines = text.count(b"\n") + (0 if text.endswith(b"\n") or not text else 1)
+        if len(chunk) == size or not lines:
+            total += max(lines - 1, 0)
+        else:
+            total += round(size * len(text) / len(chunk) * lines / len(text)) - 1
+    return total
+
+
 def stage_schema(schema_file: str, directory: str) -> str:
-    """Copies the curated schema to a content-addressed name.
+    """Copies the curated schema to a content-addressed name beside `directory`.
 
     ImportSchemaGen's cache key is the file path, so an edited schema at the same
     path would be ignored; a name derived from the content makes edits count.
@@ -238,36 +320,44 @@ def stage_schema(schema_file: str, directory: str) -> str:
         / f"{Path(directory).name}-schema-{hashlib.sha256(data).hexdigest()[:12]}.pbtxt"
     )
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return str(path)
 
 
-def stage(config: PipelineConfig) -> StagedData:
-    """Writes the normalised CSV to `<output_root>/data/<pipeline_name>/`.
+def staging_directory(config: PipelineConfig) -> str:
+    """`<output_root>/data/<pipeline_name>`: where a run keeps copies it makes (the curated
+    schema; the images, texts and series formats' tf.Examples)."""
+    return str(Path(config.output_root) / "data" / config.pipeline_name)
 
-    The file is rewritten only when its content changes, so ExampleGen's input
-    fingerprint (and with it the cache) stays put across identical runs.
+
+def check_csv(
+    config: PipelineConfig, files: list[str], input_base: str, one_class_ok: bool = False
+) -> StagedData:
+    """Checks the config's CSV files before a run; nothing is copied.
+
+    Reads the header of every file and, streaming, the label of every row (see
+    scan_labels); the rows themselves are checked by the ExampleGen as it reads them.
+    `one_class_ok`: the files are part of the data (a span), so a classifier's label may
+    hold one class in them.
+
+    Raises:
+      DataError: one line naming the file, the line or config key, and what to do.
     """
-    source = config.data.source
-    table = normalise(
-        read_source(source, config.data.encoding), source, config.data.na_values, Columns.of(config)
-    )
-    if config.task == "classification":
-        check_label_values(table.label_values, table.rows, source, config.label)
-    directory = Path(config.output_root) / "data" / config.pipeline_name
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / STAGED_FILE
-    data = table.text.encode()
-    if (
-        not path.exists()
-        or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest()
-    ):
-        path.write_bytes(data)
+    data = config.data
+    layout = layout_of(files, Columns.of(config), data.na_values, data.encoding)
+    check_headers(files, layout)
+    classify = config.task == "classification"
+    scan = scan_labels(files, layout, classes=classify)
+    if classify and not one_class_ok:
+        check_label_values(scan.classes, scan.rows, data.source, config.label)
+    sizes = FileSystems.match(files)
     return StagedData(
-        str(directory),
-        str(path),
-        len(data),
-        table.rows,
-        table.label_values,
-        _unlabelled_note(table.unlabelled_lines, source, config.label),
+        directory=input_base,
+        path=data.source,
+        size_bytes=sum(m.metadata_list[0].size_in_bytes for m in sizes),
+        rows=scan.rows,
+        label_values=scan.classes,
+        notes=unlabelled_note(scan, data.source, config.label),
+        sequential_files=len(files),
     )

@@ -13,3 +13,8 @@ class ConfigError(ValueError):
 
 class PipelineFailed(RuntimeError):
     """A pipeline run stopped; the message says which component and why."""
+
+
+class DataError(ValueError):
+    """The input data cannot be used as configured. The message is one line: the file,
+    the line or config key, what is wrong and what to do."""

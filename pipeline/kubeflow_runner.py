@@ -68,7 +68,8 @@ def resolve_target(config: PipelineConfig, **overrides: str | None) -> ClusterTa
             config.cluster.dataflow, config.cluster.vertex.project, values["image"]
         )
     else:
-        args = beam_args(config, data_bytes=0)
+        # The cluster's DirectRunner mode, by the rows of the local copy of the data.
+        args = beam_args(config, data_bytes=0, rows=sources.estimated_rows(config))
     return ClusterTarget(beam_args=tuple(args), **values)
 
 

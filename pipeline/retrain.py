@@ -57,10 +57,11 @@ class Trigger:
 def data_fingerprint(config: PipelineConfig) -> str:
     """ExampleGen's fingerprint of the data a pipeline run would read now.
 
-    The data is staged as a run stages it (pipeline/sources.py rewrites the staged file
-    only when its content changes), and the fingerprint is TFX's own, over the files the
-    configured ExampleGen's input config matches, so it equals the `input_fingerprint`
-    of the served model's Examples exactly when a run would read the same files.
+    The data is checked and staged as a run does it (a CSV is read where it is, other
+    formats' staged files are rewritten only when their content changes), and the
+    fingerprint is TFX's own, over the files the configured ExampleGen's input config
+    matches, so it equals the `input_fingerprint` of the served model's Examples exactly
+    when a run would read the same files.
     """
     from pipeline.pipeline import data_components
     from pipeline.sources import stage

@@ -17,6 +17,7 @@ from typing import Protocol
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
+from components.csv_example_gen import CsvExampleGen
 from pipeline import data, images, series, spans, texts
 from pipeline.config import PipelineConfig
 
@@ -41,45 +42,100 @@ class DataSource(Protocol):
 
 
 class CsvSource:
-    """A CSV file with a header (`data.format: csv`), split into train/eval by hash."""
+    """CSV files with a header (`data.format: csv`): one file, a folder of them or a glob,
+    compressed or not, read by components/csv_example_gen and split into train/eval by hash."""
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
-        return data.stage(config)
+        """Checks the files before a run (headers, labels; pipeline/data.py); copies nothing."""
+        input_base, input_config = csv_input(config)
+        files = data.matching_files(input_base, input_config.splits[0].pattern)
+        return data.check_csv(config, files, input_base)
 
     def stage_span(
         self, config: PipelineConfig, span: spans.Span, directory: str
     ) -> data.StagedData:
-        return spans.stage_csv_span(config, span, directory)
+        """Checks one span's files where they are, as `stage` does (a span may hold one
+        class: the spans' classes together are checked by `stage_spans`); copies nothing,
+        so `directory` is not used."""
+        input_base, _ = csv_input(config)
+        return data.check_csv(config, list(span.paths), input_base, one_class_ok=True)
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
-        source = config.data.source
-        text = data.read_source(source, config.data.encoding)
-        return data.normalise(
-            text, source, config.data.na_values, data.Columns.of(config)
-        ).label_values
+        input_base, input_config = csv_input(config)
+        files = data.matching_files(input_base, _unspanned(input_config.splits[0].pattern))
+        return data.check_csv(config, files, input_base, one_class_ok=True).label_values
+
+    def estimated_rows(self, config: PipelineConfig) -> int:
+        """The files' rows estimated from a prefix of each (pipeline/data.py estimate_rows),
+        for a runner that does not stage the data (the Kubeflow compile's Beam mode)."""
+        input_base, input_config = csv_input(config)
+        pattern = _unspanned(input_config.splits[0].pattern)
+        return data.estimate_rows(data.matching_files(input_base, pattern))
 
     def example_gen(
         self,
         config: PipelineConfig,
         data_root: str,
         range_config: tfx.proto.RangeConfig | None = None,
-    ) -> tfx.components.CsvExampleGen:
-        _, input_config = csv_input(config)
+    ) -> CsvExampleGen:
+        """The ExampleGen over the files that `csv_input` names (under `data_root`, a
+        cluster runner's copy of them, when it is not the local folder)."""
+        input_base, input_config = csv_input(config, data_root)
+        local_base, local_config = csv_input(config)
+        files = data.matching_files(local_base, _unspanned(local_config.splits[0].pattern))
+        layout = data.layout_of(
+            files, data.Columns.of(config), config.data.na_values, config.data.encoding
+        )
         splits = tfx.proto.SplitConfig(
             splits=[
                 tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
                 tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets),
             ]
         )
-        return tfx.components.CsvExampleGen(
-            input_base=data_root,
+        return CsvExampleGen(
+            input_base=input_base,
             input_config=input_config,
             output_config=tfx.proto.Output(split_config=splits),
+            layout=layout,
             range_config=range_config,
         )
 
     def stats_options(self, config: PipelineConfig) -> None:
         return None
+
+
+def csv_input(config: PipelineConfig, data_root: str = "") -> tuple[str, tfx.proto.Input]:
+    """Where the CSV files are: (input_base, an Input of one split whose pattern matches them).
+
+    `data.source` is a file (its folder, its name), a folder (it, `*.csv*`: plain and
+    compressed CSV files) or a glob (its folders up to the first wildcard, the rest). With
+    data.spans the pattern holds `{SPAN}` (pipeline/spans.py `source_pattern`), which
+    TFX's ExampleGen driver replaces with the span it reads; the files are read where they
+    are, span by span. `data_root`, when given, replaces the folder: a cluster runner reads
+    the same files from its copy of them (kubeflow.data_root).
+    """
+    source = data.penguins_csv() if config.data.source == data.PENGUINS else config.data.source
+    if config.data.spans:
+        source = spans.csv_pattern(source)
+    parts = Path(source).parts
+    wild = next((i for i, part in enumerate(parts) if _is_pattern(part)), None)
+    if wild is not None:
+        base, pattern = Path(*parts[:wild]), "/".join(parts[wild:])
+    elif Path(source).is_dir():
+        base, pattern = Path(source), "*.csv*"
+    else:
+        base, pattern = Path(source).parent, Path(source).name
+    split = tfx.proto.Input.Split(name="single_split", pattern=pattern)
+    return data_root or str(base), tfx.proto.Input(splits=[split])
+
+
+def _is_pattern(part: str) -> bool:
+    return spans.SPAN_PLACEHOLDER in part or any(c in part for c in "*?[")
+
+
+def _unspanned(pattern: str) -> str:
+    """A span pattern as a glob over every span's files."""
+    return pattern.replace(spans.SPAN_PLACEHOLDER, "*")
 
 
 class ImageFolderSource:
@@ -90,7 +146,7 @@ class ImageFolderSource:
     """
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
-        return self._stage(config, config.data.source, staged_directory(config))
+        return self._stage(config, config.data.source, data.staging_directory(config))
 
     def stage_span(
         self, config: PipelineConfig, span: spans.Span, directory: str
@@ -146,7 +202,7 @@ class TextFolderSource:
     """
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
-        return self._stage(config, config.data.source, staged_directory(config))
+        return self._stage(config, config.data.source, data.staging_directory(config))
 
     def stage_span(
         self, config: PipelineConfig, span: spans.Span, directory: str
@@ -195,7 +251,7 @@ class UcrSource:
     """
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
-        return self._stage(config, config.data.source, staged_directory(config))
+        return self._stage(config, config.data.source, data.staging_directory(config))
 
     def stage_span(
         self, config: PipelineConfig, span: spans.Span, directory: str
@@ -245,27 +301,6 @@ def _import_example_gen(
     )
 
 
-def staged_directory(config: PipelineConfig) -> str:
-    """`<output_root>/data/<pipeline>`: where staging writes what ExampleGen reads."""
-    return str(Path(config.output_root) / "data" / config.pipeline_name)
-
-
-def csv_input(config: PipelineConfig) -> tuple[str, tfx.proto.Input]:
-    """Where CsvExampleGen reads the config's CSV, and its input config: the staged
-    `data.csv` as one split (hash-split by the output config), under `span-{SPAN}/` with
-    data.spans (pipeline/spans.py).
-
-    Returns:
-      (input_base, input_config).
-    """
-    # TFX's default input config (one split of every file): a config without spans keeps
-    # the ExampleGen properties, and so the cache, of runs before spans existed.
-    input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern="*")])
-    if config.data.spans:
-        input_config = spans.span_input(input_config)
-    return staged_directory(config), input_config
-
-
 def _limits(config: PipelineConfig) -> dict[str, int] | None:
     limits = {
         "train": config.data.max_train_examples,
@@ -307,18 +342,26 @@ def stage_spans(config: PipelineConfig) -> spans.StagedSpans:
     source = source_of(config)
     found = spans.discover(config.data.source, config.data.format)
     numbers = spans.to_stage(found, config.data.spans.window)
-    root = staged_directory(config)
+    root = data.staging_directory(config)
     parts = {
         span.number: source.stage_span(config, span, spans.stage_dir(root, span.number))
         for span in found
         if span.number in numbers
     }
     if config.data.format == "csv":
-        spans.check_headers(found, parts)
+        spans.check_headers(found, numbers, config.data.encoding)
+        root, _ = csv_input(config)
     staged = spans.merge_staged(root, parts.values())
     if config.task == "classification" and config.data.format == "csv":
         data.check_label_values(staged.label_values, staged.rows, config.data.source, config.label)
     return spans.StagedSpans(found, numbers, spans.window(found, config.data.spans.window), staged)
+
+
+def estimated_rows(config: PipelineConfig) -> int:
+    """The config's rows estimated without reading the data (0: not known before staging;
+    only CSV files can be estimated without reading them)."""
+    source = source_of(config)
+    return source.estimated_rows(config) if isinstance(source, CsvSource) else 0
 
 
 def label_values(config: PipelineConfig) -> tuple[str, ...]:
@@ -333,7 +376,9 @@ def label_values(config: PipelineConfig) -> tuple[str, ...]:
         for span in found
         for path in span.paths
         for value in source.label_values(
-            dataclasses.replace(config, data=dataclasses.replace(config.data, source=path))
+            dataclasses.replace(
+                config, data=dataclasses.replace(config.data, source=path, spans=None)
+            )
         )
     }
     return tuple(sorted(classes))

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from tfx import types
 from tfx import v1 as tfx
 from tfx.dsl.components.common import resolver
 
+from components.csv_example_gen import reading
 from pipeline import data
 from pipeline.config import SPAN_PLACEHOLDER, PipelineConfig
 
@@ -128,7 +127,7 @@ def _span_paths(number: int, paths: list[str], data_format: str) -> tuple[str, .
     if data_format == "csv":
         files = [p for p in paths if os.path.isfile(p)]
         for folder in folders:
-            files += sorted(glob.glob(os.path.join(folder, "*.csv")))
+            files += sorted(glob.glob(os.path.join(folder, "*.csv*")))
         if not files:
             raise SpanError(f"span {number} ({paths[0]}): holds no CSV file")
         return tuple(files)
@@ -230,74 +229,43 @@ def to_stage(spans: Sequence[Span], size: int) -> tuple[int, ...]:
     return tuple(numbers[-(size + 1) :] if size == 1 else numbers[-size:])
 
 
-def stage_csv_span(config: PipelineConfig, span: Span, directory: str) -> data.StagedData:
-    """Checks a span's CSV files as a run checks its CSV (pipeline/data.py) and writes them
-    as one `directory/data.csv` (rewritten only when its content changes).
-
-    Args:
-      config: the pipeline config (columns, missing-value markers, encoding).
-      span: the span.
-      directory: `<staged>/span-<N>`.
-
-    Returns:
-      The staged span.
+def csv_pattern(source: str) -> str:
+    """`data.source` as the pattern of a CSV span's files, with {SPAN}: a span that is a
+    folder holds `*.csv*` files (plain and compressed), as a folder source does.
 
     Raises:
-      SpanError: the span's files have different headers.
-      DataError: a file fails the CSV checks.
+      SpanError: a span is numbered with leading zeros (TFX's ExampleGen reads span 1 as
+        `1`, so `span-01` would match no file).
     """
-    columns = data.Columns.of(config)
-    header: list[str] | None = None
-    body: list[str] = []
-    labels: set[str] = set()
-    rows, notes = 0, []
-    for path in span.paths:
-        table = data.normalise(
-            data.read_source(path, config.data.encoding), path, config.data.na_values, columns
+    pattern = source_pattern(source)
+    matcher = _matcher(pattern)
+    matched = [p for p in glob.glob(pattern.replace(SPAN_PLACEHOLDER, "*")) if matcher.fullmatch(p)]
+    padded = sorted(p for p in matched if matcher.fullmatch(p).group(1).startswith("0"))
+    if padded and any(matcher.fullmatch(p).group(1) != "0" for p in padded):
+        raise SpanError(
+            f"{padded[0]}: span numbers of CSV spans are written without leading zeros"
+            " (span-1, not span-01): ExampleGen reads span N as N"
         )
-        first, *lines = table.text.splitlines(keepends=True)
-        names = first.rstrip("\n").split(",")
-        if header is not None and names != header:
-            raise SpanError(
-                _header_difference(span.number, path, names, header, "its first file's")
-            )
-        header = names
-        body += lines
-        labels |= set(table.label_values)
-        rows += table.rows
-        if table.unlabelled_lines:
-            notes.append(
-                f"{path}: left out {len(table.unlabelled_lines)} rows without a label"
-                f" {config.label!r}"
-            )
-    text = (",".join(header) + "\n" + "".join(body)).encode()
-    path = Path(directory) / data.STAGED_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if (
-        not path.exists()
-        or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(text).digest()
-    ):
-        path.write_bytes(text)
-    return data.StagedData(
-        directory, str(path), len(text), rows, tuple(sorted(labels)), tuple(notes)
-    )
+    return os.path.join(pattern, "*.csv*") if any(os.path.isdir(p) for p in matched) else pattern
 
 
-def check_headers(found: Sequence[Span], staged: Mapping[int, data.StagedData]) -> None:
-    """Every staged CSV span has the first one's columns, in its order.
+def check_headers(found: Sequence[Span], numbers: Iterable[int], encoding: str) -> None:
+    """Every CSV span in `numbers` has the first one's columns, in its order (each span's
+    own files were checked against its first file's header by pipeline/data.py).
 
     Raises:
       SpanError: names the span, its files, and the columns added or missing.
     """
-    paths = {s.number: s.paths for s in found}
+    wanted = set(numbers)
     headers = {
-        number: Path(part.path).read_text().split("\n", 1)[0].split(",")
-        for number, part in sorted(staged.items())
+        span.number: (span.paths, reading.header_of(span.paths[0], encoding))
+        for span in found
+        if span.number in wanted
     }
-    first, expected = next(iter(headers.items()))
-    for number, names in headers.items():
+    first, (_, expected) = next(iter(headers.items()))
+    for number, (paths, names) in headers.items():
         if names != expected:
-            where = ", ".join(paths[number])
+            where = ", ".join(paths)
             raise SpanError(_header_difference(number, where, names, expected, f"span {first}'s"))
 
 
@@ -327,6 +295,7 @@ def merge_staged(directory: str, parts: Iterable[data.StagedData]) -> data.Stage
         rows=sum(p.rows for p in parts),
         label_values=tuple(sorted({v for p in parts for v in p.label_values})),
         notes=tuple(n for p in parts for n in p.notes),
+        sequential_files=sum(p.sequential_files for p in parts),
     )
 
 

@@ -10,7 +10,8 @@ from kubeflow_testlib import FAST, load
 
 from kubeflow import local_executor
 from pipeline import kubeflow_runner
-from pipeline.data import stage, stage_schema
+from pipeline.data import stage_schema
+from pipeline.sources import stage
 
 
 def compile_local(tmp_path: Path, *overrides) -> tuple[str, str, Path]:
@@ -23,7 +24,7 @@ def compile_local(tmp_path: Path, *overrides) -> tuple[str, str, Path]:
         pipeline_root=str(tmp_path / "root"),
         data_root=staged.directory,
         serving_root=str(tmp_path / "serving"),
-        schema_uri=stage_schema(config.schema_file, staged.directory),
+        schema_uri=stage_schema(config.schema_file, str(tmp_path / "data")),
     )
     spec = str(tmp_path / "pipeline.json")
     kubeflow_runner.compile_pipeline(config, target, spec)

@@ -122,6 +122,29 @@ def test_beam_runs_multi_processing_for_many_rows_even_when_the_file_is_small(re
     assert beam_args(config, data_bytes=200 * 2**20)[0] == "--direct_running_mode=multi_processing"
 
 
+def test_example_gen_reads_fewer_csv_files_than_workers_in_process(repo_root, tmp_path):
+    """Each CSV file is read by one worker from start to end: with one file, the ExampleGen
+    runs in_memory while the other data components use the pipeline's workers."""
+    import dataclasses
+
+    from pipeline import local_runner, sources
+
+    config = load_config(repo_root / "configs" / "penguins.yaml", output_root=str(tmp_path))
+    config = dataclasses.replace(config, beam=dataclasses.replace(config.beam, num_workers=2))
+    staged = dataclasses.replace(sources.stage(config), rows=1_000_000)
+    assert staged.sequential_files == 1
+
+    def args(staged):
+        pipeline = local_runner.build_local_pipeline(config, staged)
+        [example_gen] = [c for c in pipeline.components if c.id == "CsvExampleGen"]
+        return example_gen.executor_spec.beam_pipeline_args, pipeline.beam_pipeline_args
+
+    parallel = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    in_process = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert args(staged) == (parallel + in_process, parallel)
+    assert args(dataclasses.replace(staged, sequential_files=2)) == (parallel, parallel)
+
+
 def test_the_babynames_config_loads_with_embeddings_and_a_tuner_sample(repo_root, tmp_path):
     raw = yaml.safe_load((repo_root / "configs" / "babynames.yaml").read_text())
     (tmp_path / "names.csv").write_text("year,sex,name,n,prop\n1880,F,Mary,7065,0.07\n")

@@ -13,7 +13,7 @@ import yaml
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
-from pipeline import sources, spans
+from pipeline import data, sources, spans
 from pipeline.config import load_config
 from pipeline.data import read_source
 from pipeline.errors import ConfigError
@@ -159,24 +159,32 @@ def test_staging_a_span_with_another_header_names_the_span(tmp_path, repo_root):
         sources.stage_spans(config)
 
 
-def test_staging_writes_each_span_where_its_example_gen_reads(tmp_path, repo_root):
+def test_csv_spans_are_read_where_they_are_span_by_span(tmp_path, repo_root):
     for n, year in enumerate(("2007", "2008", "2009"), start=1):
         _write_csv(tmp_path / "data" / f"span-{n}" / "a.csv", _year(year))
     config = _config(tmp_path, repo_root, str(tmp_path / "data"), window=2)
     staged = sources.stage_spans(config)
     assert staged.window == (2, 3) and staged.newest == 3 and staged.previous == 2
-    root = Path(sources.staged_directory(config))
-    assert sorted(p.name for p in root.iterdir()) == ["span-2", "span-3"]
-    lines = (root / "span-3" / "data.csv").read_text().splitlines()
-    assert len(lines) == 1 + len(_year("2009"))
+    # Nothing is copied: ExampleGen reads the user's span folders.
+    assert staged.data.directory == str(tmp_path / "data")
+    assert not (Path(data.staging_directory(config)) / "span-3").exists()
     assert staged.data.rows == len(_year("2008")) + len(_year("2009"))
-    # Read from every span on disk without staging (what the Kubeflow compiler needs).
+    assert staged.data.sequential_files == 2
+    # Read from every span on disk (what the Kubeflow compiler needs).
     assert sources.label_values(config) == ("Adelie", "Chinstrap", "Gentoo")
-    example_gen = sources.source_of(config).example_gen(config, str(root), spans.range_config(3))
+    root = staged.data.directory
+    example_gen = sources.source_of(config).example_gen(config, root, spans.range_config(3))
     # TFX finds the span's file through the pattern and fingerprints exactly it.
-    size = (root / "span-3" / "data.csv").stat().st_size
+    size = (tmp_path / "data" / "span-3" / "a.csv").stat().st_size
     assert f"num_files:1,total_bytes:{size}," in spans.input_fingerprint(example_gen, 3)
     assert spans.input_fingerprint(example_gen, 2) != spans.input_fingerprint(example_gen, 3)
+
+
+def test_csv_spans_numbered_with_leading_zeros_are_refused(tmp_path, repo_root):
+    _write_csv(tmp_path / "data" / "span-01" / "a.csv", _year("2007"))
+    config = _config(tmp_path, repo_root, str(tmp_path / "data"))
+    with pytest.raises(spans.SpanError, match=r"span-01: .*without leading zeros"):
+        sources.stage_spans(config)
 
 
 def _statistics(rows: list[dict]):
@@ -244,7 +252,7 @@ def test_the_compiled_pipeline_trains_on_a_rolling_window_of_every_run(tmp_path,
 
     _write_csv(tmp_path / "data" / "span-1" / "a.csv", _year("2007"))
     config = _config(tmp_path, repo_root, str(tmp_path / "data"), window=2)
-    root = sources.staged_directory(config)
+    root = data.staging_directory(config)
     kwargs = dict(
         data_root=root,
         pipeline_root=str(tmp_path / "root"),
@@ -294,7 +302,7 @@ def test_a_text_folder_span_is_staged_as_train_and_eval_under_its_span(tmp_path,
     config = load_config(path, output_root=str(tmp_path / "out"))
     staged = sources.stage_spans(config)
     assert staged.window == (1, 2) and staged.data.rows == 24
-    root = Path(sources.staged_directory(config))
+    root = Path(data.staging_directory(config))
     for n in (1, 2):
         assert {p.name for p in (root / f"span-{n}").iterdir()} >= {"train", "eval"}
     example_gen = sources.source_of(config).example_gen(config, str(root), spans.range_config(2))
@@ -327,7 +335,7 @@ def test_kubeflow_compiles_spans_without_the_window(tmp_path):
         .inputs.parameters["input_config"]
         .runtime_value.constant_value.string_value
     )
-    assert input_config["splits"][0]["pattern"] == "span-{SPAN}/*"
+    assert input_config["splits"][0]["pattern"] == "span-{SPAN}/*.csv*"
 
 
 def test_the_summary_line_and_the_report_section_name_each_span_and_the_drift():

@@ -9,6 +9,7 @@ import tensorflow as tf
 import yaml
 from google.protobuf import json_format
 
+from components.csv_example_gen import reading
 from pipeline import data, series, texts
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
@@ -222,19 +223,25 @@ def test_no_dense_layers_max_pooling_and_a_bag_of_embeddings_are_configurable(tm
     assert searched.pooling == ("global_max", "global_average")
 
 
-def test_a_csv_text_column_with_line_breaks_in_quotes_is_staged_on_one_line():
-    text = 'review,stars\n"great,\nreally great",5\n"bad",1\n'
-    table = data.normalise(text, "r.csv", (), data.Columns("stars", text=("review",)))
-    assert table.text.splitlines() == ["review,stars", '"great, really great",5', "bad,1"]
-    assert table.rows == 2
+def test_a_csv_text_column_with_line_breaks_in_quotes_is_read_on_one_line(tmp_path):
+    source = tmp_path / "r.csv"
+    source.write_text('review,stars\n"great,\nreally great",5\n"bad",1\n')
+    layout = data.layout_of([str(source)], data.Columns("stars", text=("review",)), (), "utf-8")
+    rows = [
+        (line, tf.train.Example.FromString(e).features.feature["review"].bytes_list.value[0])
+        for _, line, e in reading.read_examples(str(source), layout)
+    ]
+    assert rows == [(2, b"great, really great"), (4, b"bad")]
 
 
 def test_csv_text_and_numeric_columns_read_by_csv_example_gen_one_example_per_row(tmp_path):
     """A review (one with a line break and a comma inside quotes) and a rating, as the
-    pipeline stages them and CsvExampleGen's executor reads them into tf.Examples."""
-    from tfx.components.example_gen.csv_example_gen import executor
+    pipeline's CsvExampleGen executor reads the user's file into tf.Examples."""
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts, standard_component_specs
+
+    from components.csv_example_gen import executor
+    from pipeline import sources
 
     source = tmp_path / "reviews.csv"
     source.write_text(
@@ -246,7 +253,7 @@ def test_csv_text_and_numeric_columns_read_by_csv_example_gen_one_example_per_ro
         data={"format": "csv", "source": str(source)},
         features={"numeric": ["rating"], "text": ["review"]},
     )
-    staged = data.stage(config)
+    example_gen = sources.CsvSource().example_gen(config, sources.stage(config).directory)
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
     output = example_gen_pb2.Output(
@@ -255,11 +262,8 @@ def test_csv_text_and_numeric_columns_read_by_csv_example_gen_one_example_per_ro
         )
     )
     properties = {
-        standard_component_specs.INPUT_BASE_KEY: staged.directory,
-        standard_component_specs.INPUT_CONFIG_KEY: '{"splits": [{"name": "all", "pattern": "*"}]}',
+        **example_gen.exec_properties,
         standard_component_specs.OUTPUT_CONFIG_KEY: json_format.MessageToJson(output),
-        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
-        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
     }
 
     executor.Executor().Do({}, {"examples": [examples]}, properties)
@@ -269,9 +273,9 @@ def test_csv_text_and_numeric_columns_read_by_csv_example_gen_one_example_per_ro
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
         review = feature["review"].bytes_list.value[0].decode()
-        rows[review] = (feature["rating"].int64_list.value[0], feature["label"].bytes_list.value[0])
+        rows[review] = (feature["rating"].float_list.value[0], feature["label"].bytes_list.value[0])
     assert rows == {
-        "Great, really great": (5, b"pos"),
-        "bad": (1, b"neg"),
-        "Fine  I guess": (3, b"pos"),  # each line break a space
+        "Great, really great": (5.0, b"pos"),
+        "bad": (1.0, b"neg"),
+        "Fine  I guess": (3.0, b"pos"),  # each line break a space
     }
