@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline.config import MonitoringConfig
-from pipeline.data import DataError
+from pipeline.errors import DataError
 
 # The statistics derived from each feature type, in drift.json's order; a name here is a
 # categorical statistic (compared by L-infinity), the others are numeric (Jensen-Shannon).

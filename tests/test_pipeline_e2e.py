@@ -390,7 +390,8 @@ def test_quantization_pushes_the_int8_model_and_reports_the_trade_off(first):
         "reason"
     ]
     reference, int8 = quantization["float"], quantization["int8"]
-    assert abs(reference["metrics"]["accuracy"] - int8["metrics"]["accuracy"]) <= 0.01
+    # The guard (quantization.max_metric_drop 0.015: one of the 69 eval birds) held.
+    assert abs(reference["metrics"]["accuracy"] - int8["metrics"]["accuracy"]) <= 0.015
     assert (
         int8["variables_breakdown"]["weights"] < 0.5 * reference["variables_breakdown"]["weights"]
     )

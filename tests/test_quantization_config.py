@@ -29,7 +29,8 @@ def test_penguins_config_serves_the_quantized_model():
     quantization = load_config(PENGUINS).quantization
     assert quantization.enabled and quantization.serve == "quantized"
     assert quantization.method == "int8_weights"
-    assert quantization.max_metric_drop == pytest.approx(0.01)
+    # One of the 69 eval birds (0.0145), no more.
+    assert quantization.max_metric_drop == pytest.approx(0.015)
 
 
 def test_missing_section_gives_the_defaults(tmp_path):
