@@ -59,6 +59,9 @@ class StagedData:
     label_values: tuple[str, ...]
     notes: tuple[str, ...] = ()
     sequential_files: int = 0
+    # Categorical features with more distinct values than evaluation.max_slice_values:
+    # without a curated schema, the default slices leave them out (pipeline/evaluation.py).
+    many_valued: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,9 +212,17 @@ class LabelScan:
     classes: tuple[str, ...]
     unlabelled: int
     first_unlabelled: tuple[tuple[str, int], ...]
+    many_valued: tuple[str, ...] = ()
 
 
-def scan_labels(files: list[str], layout: Layout, classes: bool, shown: int = 5) -> LabelScan:
+def scan_labels(
+    files: list[str],
+    layout: Layout,
+    classes: bool,
+    shown: int = 5,
+    counted: tuple[str, ...] = (),
+    most_values: int = 0,
+) -> LabelScan:
     """Reads every row's label, streaming: memory holds the classes, never the rows.
 
     Args:
@@ -219,6 +230,8 @@ def scan_labels(files: list[str], layout: Layout, classes: bool, shown: int = 5)
       layout: the files' layout.
       classes: collect the distinct labels (a classification).
       shown: how many unlabelled rows to remember by file and line.
+      counted: columns whose distinct values are counted up to `most_values` + 1 (memory
+        holds at most that many per column); those with more are `many_valued`.
 
     Raises:
       DataError: as reading.read_rows (encoding, quoting, truncation), a row with the wrong
@@ -228,6 +241,7 @@ def scan_labels(files: list[str], layout: Layout, classes: bool, shown: int = 5)
     width = len(layout.header)
     missing = frozenset(layout.na_values) | {""}
     labels: set[str] = set()
+    values: dict[int, set[str]] = {layout.header.index(name): set() for name in counted}
     rows = unlabelled = 0
     first: list[tuple[str, int]] = []
     for path in files:
@@ -246,8 +260,12 @@ def scan_labels(files: list[str], layout: Layout, classes: bool, shown: int = 5)
             rows += 1
             if classes:
                 labels.add(value)
+            for column, seen in values.items():
+                if len(seen) <= most_values:
+                    seen.add(row[column])
     _check_rows(rows, unlabelled, files, layout.label)
-    return LabelScan(rows, tuple(sorted(labels)), unlabelled, tuple(first))
+    many = tuple(layout.header[i] for i, seen in values.items() if len(seen) > most_values)
+    return LabelScan(rows, tuple(sorted(labels)), unlabelled, tuple(first), many)
 
 
 def _check_rows(rows: int, unlabelled: int, files: list[str], label: str) -> None:
@@ -348,7 +366,13 @@ def check_csv(
     layout = layout_of(files, Columns.of(config), data.na_values, data.encoding)
     check_headers(files, layout)
     classify = config.task == "classification"
-    scan = scan_labels(files, layout, classes=classify)
+    scan = scan_labels(
+        files,
+        layout,
+        classes=classify,
+        counted=config.categorical_features,
+        most_values=config.evaluation.max_slice_values,
+    )
     if classify and not one_class_ok:
         check_label_values(scan.classes, scan.rows, data.source, config.label)
     sizes = FileSystems.match(files)
@@ -360,4 +384,5 @@ def check_csv(
         label_values=scan.classes,
         notes=unlabelled_note(scan, data.source, config.label),
         sequential_files=len(files),
+        many_valued=scan.many_valued,
     )

@@ -14,6 +14,7 @@ thresholds in the validator of TFMA 0.52).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,6 +64,30 @@ def slice_features(config: PipelineConfig) -> tuple[str, ...]:
         for f in config.categorical_features
         if f in domains and len(domains[f]) <= evaluation.max_slice_values
     )
+
+
+def without_many_valued_slices(
+    config: PipelineConfig, many_valued: Sequence[str]
+) -> tuple[PipelineConfig, str | None]:
+    """The config with the default slices fixed to leave out `many_valued` features (more
+    values than evaluation.max_slice_values in the data), when the default counts every
+    categorical feature (no curated schema): a slice per name of a hundred thousand names
+    is hours of TFMA and a report no one reads. Returns (config, a note for the user, or
+    None when nothing changed)."""
+    evaluation = config.evaluation
+    if evaluation.slice_features is not None or schema_domains(config.schema_file):
+        return config, None
+    left_out = [f for f in config.categorical_features if f in many_valued]
+    if not left_out:
+        return config, None
+    kept = tuple(f for f in config.categorical_features if f not in many_valued)
+    note = (
+        f"not sliced by default: {', '.join(left_out)} (more than"
+        f" {evaluation.max_slice_values} values, evaluation.slices.max_values); list a feature"
+        " under evaluation.slices.features to slice on it anyway"
+    )
+    evaluation = dataclasses.replace(evaluation, slice_features=kept)
+    return dataclasses.replace(config, evaluation=evaluation), note
 
 
 def schema_domains(schema_file: str | None) -> dict[str, tuple[str, ...]]:

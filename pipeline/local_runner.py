@@ -30,8 +30,8 @@ from tfx import v1 as tfx
 from tfx.dsl.compiler import constants
 from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
 
+from pipeline import evaluation, report, spans
 from pipeline import progress as progress_lib
-from pipeline import report, spans
 from pipeline import summary as summary_lib
 from pipeline.config import PipelineConfig
 from pipeline.data import StagedData, stage_schema, staging_directory
@@ -505,7 +505,8 @@ def _run_pipeline(
             if config.data.spans
             else stage(config)
         )
-        for note in staged.notes:
+        config, slices_note = evaluation.without_many_valued_slices(config, staged.many_valued)
+        for note in (*staged.notes, *([slices_note] if slices_note else [])):
             print(note, flush=True)
         pipeline = build_local_pipeline(config, staged, span_state.get("newest"))
         progress.expect([c.id for c in pipeline.components])

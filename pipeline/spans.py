@@ -296,6 +296,7 @@ def merge_staged(directory: str, parts: Iterable[data.StagedData]) -> data.Stage
         label_values=tuple(sorted({v for p in parts for v in p.label_values})),
         notes=tuple(n for p in parts for n in p.notes),
         sequential_files=sum(p.sequential_files for p in parts),
+        many_valued=tuple(sorted({f for p in parts for f in p.many_valued})),
     )
 
 

@@ -193,6 +193,19 @@ def test_bundled_penguins_are_read_where_they_are(repo_root, tmp_path):
     assert not (tmp_path / "data").exists()  # no copy
 
 
+def test_staging_counts_which_categorical_features_have_too_many_values_to_slice(
+    repo_root, tmp_path
+):
+    rows = "".join(
+        f"{'Adelie' if i % 2 else 'Gentoo'},Isle{i},1,1,2,3,{'male' if i % 2 else 'female'}\n"
+        for i in range(30)
+    )
+    text = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex\n" + rows
+    config = _penguins(repo_root, tmp_path, text)
+    assert config.evaluation.max_slice_values == 20
+    assert sources.stage(config).many_valued == ("island",)  # 30 islands, 2 sexes
+
+
 def test_files_a_folder_and_a_glob_with_compressed_files(repo_root, tmp_path):
     """Every file of a folder (plain, gzip, bzip2) is checked; a header that differs is
     named; the input config's pattern is what the config's source says."""

@@ -1,6 +1,7 @@
 """Evaluation beyond the overall metrics: slice config errors, gate checks, the residual
 histogram metric, and what the eval config asks TFMA for."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,8 @@ def test_default_slices_are_the_categorical_features_with_few_schema_values(tmp_
     assert evaluation.slice_features(default) == ("sex",)  # three islands are too many
     default = _load(tmp_path, repo_root, slices={"max_values": 3})
     assert evaluation.slice_features(default) == ("island", "sex")
+    # A curated schema decides; the values counted in the data do not.
+    assert evaluation.without_many_valued_slices(config, ("island",)) == (config, None)
     assert evaluation.schema_domains(config.schema_file)["island"] == (
         "Biscoe",
         "Dream",
@@ -226,3 +229,13 @@ def test_every_gate_metric_a_config_accepts_has_a_summary_name():
     for names in GATE_METRICS.values():
         assert set(names) <= set(evaluation.METRIC_KEYS)
     assert set(evaluation.METRIC_KEYS) >= evaluation.LOWER_IS_BETTER
+
+
+def test_without_a_schema_features_with_many_values_are_not_sliced_by_default(tmp_path, repo_root):
+    config = dataclasses.replace(_load(tmp_path, repo_root, slices={}), schema_file=None)
+    assert evaluation.slice_features(config) == ("island", "sex")
+    narrowed, note = evaluation.without_many_valued_slices(config, ("island",))
+    assert evaluation.slice_features(narrowed) == ("sex",)
+    assert note.startswith("not sliced by default: island (more than 20 values")
+    configured = _load(tmp_path, repo_root, slices={"features": ["island"]})
+    assert evaluation.without_many_valued_slices(configured, ("island",)) == (configured, None)

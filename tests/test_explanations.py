@@ -96,12 +96,50 @@ def test_saliency_gives_igs_closed_form_on_a_linear_model():
     assert per_feature == pytest.approx({"a": 3.0, "b": 1.5, "c": -1.0}, rel=1e-5)
 
 
-def test_a_categorical_input_without_a_one_hot_layer_is_refused():
+def test_an_embedded_categorical_feature_is_attributed_through_its_embedding():
+    """A large vocabulary is embedded (models/encoders.py): IG runs on the embedding row,
+    from the zero vector, and the rebuilt model predicts what the trained one does."""
+    hparams = {**TINY, "categorical_embedding_min_vocabulary": 2, "categorical_embedding_dim": 3}
+    embedded = build_model(hparams, SPEC, {"island": VOCAB}, num_classes=3)
+    model, segments = attributions.differentiable_model(embedded, SPEC)
+    assert [(s.feature, s.kind, s.size) for s in segments][-1] == ("island", "categorical", 3)
+    explainer = attributions.Explainer(model, segments, classification=True)
+    features = _features(12, seed=2)
+    expected = embedded({k: features[k] for k in embedded.input_names}, training=False)
+    np.testing.assert_allclose(
+        explainer.predict(explainer.flatten(features), {}), expected.numpy(), atol=1e-6
+    )
+    explained = attributions.explain(explainer, features, steps=50)
+    change = np.abs(explained.outputs - explained.baseline_outputs)
+    assert np.all(explained.completeness_errors() <= 0.02 * change + 2e-3)
+    assert {s["feature"] for s in attributions.global_importance(explainer, explained)} == {
+        "bill",
+        "flipper",
+        "island",
+    }
+
+
+def test_a_linear_model_on_an_embedding_gets_weights_times_the_row():
     spec = FeatureSpec((), ("c",), "y", "regression")
     ids = keras.Input(shape=(), name="c_xf", dtype="int64")
-    embedded = keras.layers.Embedding(3, 2)(ids)
-    model = keras.Model({"c_xf": ids}, keras.layers.Dense(1)(embedded))
-    with pytest.raises(ValueError, match=r"\['c_xf'\] do not feed a CategoryEncoding"):
+    embedding = keras.layers.Embedding(3, 2)
+    dense = keras.layers.Dense(1)
+    model = keras.Model({"c_xf": ids}, dense(embedding(ids)))
+    embedding.set_weights([np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]], np.float32)])
+    dense.set_weights([np.array([[2.0], [-1.0]], np.float32), np.array([0.0], np.float32)])
+    explainer = attributions.Explainer(
+        *attributions.differentiable_model(model, spec), classification=False
+    )
+    explained = attributions.explain(explainer, {"c_xf": np.array([1], np.int64)}, steps=10)
+    assert explainer.per_feature(explained.attributions[0]) == pytest.approx({"c": 7.0})
+
+
+def test_a_categorical_input_without_an_encoding_layer_is_refused():
+    spec = FeatureSpec((), ("c",), "y", "regression")
+    ids = keras.Input(shape=(), name="c_xf", dtype="int64")
+    cast = keras.layers.Reshape((1,))(keras.layers.Activation("linear")(ids))
+    model = keras.Model({"c_xf": ids}, keras.layers.Dense(1)(cast))
+    with pytest.raises(ValueError, match=r"\['c_xf'\] do not feed a CategoryEncoding or Embedding"):
         attributions.differentiable_model(model, spec)
 
 

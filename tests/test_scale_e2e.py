@@ -25,9 +25,9 @@ def test_twenty_thousand_rows_run_in_bounded_memory(tmp_path, repo_root):
     raw["outputs"]["root"] = str(tmp_path / "output")
     raw["tuner"].update(max_trials=1, epochs=1)
     raw["training"].update(epochs=1)
-    raw["explanations"] = {"enabled": False}
-    # Not a slice per name (thousands of slices at this size: minutes in TFMA).
-    raw["evaluation"]["slices"] = {"features": []}
+    # Explanations through the name's embedding; the default slices leave the name out
+    # (thousands of values), as a user's run of this config does.
+    raw["explanations"] = {"examples": 20, "steps": 16}
     config = tmp_path / "babynames.yaml"
     config.write_text(yaml.safe_dump(raw))
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)]
@@ -40,6 +40,9 @@ def test_twenty_thousand_rows_run_in_bounded_memory(tmp_path, repo_root):
     examples = summary["evaluation"]["metrics"]["example_count"]
     assert 0.15 * ROWS < examples < 0.25 * ROWS  # the hash split's 1 bucket in 5
     assert summary["evaluation"]["metrics"]["sparse_categorical_accuracy"] > 0.6
+    assert "not sliced by default: name" in (tmp_path / "run.log").read_text()
+    importance = summary["explanations"]["global"]
+    assert {row["feature"] for row in importance} == {"name", "year", "n", "prop"}
     peak_gb = memory.peak / 2**30
     print(f"{ROWS} rows: {wall:.0f} s, peak RSS of the process tree {peak_gb:.2f} GB")
     assert peak_gb < PEAK_RSS_BOUND_GB, memory.peaks

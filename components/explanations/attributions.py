@@ -6,10 +6,12 @@ What is differentiated, per feature type:
   z-score from the baseline 0 equals IG on the raw value through the TFT graph from the
   training mean (the chain rule's 1/std cancels against the raw difference); an imputed
   missing value sits at the mean and gets attribution 0.
-- categorical: the one-hot vector the model's `CategoryEncoding` makes of the id. The
-  model is rebuilt with that layer replaced by an identity on a float one-hot input (same
-  weights), and the one-hot's attributions are summed per feature; the baseline is the
-  all-zero vector (no category).
+- categorical: what the model's encoder makes of the id, the one-hot vector of a
+  `CategoryEncoding` (small vocabularies) or the row of an `Embedding` (large ones,
+  models/encoders.py). The model is rebuilt with that layer replaced by an identity on a
+  float input of its output's width (same weights); the input's attributions are summed
+  per feature; the baseline is the all-zero vector (no category, or a zero embedding, as
+  for text).
 - image, sequence: the transformed pixels (in [0, 1]) and series values; baseline zeros
   (a black image, a flat series at the normalised mean).
 - text: token ids select embedding rows, which is not differentiable w.r.t. the ids, so IG
@@ -58,7 +60,8 @@ class Segment:
     kind: str
     input_name: str
     shape: tuple[int, ...]
-    # A text's embedding table [vocabulary, dim], which turns its ids into the input.
+    # The embedding table [vocabulary, dim] that turns a text's or an embedded categorical
+    # feature's ids into the input.
     table: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
@@ -71,19 +74,23 @@ class Segment:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
 
 
-def _one_hot_inputs(config: dict, categorical: set[str]) -> dict[str, int]:
+def _categorical_inputs(config: dict, categorical: set[str]) -> dict[str, tuple[int, str | None]]:
     """Rewrites a functional model's config so that each categorical input feeds its
-    one-hot directly; returns the input name -> one-hot width."""
+    encoder's output directly; returns the input name -> (that output's width, the name of
+    the Embedding layer whose table maps ids to it, or None for a one-hot)."""
     layers = {layer["name"]: layer for layer in config["layers"]}
-    widths = {}
+    rewritten = {}
     for layer in config["layers"]:
-        if layer["class_name"] != "CategoryEncoding":
+        if layer["class_name"] not in ("CategoryEncoding", "Embedding"):
             continue
         [[source, *_]] = layer["inbound_nodes"][0]
         if source not in categorical:
             continue
-        width = int(layer["config"]["num_tokens"])
-        widths[source] = width
+        if layer["class_name"] == "Embedding":
+            rewritten[source] = (int(layer["config"]["output_dim"]), layer["name"])
+        else:
+            rewritten[source] = (int(layer["config"]["num_tokens"]), None)
+        width = rewritten[source][0]
         layers[source]["config"].update(batch_input_shape=[None, width], dtype="float32")
         # An identity that keeps the layer's name and place in the graph.
         layer["class_name"] = "Activation"
@@ -95,7 +102,7 @@ def _one_hot_inputs(config: dict, categorical: set[str]) -> dict[str, int]:
         }
         layer.pop("module", None)
         layer.pop("registered_name", None)
-    return widths
+    return rewritten
 
 
 def _embedded_inputs(config: dict, texts: set[str]) -> dict[str, tuple[str, str]]:
@@ -180,7 +187,8 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
     """Each layer of `target` gets the weights of the layer of that name in `source`
     (nested models layer by layer: the rebuilt encoders lack their Embedding)."""
     for layer in target.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+        # An encoder replaced by an identity (an embedding) keeps its table for `flatten`.
+        if isinstance(layer, keras.layers.InputLayer) or not layer.weights:
             continue
         original = source.get_layer(layer.name)
         if isinstance(layer, keras.Model):
@@ -199,31 +207,38 @@ def differentiable_model(
       spec: the features.
 
     Returns:
-      (a model with the same weights whose categorical inputs are one-hot floats and whose
-      text encoders take their embedding output as an input beside the ids, the segments of
-      the flat vector in input order).
+      (a model with the same weights whose categorical inputs are their one-hot or
+      embedding, as floats, and whose text encoders take their embedding output as an
+      input beside the ids; the segments of the flat vector in input order).
 
     Raises:
-      ValueError: a categorical input that does not go through a `CategoryEncoding` layer,
-        or a text input whose encoder does not start with an `Embedding` layer.
+      ValueError: a categorical input that does not go through a `CategoryEncoding` or an
+        `Embedding` layer, or a text input whose encoder does not start with an `Embedding`
+        layer.
     """
     categorical = {transformed_name(k) for k in spec.categorical}
     config = copy.deepcopy(model.get_config())
-    widths = _one_hot_inputs(config, categorical)
-    missing = sorted(categorical - set(widths))
+    encoded = _categorical_inputs(config, categorical)
+    missing = sorted(categorical - set(encoded))
     if missing:
         raise ValueError(
-            f"categorical inputs {missing} do not feed a CategoryEncoding layer, so their "
-            "one-hot cannot be differentiated"
+            f"categorical inputs {missing} do not feed a CategoryEncoding or Embedding layer "
+            "(models/encoders.py categorical_encoder), so they cannot be attributed to"
         )
     embedded = _embedded_inputs(config, {transformed_name(k) for k in spec.text})
-    if not widths and not embedded:
-        return model, _segments(model, spec, widths, {})
+    if not encoded and not embedded:
+        return model, _segments(model, spec, {}, {})
     rebuilt = keras.Model.from_config(config)
     _copy_weights(model, rebuilt)
     tables = {
         name: _embedding_table(model.get_layer(encoder)) for name, (_, encoder) in embedded.items()
     }
+    tables.update(
+        (name, model.get_layer(layer).get_weights()[0])
+        for name, (_, layer) in encoded.items()
+        if layer is not None
+    )
+    widths = {name: width for name, (width, _) in encoded.items()}
     return rebuilt, _segments(rebuilt, spec, widths, tables)
 
 
@@ -252,9 +267,16 @@ def _segments(
             continue
         feature, kind = kinds[name]
         shape = (widths[name],) if name in widths else tuple(int(d) for d in tensor.shape[1:])
-        table = tables[transformed_name(feature)] if kind == TEXT else None
+        table = tables.get(transformed_name(feature)) if kind in (TEXT, CATEGORICAL) else None
         segments.append(Segment(feature, kind, name, shape, table))
     return segments
+
+
+def _one_hot(ids: np.ndarray, width: int) -> np.ndarray:
+    # Row by row, not np.eye(width)[ids]: a width x width table for thousands of ids.
+    value = np.zeros((len(ids), width), dtype=np.float32)
+    value[np.arange(len(ids)), ids] = 1.0
+    return value
 
 
 class Explainer:
@@ -279,9 +301,9 @@ class Explainer:
         parts = []
         for segment in self.segments:
             value = np.asarray(features[segment.source])
-            if segment.kind == CATEGORICAL:
-                value = np.eye(segment.size, dtype=np.float32)[value.reshape(-1).astype(np.int64)]
-            elif segment.kind == TEXT:
+            if segment.kind == CATEGORICAL and segment.table is None:
+                value = _one_hot(value.reshape(-1).astype(np.int64), segment.size)
+            elif segment.kind in (TEXT, CATEGORICAL):
                 value = segment.table[value.astype(np.int64)]
             parts.append(value.reshape(len(value), segment.size).astype(np.float32))
         return np.concatenate(parts, axis=1)
