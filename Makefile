@@ -13,7 +13,7 @@ MONITOR_ARGS ?=
 ACCELERATOR ?= cpu
 MODEL_PATH ?= gs://YOUR_BUCKET/serving/penguins
 
-.PHONY: run test test-env lint format env serve predict explain monitor retrain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-scale babynames-data bench-monitoring bench-retraining compile-kubeflow clean
+.PHONY: run test test-env lint format env serve predict explain monitor retrain manifests bench bench-serving bench-quantization bench-fashion-mnist bench-trainer bench-text-series bench-scale bench-ingestion babynames-data bench-monitoring bench-retraining compile-kubeflow clean
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow as tf; print('tfx', tfx.__version__, 'tensorflow', tf.__version__)"
@@ -88,6 +88,10 @@ bench-text-series:
 # The babynames pipeline cold at 10k, 100k and 1M rows, and a plain pandas + tf_keras floor (issue 14).
 bench-scale:
 	$(IN_ENV) python -m bench.scale
+
+# The ExampleGen alone (its checks included) at 100k and 1M babynames rows (issue 14).
+bench-ingestion:
+	$(IN_ENV) python -m bench.scale --ingestion --sizes 100000,1000000
 
 # The 1M-row babynames CSV configs/babynames.yaml reads.
 babynames-data:
