@@ -331,3 +331,20 @@ def test_calibration_sample_is_drawn_from_the_whole_split(tmp_path):
     # Not the first ten: a split written in class order would calibrate on one class.
     assert sample != records[:10] and max(records.index(r) for r in sample) >= 25
     assert sorted(measure.sample_records(os.path.join(directory, "*"), 100)) == sorted(records)
+
+
+def test_a_sample_spans_read_batches_and_two_aligned_splits_give_the_same_positions(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(measure, "_SAMPLE_READ_BATCH", 16)  # 100 records: 7 read batches
+    raw = [f"raw-{i}".encode() for i in range(100)]
+    transformed = [f"transformed-{i}".encode() for i in range(100)]
+    raw_sample = measure.sample_records(os.path.join(_write_split(tmp_path, "raw", raw), "*"), 30)
+    transformed_sample = measure.sample_records(
+        os.path.join(_write_split(tmp_path, "transformed", transformed), "*"), 30
+    )
+    positions = [raw.index(r) for r in raw_sample]
+    assert positions == sorted(set(positions)) and len(positions) == 30  # in file order
+    assert positions == [transformed.index(r) for r in transformed_sample]
+    assert max(positions) >= 80  # the last read batches compete too
+    assert measure.sample_records(os.path.join(tmp_path, "Split-raw", "*"), 0) == []

@@ -22,6 +22,8 @@ PREDICT_BATCH = 256
 # Eval examples the models are measured on (accuracy, the guard): a uniform sample of a
 # large split, whose accuracy is within ~0.005 (2 standard errors) of the whole split's.
 EVAL_SAMPLE = 50_000
+# Records read per step when sampling a split.
+_SAMPLE_READ_BATCH = 8192
 
 
 def _record_files(pattern: str) -> list[str]:
@@ -38,22 +40,31 @@ def read_records(pattern: str) -> list[bytes]:
 
 
 def sample_records(pattern: str, count: int, seed: int = 0) -> list[bytes]:
-    """`count` serialized examples drawn uniformly from the GZIP TFRecord files matching `pattern`.
+    """`count` serialized examples drawn uniformly from the GZIP TFRecord files matching
+    `pattern`, in file order; all of them if there are fewer.
 
-    One pass, keeping only the sample in memory (reservoir sampling), so a split of
-    60k images costs no more memory than its sample. All of them if there are fewer.
+    One pass in batches of `_SAMPLE_READ_BATCH` records: each record gets a random key and
+    the `count` smallest keys are kept, so memory holds the sample and one batch, and Python
+    touches batches, not records (a million records take seconds). The keys depend only
+    on the seed and a record's position, so two splits of equal length written in the same
+    order (raw and transformed eval) give the same positions.
     """
+    if count <= 0:
+        return []
     rng = np.random.default_rng(seed)
-    sample: list[bytes] = []
     dataset = tf.data.TFRecordDataset(_record_files(pattern), compression_type="GZIP")
-    for seen, record in enumerate(dataset.as_numpy_iterator()):
-        if seen < count:
-            sample.append(record)
-        else:
-            slot = int(rng.integers(seen + 1))
-            if slot < count:
-                sample[slot] = record
-    return sample
+    keys, positions = np.empty(0), np.empty(0, dtype=np.int64)
+    records = np.empty(0, dtype=object)
+    seen = 0
+    for batch in dataset.batch(_SAMPLE_READ_BATCH).as_numpy_iterator():
+        keys = np.concatenate([keys, rng.random(len(batch))])
+        positions = np.concatenate([positions, np.arange(seen, seen + len(batch))])
+        records = np.concatenate([records, batch.astype(object)])
+        seen += len(batch)
+        if len(keys) > count:
+            kept = np.argpartition(keys, count - 1)[:count]
+            keys, positions, records = keys[kept], positions[kept], records[kept]
+    return [bytes(r) for r in records[np.argsort(positions)]]
 
 
 def parse_features(
