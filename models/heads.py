@@ -11,6 +11,7 @@ import tf_keras as keras
 
 from models.features import FeatureSpec
 
+
 @keras.saving.register_keras_serializable(package="models")
 class SparseAdam(keras.optimizers.Adam):
     """Adam that moves only the embedding rows a batch looks up.
@@ -54,9 +55,7 @@ class SparseAdam(keras.optimizers.Adam):
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))
         v.scatter_update(tf.IndexedSlices(v_rows, rows))
-        variable.scatter_sub(
-            tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows)
-        )
+        variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
 
 
 _OPTIMIZERS = {
