@@ -61,7 +61,9 @@ def test_an_embedding_model_trains_and_its_optimizer_round_trips(tmp_path, jit):
     embedded = keras.layers.Embedding(50, 4)(ids)
     model = keras.Model({"c_xf": ids}, keras.layers.Dense(2, activation="softmax")(embedded))
     model.compile(
-        optimizer=heads.optimizer("lazy_adam", 0.05) if jit else heads.LazyAdam(0.05, jit_compile=False),
+        optimizer=heads.optimizer("lazy_adam", 0.05)
+        if jit
+        else heads.LazyAdam(0.05, jit_compile=False),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
