@@ -16,7 +16,7 @@ from typing import Any
 
 from tfx import v1 as tfx
 
-from pipeline import sources
+from pipeline import evaluation, sources
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.local_runner import beam_args, code_version
@@ -84,6 +84,14 @@ def build_kubeflow_pipeline(config: PipelineConfig, target: ClusterTarget) -> tf
     """The pipeline with cluster paths, no local ML Metadata, and the config's scaling."""
     from kubeflow import scaling
 
+    # The default slices, as the local runner has them: a curated schema decides (read
+    # before it becomes the cluster's URI); without one, the local data's count of values.
+    if config.evaluation.slice_features is None and not evaluation.schema_domains(
+        config.schema_file
+    ):
+        config, note = evaluation.without_many_valued_slices(config, sources.many_valued(config))
+        if note:
+            print(note, flush=True)
     if config.schema_file:
         config = dataclasses.replace(config, schema_file=target.schema_uri)
     return create_pipeline(

@@ -340,6 +340,17 @@ def estimated_rows(config: PipelineConfig) -> int:
     return source.estimated_rows(config) if isinstance(source, CsvSource) else 0
 
 
+def many_valued(config: PipelineConfig) -> tuple[str, ...]:
+    """The categorical features with more values than evaluation.slices.max_values in the
+    config's CSV files (every span's), read without staging them: a compile's default slices.
+    () for the other formats, which have no categorical columns."""
+    if not isinstance(source_of(config), CsvSource) or not config.categorical_features:
+        return ()
+    input_base, input_config = csv_input(config)
+    files = data.matching_files(input_base, _unspanned(input_config.splits[0].pattern))
+    return data.check_csv(config, files, input_base, one_class_ok=True).many_valued
+
+
 def label_values(config: PipelineConfig) -> tuple[str, ...]:
     """The label's classes in the config's data, read without staging it (with data.spans,
     in every span on disk)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -267,3 +268,31 @@ def test_a_pipeline_name_kubeflow_refuses_is_a_config_error(tmp_path):
     config = load(tmp_path, VERTEX, {"pipeline_name": "my_pipeline"})
     with pytest.raises(ConfigError, match="pipeline_name: Kubeflow and Vertex AI take lower-case"):
         kubeflow_runner.compile_from_flags(config, str(tmp_path / "p.json"), {})
+
+
+def test_without_a_schema_the_compile_leaves_many_valued_features_out_of_the_slices(
+    tmp_path, capsys
+):
+    rows = "".join(
+        f"{'Adelie' if i % 2 else 'Gentoo'},Isle{i},1,1,2,3,{'male' if i % 2 else 'female'}\n"
+        for i in range(30)
+    )
+    csv = tmp_path / "birds.csv"
+    csv.write_text(
+        "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex\n" + rows
+    )
+    config = dataclasses.replace(
+        load(
+            tmp_path,
+            VERTEX,
+            {"data": {"source": str(csv)}, "evaluation": {"slices": {"features": None}}},
+        ),
+        schema_file=None,
+    )
+    target = kubeflow_runner.resolve_target(config)
+    pipeline = kubeflow_runner.build_kubeflow_pipeline(config, target)
+    [evaluator] = [c for c in pipeline.components if c.id == "Evaluator"]
+    eval_config = json.loads(evaluator.exec_properties["eval_config"])
+    keys = [s.get("feature_keys") for s in eval_config["slicing_specs"]]
+    assert keys == [None, ["sex"]]  # overall, then sex: 30 islands are too many
+    assert "not sliced by default: island" in capsys.readouterr().out
