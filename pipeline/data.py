@@ -117,19 +117,6 @@ def read_source(source: str, encoding: str = "utf-8") -> str:
     return "".join(reading.text_lines(path, encoding))
 
 
-def matching_files(base: str, pattern: str) -> list[str]:
-    """The files under `base` that `pattern` matches, sorted.
-
-    Raises:
-      DataError: no file matches.
-    """
-    [result] = FileSystems.match([f"{base.rstrip('/')}/{pattern}"])
-    files = sorted(m.path for m in result.metadata_list)
-    if not files:
-        raise DataError(f"{base}: no file matches {pattern!r}; check data.source")
-    return files
-
-
 def layout_of(
     files: list[str], columns: Columns, na_values: tuple[str, ...], encoding: str
 ) -> Layout:
@@ -239,18 +226,14 @@ def scan_labels(
     """
     index = layout.header.index(layout.label)
     width = len(layout.header)
-    missing = frozenset(layout.na_values) | {""}
+    missing = layout.missing
     labels: set[str] = set()
     values: dict[int, set[str]] = {layout.header.index(name): set() for name in counted}
     rows = unlabelled = 0
     first: list[tuple[str, int]] = []
     for path in files:
         for line, row in itertools.islice(reading.read_rows(path, layout.encoding), 1, None):
-            if len(row) != width:
-                raise DataError(
-                    f"{path}: line {line} has {len(row)} fields, the header has {width};"
-                    " fix or remove that line (quote fields that contain commas)"
-                )
+            reading.check_width(path, line, row, width)
             value = row[index]
             if value.strip() in missing:
                 unlabelled += 1

@@ -17,7 +17,7 @@ from typing import Protocol
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
-from components.csv_example_gen import CsvExampleGen
+from components.csv_example_gen import CsvExampleGen, reading
 from pipeline import data, images, series, spans, texts
 from pipeline.config import PipelineConfig
 
@@ -47,8 +47,7 @@ class CsvSource:
 
     def stage(self, config: PipelineConfig) -> data.StagedData:
         """Checks the files before a run (headers, labels; pipeline/data.py); copies nothing."""
-        input_base, input_config = csv_input(config)
-        files = data.matching_files(input_base, input_config.splits[0].pattern)
+        input_base, files = csv_files(config)
         return data.check_csv(config, files, input_base)
 
     def stage_span(
@@ -61,16 +60,13 @@ class CsvSource:
         return data.check_csv(config, list(span.paths), input_base, one_class_ok=True)
 
     def label_values(self, config: PipelineConfig) -> tuple[str, ...]:
-        input_base, input_config = csv_input(config)
-        files = data.matching_files(input_base, _unspanned(input_config.splits[0].pattern))
+        input_base, files = csv_files(config)
         return data.check_csv(config, files, input_base, one_class_ok=True).label_values
 
     def estimated_rows(self, config: PipelineConfig) -> int:
         """The files' rows estimated from a prefix of each (pipeline/data.py estimate_rows),
         for a runner that does not stage the data (the Kubeflow compile's Beam mode)."""
-        input_base, input_config = csv_input(config)
-        pattern = _unspanned(input_config.splits[0].pattern)
-        return data.estimate_rows(data.matching_files(input_base, pattern))
+        return data.estimate_rows(csv_files(config)[1])
 
     def example_gen(
         self,
@@ -81,8 +77,7 @@ class CsvSource:
         """The ExampleGen over the files that `csv_input` names (under `data_root`, a
         cluster runner's copy of them, when it is not the local folder)."""
         input_base, input_config = csv_input(config, data_root)
-        local_base, local_config = csv_input(config)
-        files = data.matching_files(local_base, _unspanned(local_config.splits[0].pattern))
+        _, files = csv_files(config)
         layout = data.layout_of(
             files, data.Columns.of(config), config.data.na_values, config.data.encoding
         )
@@ -127,6 +122,18 @@ def csv_input(config: PipelineConfig, data_root: str = "") -> tuple[str, tfx.pro
         base, pattern = Path(source).parent, Path(source).name
     split = tfx.proto.Input.Split(name="single_split", pattern=pattern)
     return data_root or str(base), tfx.proto.Input(splits=[split])
+
+
+def csv_files(config: PipelineConfig) -> tuple[str, list[str]]:
+    """(the local input_base, the CSV files `csv_input` matches there: with data.spans,
+    every span's), sorted.
+
+    Raises:
+      DataError: no file matches.
+    """
+    input_base, input_config = csv_input(config)
+    pattern = _unspanned(input_config.splits[0].pattern)
+    return input_base, reading.matching_files(f"{input_base.rstrip('/')}/{pattern}")
 
 
 def _is_pattern(part: str) -> bool:
@@ -346,8 +353,7 @@ def many_valued(config: PipelineConfig) -> tuple[str, ...]:
     () for the other formats, which have no categorical columns."""
     if not isinstance(source_of(config), CsvSource) or not config.categorical_features:
         return ()
-    input_base, input_config = csv_input(config)
-    files = data.matching_files(input_base, _unspanned(input_config.splits[0].pattern))
+    input_base, files = csv_files(config)
     return data.check_csv(config, files, input_base, one_class_ok=True).many_valued
 
 

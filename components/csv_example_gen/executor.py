@@ -6,26 +6,12 @@ import re
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.types import standard_component_specs
 
-from components.csv_example_gen.reading import Layout, read_examples
+from components.csv_example_gen.reading import Layout, matching_files, read_examples
 from components.csv_example_gen.spec import LAYOUT_KEY
 from pipeline.errors import DataError
-
-
-def matching_files(pattern: str) -> list[str]:
-    """The files a split pattern matches, sorted.
-
-    Raises:
-      DataError: no file matches.
-    """
-    [result] = FileSystems.match([pattern])
-    files = sorted(m.path for m in result.metadata_list)
-    if not files:
-        raise DataError(f"{pattern}: no file matches; check data.source")
-    return files
 
 
 @beam.ptransform_fn

@@ -80,6 +80,24 @@ class Layout:
     def header(self) -> list[str]:
         return [name for name, _ in self.columns]
 
+    @property
+    def missing(self) -> frozenset[str]:
+        """The values read as missing: the markers and an empty field (spaces around ignored)."""
+        return frozenset(self.na_values) | {""}
+
+
+def matching_files(pattern: str) -> list[str]:
+    """The files a pattern matches (over Beam's FileSystems: local paths, gs://), sorted.
+
+    Raises:
+      DataError: no file matches.
+    """
+    [result] = FileSystems.match([pattern])
+    files = sorted(m.path for m in result.metadata_list)
+    if not files:
+        raise DataError(f"{pattern}: no file matches; check data.source")
+    return files
+
 
 @contextlib.contextmanager
 def open_binary(path: str) -> Iterator[IO[bytes]]:
@@ -200,7 +218,7 @@ class RowDecoder:
         self._layout = layout
         self._path = path
         self._width = len(layout.columns)
-        self._missing = frozenset(layout.na_values) | {""}
+        self._missing = layout.missing
         self._label = layout.header.index(layout.label)
 
     def example(self, line: int, row: list[str]) -> tf.train.Example | None:
@@ -212,11 +230,7 @@ class RowDecoder:
           DataError: the row has the wrong number of fields, or a value that its
             column's kind cannot hold.
         """
-        if len(row) != self._width:
-            raise DataError(
-                f"{self._path}: line {line} has {len(row)} fields, the header has"
-                f" {self._width}; fix or remove that line (quote fields that contain commas)"
-            )
+        check_width(self._path, line, row, self._width)
         if row[self._label].strip() in self._missing:
             return None
         example = tf.train.Example()
@@ -257,6 +271,19 @@ class RowDecoder:
         raise DataError(
             f"{self._path}: line {line}: column {name!r} is numeric but holds {value!r};"
             " fix the value, or list it in data.na_values if it marks a missing value"
+        )
+
+
+def check_width(path: str, line: int, row: list[str], width: int) -> None:
+    """The row has the header's number of fields.
+
+    Raises:
+      DataError: it has not, naming the file and line.
+    """
+    if len(row) != width:
+        raise DataError(
+            f"{path}: line {line} has {len(row)} fields, the header has {width};"
+            " fix or remove that line (quote fields that contain commas)"
         )
 
 
